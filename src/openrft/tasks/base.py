@@ -1,0 +1,118 @@
+"""Task = prompt template + answer extraction + grader.
+
+A task owns its prompt and its grader; rewards call the same grader that evaluation
+calls, so training and evaluation cannot drift. Every stage (synthesis, SFT, RL,
+evaluation) builds its chat messages through :meth:`Task.messages`, with or without
+few-shot examples, the same way.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from openrft.data.sample import Sample
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Grade:
+    """Verdict on one completion: the answer extracted (``None`` = no answer) and whether it is right."""
+
+    extracted: str | None
+    correct: bool
+
+    @property
+    def score(self) -> float:
+        return 1.0 if self.correct else 0.0
+
+
+class Task(ABC):
+    """Prompt + extraction + grading for one answer type.
+
+    Subclasses set ``name`` and ``answer_type`` and implement :meth:`render_question`,
+    :meth:`render_answer`, :meth:`extract` and :meth:`is_equivalent`.
+    """
+
+    name: ClassVar[str]
+    answer_type: ClassVar[str]
+    instruction: ClassVar[str]
+
+    # ---- prompt ---------------------------------------------------------------
+    @abstractmethod
+    def render_question(self, sample: Sample) -> str:
+        """The user-visible problem text (question, and options when there are any)."""
+
+    @abstractmethod
+    def render_answer(self, sample: Sample) -> str:
+        """A reference assistant reply for ``sample`` (used for few-shot examples and bare-answer fallback)."""
+
+    def user_prompt(self, sample: Sample) -> str:
+        return f"{self.instruction}\n\n{self.render_question(sample)}"
+
+    def messages(self, sample: Sample, examples: Sequence[Sample] = ()) -> list[Message]:
+        """Chat messages for ``sample``; ``examples`` are few-shot Q/A pairs placed before it as earlier turns."""
+        msgs: list[Message] = []
+        for ex in examples:
+            msgs.append({"role": "user", "content": self.user_prompt(ex)})
+            msgs.append({"role": "assistant", "content": self.render_answer(ex)})
+        msgs.append({"role": "user", "content": self.user_prompt(sample)})
+        return msgs
+
+    # ---- grading --------------------------------------------------------------
+    @abstractmethod
+    def extract(self, completion: str, sample: Sample) -> str | None:
+        """The final answer stated in ``completion`` in canonical form, or ``None`` when it states none."""
+
+    @abstractmethod
+    def is_equivalent(self, extracted: str, sample: Sample) -> bool:
+        """Whether a canonical extracted answer matches the gold answer of ``sample``."""
+
+    def grade(self, completion: str, sample: Sample) -> Grade:
+        extracted = self.extract(completion, sample)
+        return Grade(extracted, extracted is not None and self.is_equivalent(extracted, sample))
+
+    def reward(self, completions: Sequence[str], samples: Sequence[Sample]) -> list[float]:
+        """Outcome reward (1/0) through the same grader evaluation uses."""
+        if len(completions) != len(samples):
+            raise ValueError(f"{len(completions)} completions for {len(samples)} samples")
+        return [self.grade(c, s).score for c, s in zip(completions, samples)]
+
+
+_REGISTRY: dict[str, Callable[[], Task]] = {}
+
+
+def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
+    def deco(cls: type[Task]) -> type[Task]:
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def task_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_task(name_or_type: str, **kwargs) -> Task:
+    """A task by registry name (``mcq``, ``numeric``, ``text``, ``program``) or dotted import path ``pkg.mod:Class``."""
+    if ":" in name_or_type:
+        import importlib
+
+        mod, _, attr = name_or_type.partition(":")
+        return getattr(importlib.import_module(mod), attr)(**kwargs)
+    try:
+        factory = _REGISTRY[name_or_type]
+    except KeyError:
+        raise ValueError(
+            f"unknown task type {name_or_type!r}; valid: {', '.join(task_names())} "
+            "or a dotted path 'package.module:Class'"
+        ) from None
+    return factory(**kwargs)
+
+
+def task_for(sample: Sample, **kwargs) -> Task:
+    return get_task(sample.answer_type, **kwargs)
