@@ -1,0 +1,93 @@
+"""The transformers backend: same greedy text as ``model.generate``, batch-invariant seeded sampling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from openrft.models.backends.base import SamplingParams
+from openrft.models.backends.hf import TransformersGenerator, render_prompt
+
+QUESTIONS = [
+    "What is 2+3?",
+    "Name a colour.",
+    "Write a haiku about the sea.",
+    "What is the capital of France? Explain in detail.",
+    "Count from 1 to 10.",
+]
+
+
+def chats(qs):
+    return [[{"role": "user", "content": q}] for q in qs]
+
+
+def reference_greedy(model, tokenizer, prompt, max_new_tokens):
+    ids = torch.tensor([render_prompt(tokenizer, prompt)])
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
+                         pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+@pytest.mark.slow
+def test_greedy_matches_generate_on_bundled_model_with_refill(smollm2):
+    model, tokenizer = smollm2
+    # batch 2 forces rows to finish, leave, and be refilled with prompts of other lengths
+    gen = TransformersGenerator(model, tokenizer, batch_size=2)
+    out = gen.generate(chats(QUESTIONS), SamplingParams(max_new_tokens=24))
+    lengths = set()
+    for prompt, (completion,) in zip(chats(QUESTIONS), out):
+        assert completion.text == reference_greedy(model, tokenizer, prompt, 24)
+        lengths.add(completion.num_tokens)
+    assert len(lengths) > 1, "prompts should finish at different lengths"
+
+
+def test_shapes_n_and_finish_reasons(tiny_generator):
+    params = SamplingParams(n=3, temperature=1.0, max_new_tokens=7, seed=3)
+    out = tiny_generator.generate(chats(QUESTIONS[:3]), params)
+    assert [len(r) for r in out] == [3, 3, 3]
+    for row in out:
+        for c in row:
+            assert c.num_tokens <= 7
+            assert c.finish_reason in {"stop", "length"}
+            assert (c.finish_reason == "length") == (c.num_tokens == 7)
+
+
+def test_seeded_sampling_does_not_depend_on_batch_size(tiny_model_dir):
+    a = TransformersGenerator.from_pretrained(str(tiny_model_dir), batch_size=8)
+    b = TransformersGenerator(a.model, a.tokenizer, batch_size=2)
+    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=6, seed=11)
+    prompts = chats(QUESTIONS)
+    out_a = a.generate(prompts, params)
+    texts = lambda out: [[c.text for c in row] for row in out]  # noqa: E731
+    assert texts(out_a) != texts(a.generate(prompts, SamplingParams(n=2, temperature=1.0, max_new_tokens=6, seed=12)))
+    assert texts(out_a) == texts(b.generate(prompts, params))
+    assert out_a[0][0].text != out_a[0][1].text or out_a[1][0].text != out_a[1][1].text
+
+
+def test_greedy_is_deterministic_and_ignores_seed(tiny_generator):
+    p = chats(QUESTIONS[:2])
+    a = tiny_generator.generate(p, SamplingParams(max_new_tokens=5, seed=1))
+    b = tiny_generator.generate(p, SamplingParams(max_new_tokens=5, seed=2))
+    assert [r[0].text for r in a] == [r[0].text for r in b]
+
+
+def test_stop_strings_cut_the_text(tiny_generator):
+    out = tiny_generator.generate(["a b c"], SamplingParams(max_new_tokens=40, temperature=1.0, seed=0))
+    text = out[0][0].text
+    assert len(text) > 2
+    stop = text[len(text) // 2: len(text) // 2 + 2]
+    cut = tiny_generator.generate(["a b c"], SamplingParams(max_new_tokens=40, temperature=1.0, seed=0, stop=(stop,)))
+    assert stop not in cut[0][0].text
+    assert text.startswith(cut[0][0].text)
+
+
+def test_prompt_longer_than_context_is_a_clear_error(tiny_generator):
+    with pytest.raises(ValueError, match="context"):
+        tiny_generator.generate(["word " * 3000], SamplingParams(max_new_tokens=4))
+
+
+def test_bad_sampling_params():
+    with pytest.raises(ValueError, match="temperature"):
+        SamplingParams(temperature=-1)
+    with pytest.raises(ValueError, match="n must"):
+        SamplingParams(n=0)
