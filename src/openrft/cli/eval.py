@@ -1,0 +1,89 @@
+"""``openrft eval``: the Vanilla row (or any model's row) of the OpenRFT table."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="openrft eval", description=__doc__)
+    ap.add_argument("--model", default="smollm2-135m",
+                    help="bundled name (smollm2-135m), local checkpoint directory, or hub id (default: bundled SmolLM2)")
+    ap.add_argument("--adapter", default=None, help="LoRA adapter directory to apply on top of --model")
+    ap.add_argument("--data", nargs="+", default=["sciknoweval/chemical_calculation"],
+                    help="bundled dataset names (see 'openrft data list'), files or directories; several allowed")
+    ap.add_argument("--split", default="test", help="split to evaluate (bundled data and split folders)")
+    ap.add_argument("--limit", type=int, default=None, help="evaluate the first N items of each task")
+    ap.add_argument("--n", type=int, default=3, help="sampled runs per item (OpenRFT: 3)")
+    ap.add_argument("--temperature", type=float, default=0.6, help="sampling temperature (0 = greedy)")
+    ap.add_argument("--greedy", action="store_true", help="greedy decoding, one run (same as --temperature 0)")
+    ap.add_argument("--top-p", type=float, default=1.0)
+    ap.add_argument("--max-new-tokens", type=int, default=2048)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--maj-k", type=int, default=None, help="k for maj@k (default: n)")
+    ap.add_argument("--pass-k", type=int, default=None, help="k for pass@k (default: n)")
+    ap.add_argument("--backend", default="transformers", choices=["transformers", "openai", "vllm"])
+    ap.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint for --backend openai")
+    ap.add_argument("--batch-size", type=int, default=32, help="sequences decoded together (transformers backend)")
+    ap.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16, fp16")
+    ap.add_argument("--label", default="Vanilla", help="method name for the table row")
+    ap.add_argument("--out", default=None, help="output directory (default: runs/eval-<model>-<time>)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from openrft.data import DataError
+    from openrft.data.loaders import load_samples
+    from openrft.evaluate.report import print_tables, write_report
+    from openrft.evaluate.runner import EvalConfig, evaluate
+    from openrft.models.backends import make_generator
+    from openrft.models.loading import ModelNotFoundError
+
+    try:
+        samples = []
+        for source in args.data:
+            loaded = load_samples(source, split=args.split)
+            if args.limit:
+                per_task: dict[str, int] = defaultdict(int)
+                kept = []
+                for s in loaded:
+                    if per_task[s.task] < args.limit:
+                        per_task[s.task] += 1
+                        kept.append(s)
+                loaded = kept
+            samples += loaded
+        config = EvalConfig(n=args.n, temperature=0.0 if args.greedy else args.temperature, top_p=args.top_p,
+                            max_new_tokens=args.max_new_tokens, seed=args.seed, maj_k=args.maj_k, pass_k=args.pass_k)
+        generator = make_generator(args.backend, args.model, base_url=args.base_url, batch_size=args.batch_size,
+                                   dtype=args.dtype, cache_dir=os.path.join(args.out, "http-cache") if args.out else None)
+        if args.adapter:
+            generator = _with_adapter(generator, args.adapter)
+    except (DataError, ModelNotFoundError, ValueError) as err:
+        print(f"openrft eval: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out or f"runs/eval-{Path(args.model).name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    tasks = sorted({s.task for s in samples})
+    print(f"evaluating {args.model} on {len(samples)} items ({len(tasks)} task(s)), n={config.n}, "
+          f"temperature={config.temperature}, max_new_tokens={config.max_new_tokens} -> {out}", file=sys.stderr)
+    result = evaluate(generator, samples, config, out, label=args.label, model_name=args.model,
+                      show_progress=not args.quiet)
+    md, js = write_report([result], out)
+    print_tables([result])
+    print(f"completions: {out / 'completions.jsonl'}\nreport: {md}, {js}")
+    return 0
+
+
+def _with_adapter(generator, adapter: str):
+    from peft import PeftModel
+
+    if not hasattr(generator, "model"):
+        raise ValueError("--adapter works with the transformers backend; serve the adapter for other backends")
+    generator.model = PeftModel.from_pretrained(generator.model, adapter).eval()
+    return generator

@@ -1,0 +1,43 @@
+"""``openrft <subcommand>``: one console command, thin subcommand modules imported on demand."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+SUBCOMMANDS = {
+    "eval": ("openrft.cli.eval", "evaluate a model on a dataset: accuracy over sampled runs, maj@k, pass@k"),
+    "data": ("openrft.cli.data", "list bundled datasets; check a dataset for train/test leakage and duplicates"),
+    "serve": ("openrft.serve", "serve a local model through an OpenAI-compatible HTTP API"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: openrft <subcommand> [options]\n\nsubcommands:")
+        for name, (_, help_) in SUBCOMMANDS.items():
+            print(f"  {name:<10} {help_}")
+        print("\n'openrft <subcommand> --help' lists the options of each.")
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from openrft import __version__
+
+        print(__version__)
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        import difflib
+
+        close = difflib.get_close_matches(name, SUBCOMMANDS, n=2)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        print(f"openrft: unknown subcommand {name!r}{hint} (valid: {', '.join(SUBCOMMANDS)})", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Reports: the OpenRFT Table 1 layout (methods x tasks, Avg) in Markdown, JSON and the console."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from openrft.evaluate.runner import EvalResult
+
+
+def _pct(x: float) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def accuracy_table(results: Sequence[EvalResult], with_spread: bool = True) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: one row per result (method), one column per task, then Avg (macro mean over tasks).
+
+    The best value of each column is marked with ``*`` when several methods are compared.
+    """
+    tasks: list[str] = []
+    for r in results:
+        for t in r.tasks:
+            if t.task not in tasks:
+                tasks.append(t.task)
+    header = ["Method", *tasks, "Avg"]
+    values = []
+    for r in results:
+        by_task = {t.task: t for t in r.tasks}
+        values.append([by_task[t].accuracy if t in by_task else None for t in tasks] + [r.average])
+    best = [max((v[c] for v in values if v[c] is not None), default=None) for c in range(len(header) - 1)]
+    rows = []
+    for r, vals in zip(results, values):
+        by_task = {t.task: t for t in r.tasks}
+        cells = []
+        for c, v in enumerate(vals):
+            cell = _pct(v)
+            if with_spread and c < len(tasks) and v is not None and len(by_task[tasks[c]].per_run) > 1:
+                cell += f" ±{by_task[tasks[c]].accuracy_std:.3f}"
+            if len(results) > 1 and v is not None and v == best[c]:
+                cell += " *"
+            cells.append(cell)
+        rows.append([r.label, *cells])
+    return header, rows
+
+
+def detail_table(result: EvalResult) -> tuple[list[str], list[list[str]]]:
+    k = result.tasks[0].k if result.tasks else 1
+    header = ["Task", "Items", "Acc (mean ± std over runs)", f"maj@{k}", f"pass@{k}", "Answered", "Mean tokens",
+              "Truncated"]
+    rows = [[t.task, str(t.items), f"{t.accuracy:.3f} ± {t.accuracy_std:.3f}", _pct(t.maj_at_k), _pct(t.pass_at_k),
+             f"{t.answered:.2f}", f"{t.mean_tokens:.0f}", f"{t.truncated:.2f}"] for t in result.tasks]
+    return header, rows
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def markdown_report(results: Sequence[EvalResult]) -> str:
+    parts = ["# openrft evaluation", "", "## Accuracy (mean over sampled runs)", "",
+             markdown_table(*accuracy_table(results)), ""]
+    for r in results:
+        cfg = r.config
+        parts += [f"## {r.label}: {r.model}", "",
+                  f"n={cfg['n']}, temperature={cfg['temperature']}, top_p={cfg['top_p']}, "
+                  f"max_new_tokens={cfg['max_new_tokens']}, seed={cfg['seed']}; "
+                  f"{r.tokens} tokens in {r.seconds:.1f} s ({r.tokens / max(r.seconds, 1e-9):.1f} tok/s)", "",
+                  markdown_table(*detail_table(r)), ""]
+    return "\n".join(parts)
+
+
+def write_report(results: Sequence[EvalResult], out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md, js = out / "report.md", out / "report.json"
+    md.write_text(markdown_report(results), encoding="utf-8")
+    js.write_text(json.dumps([r.to_dict() for r in results], indent=2), encoding="utf-8")
+    return md, js
+
+
+def print_tables(results: Sequence[EvalResult], console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+
+    def show(title, header, rows):
+        table = Table(title=title)
+        for h in header:
+            table.add_column(h, justify="left" if h in ("Method", "Task") else "right")
+        for r in rows:
+            table.add_row(*r)
+        console.print(table)
+
+    show("Accuracy (mean over sampled runs; OpenRFT Table 1 layout)", *accuracy_table(results))
+    for r in results:
+        show(f"{r.label}: {r.model}", *detail_table(r))
