@@ -1,0 +1,109 @@
+"""Evaluation end to end: the CLI on the bundled model, resume after interruption, metrics against brute force."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+
+import pytest
+
+from openrft.cli.main import main as cli
+from openrft.data.bundled import load_bundled
+from openrft.evaluate.metrics import maj_at_k, pass_at_k
+from openrft.evaluate.runner import COMPLETIONS, EvalConfig, evaluate
+
+
+@pytest.mark.slow
+def test_eval_cli_prints_table_and_writes_outputs_on_bundled_model(tmp_path, capsys):
+    out = tmp_path / "ev"
+    rc = cli(["eval", "--data", "sciknoweval/chemical_calculation", "--limit", "3", "--n", "2",
+              "--max-new-tokens", "48", "--out", str(out), "--quiet"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "Vanilla" in printed and "chemical_calculation" in printed and "Avg" in printed
+    records = [json.loads(line) for line in (out / COMPLETIONS).read_text().splitlines()]
+    assert [r["id"] for r in records] == [f"chemical_calculation/test/{i}" for i in range(3)]
+    for r in records:
+        assert len(r["samples"]) == 2
+        for s in r["samples"]:
+            assert s["text"] and 0 < s["num_tokens"] <= 48
+            assert s["correct"] is False or s["extracted"] == r["gold"]
+    report = json.loads((out / "report.json").read_text())[0]
+    task = report["tasks"][0]
+    correct = [[s["correct"] for s in r["samples"]] for r in records]
+    assert task["accuracy"] == pytest.approx(sum(map(sum, correct)) / 6)
+    assert (out / "report.md").read_text().count("chemical_calculation") >= 2
+
+
+class Interrupting:
+    """Wraps a real generator; raises KeyboardInterrupt on call number ``fail_on`` (1-based)."""
+
+    def __init__(self, inner, fail_on=None):
+        self.inner, self.fail_on, self.calls, self.prompts = inner, fail_on, 0, 0
+
+    def generate(self, prompts, params, progress=None):
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise KeyboardInterrupt
+        self.prompts += len(prompts)
+        return self.inner.generate(prompts, params, progress)
+
+
+def test_interrupted_eval_resumes_and_matches_uninterrupted(tmp_path, tiny_generator):
+    samples = load_bundled("sciknoweval/retrosynthesis")[:6]
+    config = EvalConfig(n=2, temperature=1.0, max_new_tokens=6, seed=5, chunk_size=2)
+    full = evaluate(tiny_generator, samples, config, tmp_path / "full", show_progress=False)
+
+    broken = Interrupting(tiny_generator, fail_on=3)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(broken, samples, config, tmp_path / "resumed", show_progress=False)
+    path = tmp_path / "resumed" / COMPLETIONS
+    assert len(path.read_text().splitlines()) == 4
+    with open(path, "a") as f:  # a torn line, as a kill -9 mid-write leaves
+        f.write('{"id": "retrosynthesis/test/4", "sam')
+    again = Interrupting(tiny_generator)
+    resumed = evaluate(again, samples, config, tmp_path / "resumed", show_progress=False)
+    assert again.prompts == 2, "only the two unfinished items are generated again"
+    assert resumed.records == full.records
+    assert resumed.tasks == full.tasks
+    assert len(path.read_text().splitlines()) == 6
+
+
+def test_rerun_with_other_settings_refuses_to_mix_outputs(tmp_path, tiny_generator):
+    samples = load_bundled("sciknoweval/retrosynthesis")[:2]
+    evaluate(tiny_generator, samples, EvalConfig(n=1, max_new_tokens=3), tmp_path, show_progress=False)
+    with pytest.raises(ValueError, match="other settings"):
+        evaluate(tiny_generator, samples, EvalConfig(n=1, max_new_tokens=4), tmp_path, show_progress=False)
+
+
+def test_greedy_config_forces_one_run():
+    assert EvalConfig(n=5, temperature=0).n == 1
+    with pytest.raises(ValueError, match="maj_k"):
+        EvalConfig(n=2, maj_k=3)
+
+
+def test_cli_bad_inputs_exit_2_with_a_clear_message(tmp_path, capsys):
+    assert cli(["eval", "--model", str(tmp_path / "nope"), "--limit", "1"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert cli(["eval", "--data", "sciknoweval/chemistry", "--limit", "1"]) == 2
+    assert "chemical_calculation" in capsys.readouterr().err  # close match suggested
+    assert cli(["evaluate"]) == 2
+    assert "did you mean eval" in capsys.readouterr().err
+
+
+def test_pass_at_k_matches_brute_force_over_subsets():
+    rng = random.Random(0)
+    for _ in range(50):
+        n = rng.randint(1, 6)
+        row = [rng.random() < 0.4 for _ in range(n)]
+        k = rng.randint(1, n)
+        subsets = list(itertools.combinations(row, k))
+        assert pass_at_k([row], k) == pytest.approx(sum(any(s) for s in subsets) / len(subsets))
+
+
+def test_maj_at_k_ignores_no_answer_and_uses_first_k():
+    answers = [["B", None, None, "C", "C"]]
+    correct = [[False, False, False, True, True]]
+    assert maj_at_k(answers, correct, k=3) == 0.0  # only "B" stated among the first 3
+    assert maj_at_k(answers, correct, k=5) == 1.0
