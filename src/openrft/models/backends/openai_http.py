@@ -1,0 +1,468 @@
+"""Generator over any OpenAI-compatible HTTP server (vLLM, SGLang, Ollama, OpenAI, ``openrft serve``).
+
+Chat prompts go to ``/chat/completions``, raw strings to ``/completions``, one request per
+prompt asking for ``n`` choices. Requests run in a thread pool over one ``httpx.Client``.
+
+Reliability:
+
+* connection errors, timeouts, 408/429/5xx and malformed bodies are retried with exponential
+  backoff and jitter (``Retry-After`` / ``retry-after-ms`` honoured); any other 4xx fails at
+  once with the server's message; after ``max_retries`` a :class:`GenerationError` names the
+  URL, the last status and the last error;
+* with ``cache_dir``, every sample is written to disk as soon as its request returns, keyed by
+  the endpoint path, model, prompt, sampling parameters and sample index (not the host, so a
+  restarted server on another port still hits the cache). A rerun after a crash re-pays only
+  the samples that are missing.
+
+Samples: the sample index of a prompt's ``s``-th completion is ``s`` (``k * n + s`` for the
+``k``-th repeat of the same prompt in one call, so repeats get different samples). A request
+covering samples ``i..`` sends ``seed`` itself when ``i == 0`` and a seed derived from
+``(seed, i)`` otherwise, so samples fetched one by one (servers that ignore ``n``) differ.
+Greedy requests (``temperature == 0``) are sent once per distinct prompt and the completion
+copied ``n`` times.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from openrft.models.backends.base import Completion, Generator, Prompt, SamplingParams
+from openrft.models.backends.cache import ResponseCache, cache_key
+
+logger = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({408, 429})
+MAX_RETRY_AFTER_S = 300.0
+
+
+class GenerationError(RuntimeError):
+    """A request failed for good. ``url``, ``status`` (None without a response) and ``last_error`` say why."""
+
+    def __init__(self, message: str, *, url: str, status: int | None = None, last_error: str = "", attempts: int = 0):
+        super().__init__(message)
+        self.url = url
+        self.status = status
+        self.last_error = last_error
+        self.attempts = attempts
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class _Rejected(Exception):
+    """A 4xx other than 408/429: the request itself is wrong, retrying will not help."""
+
+    def __init__(self, url: str, status: int, message: str):
+        super().__init__(message)
+        self.url, self.status, self.message = url, status, message
+
+
+class _Aborted(Exception):
+    """Another request failed for good; stop this one."""
+
+
+@dataclass
+class _Target:
+    path: str  # "/chat/completions" or "/completions"
+    payload: dict  # {"messages": [...]} or {"prompt": "..."}
+
+
+def _derive_seed(seed: int, index: int) -> int:
+    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFFFFFF
+
+
+def _split_tokens(total: int, texts: Sequence[str]) -> list[int]:
+    """Share ``total`` tokens over choices in proportion to their lengths (largest remainder)."""
+    weights = [len(t) for t in texts]
+    if sum(weights) == 0:
+        weights = [1] * len(texts)
+    raw = [total * w / sum(weights) for w in weights]
+    out = [int(r) for r in raw]
+    for i in sorted(range(len(raw)), key=lambda i: out[i] - raw[i])[: total - sum(out)]:
+        out[i] += 1
+    return out
+
+
+def _estimate_tokens(text: str) -> int:
+    return max(1, round(len(text) / 4)) if text else 0
+
+
+def _server_message(resp: httpx.Response) -> str:
+    """The error message of a response: OpenAI ``{"error": {"message"}}``, FastAPI ``{"detail"}``, or the raw text."""
+    try:
+        data = resp.json()
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])[:2000]
+        for value in (err, data.get("detail"), data.get("message")):
+            if value:
+                return str(value)[:2000]
+    return (resp.text or resp.reason_phrase or "")[:2000]
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    if (ms := resp.headers.get("retry-after-ms")) is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = resp.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:  # an HTTP date
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_choices(data: Any, chat: bool) -> list[Completion]:
+    """Completions from an OpenAI response body; raises ``ValueError`` when the body is not one."""
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices:
+        detail = f": {data['error']}" if "error" in data else ""
+        raise ValueError(f"no 'choices' list in the response{detail}")
+    if all(isinstance(c, dict) and isinstance(c.get("index"), int) for c in choices):
+        choices = sorted(choices, key=lambda c: c["index"])
+    texts, reasons = [], []
+    for c in choices:
+        if not isinstance(c, dict):
+            raise ValueError("a choice is not a JSON object")
+        if chat:
+            message = c.get("message")
+            if not isinstance(message, dict):
+                raise ValueError("a chat choice has no 'message' object")
+            text = message.get("content")
+            if isinstance(text, list):  # content parts
+                text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
+            text = "" if text is None else text
+        else:
+            text = c.get("text")
+        if not isinstance(text, str):
+            raise ValueError(f"a choice has no text (got {type(text).__name__})")
+        texts.append(text)
+        reasons.append(c.get("finish_reason") or "stop")
+    usage = data.get("usage")
+    total = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    if isinstance(total, int) and not isinstance(total, bool) and total >= 0:
+        counts = _split_tokens(total, texts)
+    else:
+        counts = [_estimate_tokens(t) for t in texts]
+    return [Completion(text=t, num_tokens=k, finish_reason=str(r)) for t, k, r in zip(texts, counts, reasons)]
+
+
+class OpenAIGenerator(Generator):
+    """Generator over an OpenAI-compatible server.
+
+    Args:
+        base_url: server root, e.g. ``http://127.0.0.1:8000/v1`` (a bare ``http://host:port`` gets ``/v1``).
+        model: model name sent with every request.
+        api_key: bearer token; defaults to ``$OPENAI_API_KEY`` (none sent when unset).
+        concurrency: requests in flight at once.
+        timeout_s: per-request timeout (connect, read, write) in seconds.
+        max_retries: retries after the first attempt for retryable failures.
+        backoff_s: first retry delay; doubles per retry, with jitter, capped at ``max_backoff_s``.
+        cache_dir: directory of the on-disk response cache; None disables it.
+        extra_body: extra JSON fields merged into every request; a ``None`` value removes a field
+            (e.g. ``{"max_tokens": None, "max_completion_tokens": 512}``).
+        headers: extra HTTP headers.
+        max_n_per_request: most choices asked in one request; larger ``n`` is split.
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        concurrency: int = 8,
+        timeout_s: float = 60.0,
+        max_retries: int = 5,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+        cache_dir: str | os.PathLike | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        max_n_per_request: int = 64,
+    ):
+        url = httpx.URL(base_url)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"base_url must be an http(s) URL like http://127.0.0.1:8000/v1, got {base_url!r}")
+        base = str(base_url).rstrip("/")
+        self.base_url = base + "/v1" if url.path in ("", "/") else base
+        if concurrency < 1 or max_retries < 0 or timeout_s <= 0 or max_n_per_request < 1:
+            raise ValueError("need concurrency >= 1, max_retries >= 0, timeout_s > 0, max_n_per_request >= 1")
+        self.model = model
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.extra_body = dict(extra_body or {})
+        self.max_n_per_request = max_n_per_request
+        self.cache = ResponseCache(cache_dir) if cache_dir is not None else None
+        self._n_ok = True  # cleared once the server is seen to ignore or reject n > 1
+        api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        all_headers = {"User-Agent": "openrft"}
+        if api_key:
+            all_headers["Authorization"] = f"Bearer {api_key}"
+        all_headers.update(headers or {})
+        self._client = httpx.Client(
+            headers=all_headers,
+            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        )
+
+    def __repr__(self) -> str:
+        return f"OpenAIGenerator({self.base_url!r}, model={self.model!r})"
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> "OpenAIGenerator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ public
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[list[Completion]]:
+        """``params.n`` completions per prompt. Samples read from the cache count as done with 0 new tokens."""
+        targets = [self._target(p, i) for i, p in enumerate(prompts)]
+        n = params.n
+        # distinct prompts -> the result slots (position, sample) each sample index fills
+        distinct: dict[str, tuple[_Target, dict[int, list[tuple[int, int]]]]] = {}
+        for pos, target in enumerate(targets):
+            ident = cache_key([target.path, target.payload])
+            _, slots = distinct.setdefault(ident, (target, {}))
+            repeat = sum(len(v) for v in slots.values()) // n if not params.greedy else 0
+            for s in range(n):
+                slots.setdefault(0 if params.greedy else repeat * n + s, []).append((pos, s))
+
+        results: list[list[Completion | None]] = [[None] * n for _ in targets]
+        units: list[tuple[_Target, list[int], dict[int, list[tuple[int, int]]]]] = []
+        cached = 0
+        for target, slots in distinct.values():
+            missing = []
+            for index, where in slots.items():
+                hit = self.cache.get(self._key(target, params, index)) if self.cache is not None else None
+                if hit is not None:
+                    comp = Completion(hit["text"], int(hit.get("num_tokens", 0)), hit.get("finish_reason", "stop"))
+                    for pos, s in where:
+                        results[pos][s] = comp
+                    cached += len(where)
+                else:
+                    missing.append(index)
+            for i in range(0, len(missing), self.max_n_per_request):
+                units.append((target, missing[i: i + self.max_n_per_request], slots))
+        if progress is not None and cached:
+            progress(cached, 0)
+        if units:
+            self._run_units(units, params, results, progress)
+        return results  # type: ignore[return-value]
+
+    # ---------------------------------------------------------------- internals
+    def _target(self, prompt: Prompt, position: int) -> _Target:
+        if isinstance(prompt, str):
+            return _Target("/completions", {"prompt": prompt})
+        messages = []
+        for j, m in enumerate(prompt):
+            if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
+                raise ValueError(
+                    f"prompt {position}, message {j}: expected a {{'role', 'content'}} mapping, got {m!r:.200}"
+                )
+            messages.append(dict(m))
+        if not messages:
+            raise ValueError(f"prompt {position} is an empty chat (no messages)")
+        return _Target("/chat/completions", {"messages": messages})
+
+    def _key(self, target: _Target, params: SamplingParams, index: int) -> str:
+        return cache_key({
+            "path": httpx.URL(self.base_url + target.path).path,
+            "model": self.model,
+            **target.payload,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_new_tokens,
+            "stop": list(params.stop),
+            "seed": None if params.greedy else params.seed,
+            "extra_body": self.extra_body,
+            "sample": index,
+        })
+
+    def _body(self, target: _Target, params: SamplingParams, n: int, first_index: int) -> dict:
+        body: dict[str, Any] = {"model": self.model, **target.payload, "temperature": params.temperature,
+                                "max_tokens": params.max_new_tokens}
+        if n > 1:
+            body["n"] = n
+        if params.top_p != 1.0:
+            body["top_p"] = params.top_p
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if params.seed is not None:
+            body["seed"] = params.seed if first_index == 0 else _derive_seed(params.seed, first_index)
+        for k, v in self.extra_body.items():
+            if v is None:
+                body.pop(k, None)
+            else:
+                body[k] = v
+        return body
+
+    def _run_units(self, units, params, results, progress) -> None:
+        stop = threading.Event()
+        errors: list[BaseException] = []
+        done_units = 0
+        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(units)), thread_name_prefix="openai-http")
+        try:
+            futures = {pool.submit(self._run_unit, target, indices, params, stop): (indices, slots)
+                       for target, indices, slots in units}
+            for fut in as_completed(futures):
+                indices, slots = futures[fut]
+                try:
+                    samples = fut.result()
+                except _Aborted:
+                    continue
+                except BaseException as err:  # noqa: BLE001 - reported below, after in-flight requests land
+                    errors.append(err)
+                    stop.set()
+                    continue
+                done_units += 1
+                filled = 0
+                for index, comp in zip(indices, samples):
+                    for pos, s in slots[index]:
+                        results[pos][s] = comp
+                        filled += 1
+                if progress is not None:
+                    progress(filled, sum(c.num_tokens for c in samples))
+        except BaseException:  # KeyboardInterrupt: stop retries, keep what landed in the cache
+            stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+        if errors:
+            err = errors[0]
+            if not isinstance(err, GenerationError):
+                raise err
+            where = f"; finished samples are cached in {self.cache.root}, rerun to fetch only the missing ones" \
+                if self.cache is not None else "; pass cache_dir to keep finished samples across reruns"
+            summary = f"{len(errors)} of {len(units)} requests failed ({done_units} finished){where}"
+            raise GenerationError(f"{err}\n{summary}", url=err.url, status=err.status,
+                                  last_error=err.last_error, attempts=err.attempts) from err
+
+    def _run_unit(self, target: _Target, indices: list[int], params: SamplingParams,
+                  stop: threading.Event) -> list[Completion]:
+        """All samples of ``indices``: one request for all when the server honours ``n``, else one each."""
+        if stop.is_set():
+            raise _Aborted
+        got: list[Completion] = []
+        if len(indices) > 1 and self._n_ok:
+            try:
+                got = self._request(target, params, indices, stop)
+            except _Rejected as err:  # maybe n > 1 itself; try one sample per request
+                logger.warning("%s rejected n=%d (%s); trying one request per sample",
+                               err.url, len(indices), err.message)
+            if len(got) < len(indices):
+                logger.info("%s returned %d of %d choices; asking for the rest one by one",
+                            self.base_url + target.path, len(got), len(indices))
+        for index in indices[len(got):]:
+            try:
+                got += self._request(target, params, [index], stop)
+            except _Rejected as err:
+                raise GenerationError(
+                    f"POST {err.url} was rejected with status {err.status}: {err.message}",
+                    url=err.url, status=err.status, last_error=err.message, attempts=1,
+                ) from None
+            if len(indices) > 1:
+                self._n_ok = False  # singles work where n > 1 did not, or gave too few choices
+        return got
+
+    def _request(self, target: _Target, params: SamplingParams, indices: list[int],
+                 stop: threading.Event) -> list[Completion]:
+        body = self._body(target, params, len(indices), indices[0])
+        chat = target.path == "/chat/completions"
+        samples = self._post(self.base_url + target.path, body, lambda data: parse_choices(data, chat), stop)
+        samples = samples[: len(indices)]
+        if self.cache is not None:
+            for index, comp in zip(indices, samples):
+                self.cache.put(self._key(target, params, index), {
+                    "text": comp.text, "num_tokens": comp.num_tokens, "finish_reason": comp.finish_reason,
+                    "model": self.model, "created": time.time(),
+                })
+        return samples
+
+    def _post(self, url: str, body: dict, parse: Callable[[Any], list[Completion]],
+              stop: threading.Event) -> list[Completion]:
+        last: _Retryable | None = None
+        for attempt in range(self.max_retries + 1):
+            if stop.is_set():
+                raise _Aborted
+            try:
+                return self._attempt(url, body, parse)
+            except _Retryable as err:
+                last = err
+            if attempt == self.max_retries:
+                break
+            delay = min(self.max_backoff_s, self.backoff_s * 2**attempt)
+            delay = delay / 2 + random.uniform(0, delay / 2)
+            if last.retry_after is not None:
+                delay = max(delay, min(last.retry_after, MAX_RETRY_AFTER_S))
+            logger.warning("POST %s failed (%s); retry %d/%d in %.2fs",
+                           url, last, attempt + 1, self.max_retries, delay)
+            if stop.wait(delay):
+                raise _Aborted
+        assert last is not None
+        status = f"status {last.status}" if last.status is not None else "no response"
+        raise GenerationError(
+            f"POST {url} failed after {self.max_retries + 1} attempts ({status}): {last}. "
+            "Check that the server is up and reachable at this URL, or raise max_retries / timeout_s.",
+            url=url, status=last.status, last_error=str(last), attempts=self.max_retries + 1,
+        )
+
+    def _attempt(self, url: str, body: dict, parse: Callable[[Any], list[Completion]]) -> list[Completion]:
+        try:
+            resp = self._client.post(url, json=body)
+        except httpx.TimeoutException as err:
+            raise _Retryable(f"timed out after {self.timeout_s}s ({type(err).__name__})") from None
+        except httpx.TransportError as err:
+            raise _Retryable(f"{type(err).__name__}: {err}") from None
+        status = resp.status_code
+        if status in RETRY_STATUSES or status >= 500:
+            raise _Retryable(_server_message(resp) or resp.reason_phrase, status, _retry_after(resp))
+        if not 200 <= status < 300:
+            raise _Rejected(url, status, _server_message(resp))
+        try:
+            return parse(resp.json())
+        except ValueError as err:  # includes JSON and UTF-8 decoding errors
+            snippet = resp.text[:200].replace("\n", " ")
+            raise _Retryable(f"malformed response body ({err}): {snippet!r}", status) from None
