@@ -12,6 +12,7 @@ from openrft.cli.main import main as cli
 from openrft.data.bundled import load_bundled
 from openrft.evaluate.metrics import maj_at_k, pass_at_k
 from openrft.evaluate.runner import COMPLETIONS, EvalConfig, evaluate
+from openrft.pipeline.rundir import IncompatibleRunError
 
 
 @pytest.mark.slow
@@ -73,7 +74,7 @@ def test_interrupted_eval_resumes_and_matches_uninterrupted(tmp_path, tiny_gener
 def test_rerun_with_other_settings_refuses_to_mix_outputs(tmp_path, tiny_generator):
     samples = load_bundled("sciknoweval/retrosynthesis")[:2]
     evaluate(tiny_generator, samples, EvalConfig(n=1, max_new_tokens=3), tmp_path, show_progress=False)
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(IncompatibleRunError, match="other settings"):
         evaluate(tiny_generator, samples, EvalConfig(n=1, max_new_tokens=4), tmp_path, show_progress=False)
 
 

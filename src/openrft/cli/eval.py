@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from openrft.evaluate.runner import EvalConfig, evaluate
     from openrft.models.backends import make_generator
     from openrft.models.loading import ModelNotFoundError
+    from openrft.pipeline.rundir import IncompatibleRunError
 
     try:
         samples = []
@@ -72,8 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     tasks = sorted({s.task for s in samples})
     print(f"evaluating {args.model} on {len(samples)} items ({len(tasks)} task(s)), n={config.n}, "
           f"temperature={config.temperature}, max_new_tokens={config.max_new_tokens} -> {out}", file=sys.stderr)
-    result = evaluate(generator, samples, config, out, label=args.label, model_name=args.model,
-                      show_progress=not args.quiet)
+    try:
+        result = evaluate(generator, samples, config, out, label=args.label, model_name=args.model,
+                          show_progress=not args.quiet)
+    except IncompatibleRunError as err:
+        print(f"openrft eval: {err}", file=sys.stderr)
+        return 2
     md, js = write_report([result], out)
     print_tables([result])
     print(f"completions: {out / 'completions.jsonl'}\nreport: {md}, {js}")

@@ -20,10 +20,10 @@ from typing import Any
 from openrft.data.sample import Sample
 from openrft.evaluate.metrics import answered_rate, maj_at_k, pass_at_k, run_accuracy
 from openrft.models.backends.base import Generator, SamplingParams
+from openrft.pipeline.rundir import JsonlStore, begin_stage, finish_stage
 from openrft.tasks import Task, task_for
 
 COMPLETIONS = "completions.jsonl"
-MANIFEST = "manifest.json"
 
 
 @dataclass
@@ -105,35 +105,6 @@ def grade_item(task: Task, sample: Sample, completions) -> dict[str, Any]:
     }
 
 
-def _fingerprint(model: str, config: EvalConfig, prompt_hash: str) -> str:
-    payload = json.dumps({"model": model, "config": asdict(config) | {"chunk_size": None},
-                          "prompts": prompt_hash}, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def _read_done(path: Path) -> dict[str, dict[str, Any]]:
-    """Records already written; a torn last line (killed mid-write) is dropped and the file rewritten clean."""
-    if not path.exists():
-        return {}
-    done: dict[str, dict[str, Any]] = {}
-    lines = path.read_text(encoding="utf-8").splitlines()
-    torn = False
-    for i, line in enumerate(lines):
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                torn = True
-                break
-            raise ValueError(f"{path}:{i + 1}: corrupt line in the middle of the file; delete the file to restart")
-        done[rec["id"]] = rec
-    if torn:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in done.values()), encoding="utf-8")
-        os.replace(tmp, path)
-    return done
-
-
 def aggregate(records: Sequence[dict[str, Any]], config: EvalConfig) -> list[TaskMetrics]:
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
@@ -178,24 +149,14 @@ def evaluate(
     prompts = {s.id: tasks[s.answer_type].messages(s, examples_for(s) if examples_for else ()) for s in samples}
     prompt_hash = hashlib.sha256(json.dumps([prompts[s.id] for s in samples]).encode()).hexdigest()
     done: dict[str, dict[str, Any]] = {}
-    out_path = None
+    store = None
     if out_dir is not None:
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        out_path = out_dir / COMPLETIONS
-        fp = _fingerprint(model_name, config, prompt_hash)
-        manifest_path = out_dir / MANIFEST
-        if manifest_path.exists():
-            old = json.loads(manifest_path.read_text())
-            if old.get("fingerprint") != fp and out_path.exists():
-                raise ValueError(
-                    f"{out_dir} holds an evaluation with other settings (model, sampling or prompts); "
-                    "pass a new output directory or delete it"
-                )
-        manifest = {"fingerprint": fp, "model": model_name, "label": label, "config": asdict(config),
-                    "items": len(samples), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        _atomic_write(manifest_path, json.dumps(manifest, indent=2))
-        done = _read_done(out_path)
+        manifest, _ = begin_stage(out_dir, "eval", {"model": model_name, "label": label,
+                                                     **(asdict(config) | {"chunk_size": None})},
+                                  {"prompts": prompt_hash}, seed=config.seed, resume_keys=[COMPLETIONS])
+        store = JsonlStore(out_dir / COMPLETIONS)
+        done = store.load()
     todo = [s for s in samples if s.id not in done]
     progress = _Progress(len(todo) * config.n, show_progress)
     t0 = time.perf_counter()
@@ -208,23 +169,16 @@ def evaluate(
             tokens += sum(x["num_tokens"] for r in recs for x in r["samples"])
             for r in recs:
                 done[r["id"]] = r
-            if out_path is not None:
-                with open(out_path, "a", encoding="utf-8") as f:
-                    f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
-                    f.flush()
-                    os.fsync(f.fileno())
+            if store is not None:
+                store.append(recs)
     finally:
         progress.close()
     seconds = time.perf_counter() - t0
     records = [done[s.id] for s in samples]
+    if out_dir is not None:
+        finish_stage(out_dir, manifest, items=len(records), tokens=tokens, seconds=round(seconds, 2))
     return EvalResult(label=label, model=model_name, config=asdict(config), tasks=aggregate(records, config),
                       tokens=tokens, seconds=seconds, records=records)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class _Progress:
