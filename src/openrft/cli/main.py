@@ -9,6 +9,9 @@ import sys
 SUBCOMMANDS = {
     "eval": ("openrft.cli.eval", "evaluate a model on a dataset: accuracy over sampled runs, maj@k, pass@k"),
     "data": ("openrft.cli.data", "list bundled datasets; check a dataset for train/test leakage and duplicates"),
+    "augment": ("openrft.cli.augment", "rewrite questions into meaning-preserving variants and shuffle options"),
+    "synthesize": ("openrft.cli.synthesize", "sample reasoning traces until they reach the gold answer"),
+    "sft": ("openrft.cli.sft", "supervised warm-up on synthesized traces (LoRA by default)"),
     "serve": ("openrft.serve", "serve a local model through an OpenAI-compatible HTTP API"),
 }
 
