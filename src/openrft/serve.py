@@ -462,7 +462,10 @@ def make_server(generator: Generator, model_name: str, host: str = "127.0.0.1", 
 
 # ------------------------------------------------------------------------- CLI
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="openrft serve", description=__doc__.split("\n\n")[0])
+    parser = parser or argparse.ArgumentParser(
+        prog="openrft serve",
+        description="Serve a model through an OpenAI-compatible HTTP API: /v1/chat/completions, "
+                    "/v1/completions, /v1/models, /health.")
     parser.add_argument("--model", default="smollm2-135m",
                         help="local checkpoint directory, hub id (offline: from the local cache) or bundled name")
     parser.add_argument("--served-model-name", default=None, help="name clients send as 'model' (default: --model)")
