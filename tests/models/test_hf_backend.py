@@ -86,6 +86,11 @@ def test_prompt_longer_than_context_is_a_clear_error(tiny_generator):
         tiny_generator.generate(["word " * 3000], SamplingParams(max_new_tokens=4))
 
 
+def test_empty_prompt_is_a_clear_error(tiny_generator):
+    with pytest.raises(ValueError, match="empty"):
+        tiny_generator.generate([""], SamplingParams(max_new_tokens=4))
+
+
 def test_bad_sampling_params():
     with pytest.raises(ValueError, match="temperature"):
         SamplingParams(temperature=-1)

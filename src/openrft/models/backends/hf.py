@@ -111,6 +111,8 @@ class TransformersGenerator(Generator):
     ) -> list[list[Completion]]:
         encoded = [render_prompt(self.tokenizer, p) for p in prompts]
         for i, ids in enumerate(encoded):
+            if not ids:
+                raise ValueError(f"prompt {i} is empty (0 tokens); give it some text")
             if self.max_positions and len(ids) >= self.max_positions:
                 raise ValueError(
                     f"prompt {i} has {len(ids)} tokens, at or beyond the model's context of "
