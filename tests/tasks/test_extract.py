@@ -1,4 +1,4 @@
-"""Unit tests of the pure extraction functions in openrft.tasks.extract."""
+"""Unit tests of the pure extraction functions (openrft.tasks.extract, and extract_letter in openrft.tasks.mcq)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,17 @@ import pytest
 
 from openrft.tasks.extract import (
     clean_latex,
-    extract_letter,
     extract_number,
     extract_text,
     find_boxed,
     format_number,
     last_boxed,
-    match_option,
     normalize_text,
     numbers_close,
     parse_number,
     texts_match,
 )
+from openrft.tasks.mcq import extract_letter, match_option
 from openrft.tasks.prompts import render_options, render_reply
 
 MOLES = ["3 moles", "6 moles", "9 moles", "12 moles"]
@@ -50,8 +49,11 @@ def test_last_boxed(text: str, content: str | None) -> None:
 
 def test_find_boxed_positions_are_ordered() -> None:
     text = r"\boxed{1} and \boxed{2} and \boxed{3}"
-    assert [c for _, c in find_boxed(text)] == ["1", "2", "3"]
-    assert [p for p, _ in find_boxed(text)] == sorted(p for p, _ in find_boxed(text))
+    boxes = find_boxed(text)
+    assert [b.content for b in boxes] == ["1", "2", "3"]
+    assert [b.pos for b in boxes] == sorted(b.pos for b in boxes)
+    assert [b.joined for b in boxes] == [False, True, True]
+    assert [b.joined for b in find_boxed(r"\boxed{1}. Check: \boxed{1}")] == [False, False]
 
 
 @pytest.mark.parametrize(
@@ -294,6 +296,8 @@ def test_extract_letter(text: str, letter: str) -> None:
         "A. 3 moles\nB. 6 moles\nC. 9 moles\nD. 12 moles\nA. 3 moles\nB. 6 moles",
         "A. 3 moles\nB. 6 moles\nC. 9 moles\nD. 12 moles\nA. 3 moles",
         "3 moles\n6 moles\n9 moles\n12 moles",
+        "The correct answer is:\nA. 3 moles\nB. 6 moles\nC. 9 moles\nD. 12 moles",
+        "The answer is A. 3 moles\nB. 6 moles",
         "A\nB\nC\nD",
         "A. 6 moles",
         # hedges
@@ -310,12 +314,14 @@ def test_extract_letter(text: str, letter: str) -> None:
         "A or B",
         "B, C",
         "The answer is B. Hmm, or maybe it is A or C.",
+        "The answer is C.\nD",
         # articles, pronouns, words, units, formulas
         "A reaction occurs.",
         "The answer is a bit tricky.",
         "I think so.",
         "The speed is 4 m",
         "C3H8",
+        "Molar masses:\nH: 1.008 g/mol\nC: 12.01 g/mol",
         "CO2",
         "Vitamin C.\nThe answer is clear.",
         "The answer is E.",
@@ -395,3 +401,25 @@ def test_normalize_text_equal(a: str, b: str) -> None:
 )
 def test_extract_text(text: str, answer: str | None) -> None:
     assert extract_text(text) == answer
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        " " * 20000 + "x",  # was quadratic: a letter pattern allowing spaces before the letter
+        "\\boxed{" * 3000,  # was quadratic: brace matching per unclosed box
+        "\\text{" * 2000 + "B" + "}" * 2000,  # nested macros
+        "1" * 50000,  # huge integer
+        "The answer is 1e999999999",  # huge exponent
+        "answer is " * 2000,
+        ("A. x\n" * 5 + "text\n") * 500,
+    ],
+    ids=["spaces", "boxes", "nested-text", "digits", "exponent", "heads", "lines"],
+)
+def test_pathological_inputs_are_fast(text: str) -> None:
+    import time
+
+    for extract in (lambda t: extract_letter(t, MOLES), extract_number, extract_text):
+        start = time.perf_counter()
+        extract(text)
+        assert time.perf_counter() - start < 3.0
