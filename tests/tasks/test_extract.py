@@ -278,6 +278,22 @@ def test_format_number_parses_back(x: Fraction) -> None:
         ("A. 3 moles\nB. 6 moles\nC. 9 moles\nD. 12 moles\nThe answer is C", "C"),
         ('Your answer should be "A", "B", "C" or "D".\nB', "B"),
         ("B. 6 moles\n\nBecause 2 * 3 = 6.\n\nB. 6 moles", "B"),
+        ("B. 6 moles\n\nEach mole of propane gives three moles of CO2.", "B"),  # answer first
+        ("Answer: B\n\nA. 3 moles\nB. 6 moles\nC. 9 moles\nD. 12 moles", "B"),
+        ("The correct answer is:\nC. 9 moles\nExplanation: 3 per mole.", "C"),
+        # reasoning-model phrasing
+        ("Option A: 3 moles. This is incorrect. Option B: 6 moles. This is correct. Therefore, the answer is B.", "B"),
+        ("Option B is not correct. Option C is correct.", "C"),
+        ("A) is wrong. B) is right.", "B"),
+        ("The answer is: **(C) 9 moles**", "C"),
+        ("Therefore, the correct choice is \\(\\boxed{C}\\).", "C"),
+        ("Final answer: C", "C"),
+        ("So the answer should be D, not A.", "D"),
+        ("The answer is B and not C", "B"),
+        ("Between A and B, B is correct.", "B"),
+        ("Comparing (A) and (C): (C) is correct", "C"),
+        ("I'm not sure, but I think it's B.", "B"),
+        ("The answer is B, B.", "B"),
     ],
 )
 def test_extract_letter(text: str, letter: str) -> None:
@@ -315,6 +331,9 @@ def test_extract_letter(text: str, letter: str) -> None:
         "B, C",
         "The answer is B. Hmm, or maybe it is A or C.",
         "The answer is C.\nD",
+        "I think it is A reaction.",
+        "A. 3 moles\n\nStep 1: list the options.\nA. 3 moles\nB. 6 moles",
+        "A) A gas in a 2.0-liter container expands against 0.80 atm.",
         # articles, pronouns, words, units, formulas
         "A reaction occurs.",
         "The answer is a bit tricky.",

@@ -6,8 +6,9 @@ The graders in :mod:`openrft.tasks.mcq`, :mod:`~openrft.tasks.numeric` and
 1. **explicit final answers**: ``\boxed{..}``, ``#### n`` and answer phrases ("The answer
    is C", "Answer: (b)", "C is correct", "I choose C"). The *last* one in the text wins, so
    a model that corrects itself is graded on its correction.
-2. only when there is none, **a line that stands as an answer**: the last number here; a
-   bare letter or an option's text for multiple choice (:func:`openrft.tasks.mcq.extract_letter`).
+2. **a line that stands as an answer**: for numbers, the last number of the text when there
+   is no explicit answer; for multiple choice, a bare letter or an option's text, read
+   together with the explicit answers in text order (:func:`openrft.tasks.mcq.extract_letter`).
 
 A hedge ("A or B", "either 5 or 6") is no answer (``None``), never one of its parts.
 ``\boxed{A}`` after "e.g." (an echoed instruction) is not an answer either.
@@ -135,7 +136,7 @@ _SENTENCE_END = re.compile(r"\.(?=\s|$)|\n")
 
 
 def _value(m: re.Match[str]) -> Fraction | None:
-    if len(m["a"]) > 400:  # no answer has 400 digits; keeps Fraction() fast and within int limits
+    if len(m["a"]) > 400 or len(m["b"] or "") > 400:  # no answer has 400 digits; keeps Fraction() fast
         return None
     value = Fraction(m["a"].replace(",", ""))
     if m["b"]:
@@ -144,9 +145,10 @@ def _value(m: re.Match[str]) -> Fraction | None:
             return None
         value /= den
     if m["e"]:
-        exponent = int(re.findall(r"[-+−]?\d{1,6}", m["e"])[-1].replace("−", "-"))
-        if abs(exponent) > 400:
+        digits = re.findall(r"[-+−]?\d+", m["e"])[-1].replace("−", "-")
+        if len(digits) > 4 or abs(int(digits)) > 400:
             return None
+        exponent = int(digits)
         value *= Fraction(10) ** exponent
     return -value if (m["s1"] or m["s2"]) else value
 

@@ -37,10 +37,13 @@ _IS_CORRECT = re.compile(
     re.I,
 )
 _I_CHOOSE = re.compile(
-    r"\b(?:I(?:\s*'d|\s*'ll|\s+would|\s+will|\s+shall)?|let'?s|let\s+us|we)\s+"
-    r"(?:choose|select|pick|go\s+with|opt\s+for)\s+(?:(?:the\s+)?(?:option|choice|answer|letter)\s*)?",
+    r"\b(?:(?:I(?:\s*'d|\s*'ll|\s+would|\s+will|\s+shall)?|let'?s|let\s+us|we)\s+"
+    r"(?:choose|select|pick|go\s+with|opt\s+for)|I\s+(?:think|believe)\s+(?:that\s+)?(?:it'?s|it\s+is))\s+"
+    r"(?:(?:the\s+)?(?:option|choice|answer|letter)\s*)?",
     re.I,
 )
+_LETTER_END = re.compile(r"[ \t]*(?:$|[\n.,;:!?)\]}\-—])")
+_NEXT_WORD = re.compile(r"[ \t]*([A-Za-z]+)")
 _LINK_WORDS = frozenset("because since as which with for due given from according is would".split())
 _BARE_LINE = re.compile(r"(?:(?:so|therefore|thus|hence|option|choice)\W+)*[(\[]?[ \t]*([A-Za-z])[ \t]*[)\]]?[ \t]*[.:]?", re.I)
 _TEXT_LINE = re.compile(r"[(\[]?[ \t]*([A-Za-z])[ \t]*(?:[)\]]|\.)[ \t]*(\S.*)")
@@ -51,19 +54,20 @@ def _letter_stands(text: str, m: re.Match[str], labels: str) -> bool:
     letter = m["L"]
     if letter.upper() not in labels:
         return False
-    if m["open"] or m["close"] or re.match(r"[ \t]*(?:$|[\n.,;:!?)\]}\-—])", text[m.end() :]):
+    if m["open"] or m["close"] or _LETTER_END.match(text, m.end()):
         return True
-    word = re.match(r"[ \t]*([A-Za-z]+)", text[m.end() :])
+    word = _NEXT_WORD.match(text, m.end())
     return bool(word) and (word[1].lower() in _LINK_WORDS or (letter.isupper() and letter not in "AI"))
 
 
 def _hedged(text: str, start: int, end: int, labels: str) -> bool:
-    """Whether the letter at ``text[start:end]`` is one of several joined by or/and/commas."""
-    tok = rf"(?<![A-Za-z0-9])(?i:(?:option|choice)\s+)?(?:[(\[\"']?[{labels}]|\([{labels.lower()}]\))(?![A-Za-z0-9])"
+    """Whether the letter at ``text[start:end]`` is joined to another letter by or/and/a comma."""
+    letter = text[start:end].upper()
+    tok = rf"(?<![A-Za-z0-9])(?i:(?:option|choice)\s+)?(?:[(\[\"']?(?P<L>[{labels}])|\((?P<l>[{labels.lower()}])\))(?![A-Za-z0-9])"
     conj = r"[ \t]*(?:,|/|&|(?i:\bor\b|\band\b|\bnor\b))[ \t]*"
     after = re.match(rf"[)\]\"']?{conj}{tok}", text[end : end + 40])
     before = re.search(rf"{tok}[)\]\"']?{conj}(?i:(?:option|choice)\s+)?[(\[\"']?[ \t]*$", text[max(0, start - 40) : start])
-    return bool(after or before)
+    return any(m and (m["L"] or m["l"]).upper() != letter for m in (after, before))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -141,11 +145,12 @@ def _line_answer(text: str, labels: str, choices: Choices) -> tuple[int, str] | 
 def extract_letter(text: str, choices: Choices = None, labels: str | None = None) -> str | None:
     r"""The option letter a completion gives as its final answer, upper case, or ``None``.
 
-    ``labels`` defaults to one letter per choice (``"ABCD"`` without choices). Explicit
-    answers (boxed, "answer is X", "X is correct", "I choose X", or an option's text after
-    "answer is") come first, the last one winning; then a last line that is a bare letter,
-    ``B. text`` or an option's text. Hedges, echoed option lists and restated questions
-    give ``None``.
+    ``labels`` defaults to one letter per choice (``"ABCD"`` without choices). Statements
+    are read in text order and the last one wins: boxes, "answer is X" (or an option's text
+    after it), "X is correct", "I choose X", hedges ("A or C"), and a line standing as an
+    answer -- the last line, or else the first (answer first, then an explanation) -- that
+    is a bare letter, ``B. <text of B>`` or an option's text. A hedge, an echoed option list,
+    a lettered line carrying another option's text, or a restated question gives ``None``.
 
     >>> extract_letter(r"... so \boxed{\text{(b)}}"), extract_letter("**Answer:** C"), extract_letter("b")
     ('B', 'C', 'B')
@@ -166,8 +171,9 @@ def extract_letter(text: str, choices: Choices = None, labels: str | None = None
         letter = _choice_from_span(line, labels, choices)
         nxt = _NEXT_LINE.match(text, m.end() + len(line)) if letter not in (None, _HEDGE) else None
         listed = _line_choice(nxt[1].strip(), labels, choices) if nxt else None
-        if listed and listed[1] != letter:
-            letter = _HEDGE  # "The answer is:" followed by the option list
+        # "The answer is:\nA. ..\nB. .." or "The answer is A. ..\nB. ..": the option list, echoed
+        if listed and listed[1] != letter and ("\n" in m[0] or ord(listed[1]) == ord(letter) + 1):
+            letter = _HEDGE
         if letter is not None:
             candidates.append((m.start(), letter))
     for m in _IS_CORRECT.finditer(text):
@@ -190,7 +196,7 @@ def extract_letter(text: str, choices: Choices = None, labels: str | None = None
 
 @register_task("mcq")
 class MCQTask(Task):
-    r"""Prompt with lettered options; the answer is the letter (see :func:`~openrft.tasks.extract.extract_letter`).
+    r"""Prompt with lettered options; the answer is the letter (see :func:`extract_letter`).
 
     >>> s = Sample(id="q", task="chem", question="2+2?", choices=("3", "4"), answer="B", answer_type="mcq")
     >>> t = MCQTask()
