@@ -1,0 +1,124 @@
+"""``openrft synthesize``: sample reasoning traces until they reach the gold answer (OpenRFT 2.2.1)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import fields
+from pathlib import Path
+
+
+def _help(name: str) -> str:
+    from openrft.synthesize.stage import SynthesizeConfig
+
+    return next(f.metadata["help"] for f in fields(SynthesizeConfig) if f.name == name)
+
+
+def _rounds(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(x) for x in text.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 4,8,16,32, got {text!r}") from None
+    if not sizes:
+        raise argparse.ArgumentTypeError("give at least one round size")
+    return sizes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="openrft synthesize", description=__doc__)
+    ap.add_argument("--data", nargs="+", required=True,
+                    help="bundled dataset names (see 'openrft data list'), files or directories; several allowed")
+    ap.add_argument("--split", default="train", help="split to read (bundled data and split folders)")
+    ap.add_argument("--limit", type=int, default=None, help="use the first N items of each task")
+    ap.add_argument("--model", default="smollm2-135m", help=_help("model"))
+    ap.add_argument("--teacher", default=None, help=_help("teacher"))
+    ap.add_argument("--backend", default="transformers", choices=["transformers", "openai", "vllm"],
+                    help=_help("backend"))
+    ap.add_argument("--base-url", default=None, help=_help("base_url"))
+    ap.add_argument("--budget", type=int, default=64, help=_help("budget"))
+    ap.add_argument("--rounds", type=_rounds, default=(4, 8, 16, 32), help=_help("rounds") + " (e.g. 4,8,16,32)")
+    ap.add_argument("--m", type=int, default=1, help=_help("m"))
+    ap.add_argument("--fallback", default="answer", choices=["answer", "drop"], help=_help("fallback"))
+    ap.add_argument("--accept-truncated", action="store_true", help=_help("accept_truncated"))
+    ap.add_argument("--temperature", type=float, default=0.7, help=_help("temperature"))
+    ap.add_argument("--top-p", type=float, default=1.0, help=_help("top_p"))
+    ap.add_argument("--max-new-tokens", type=int, default=2048, help=_help("max_new_tokens"))
+    ap.add_argument("--seed", type=int, default=0, help=_help("seed"))
+    ap.add_argument("--questions-per-batch", type=int, default=64, help=_help("questions_per_batch"))
+    ap.add_argument("--batch-size", type=int, default=32, help=_help("batch_size"))
+    ap.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16, fp16")
+    ap.add_argument("--out", default=None, help="stage directory (default: runs/synthesize-<model>-<time>)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from openrft.data import DataError
+    from openrft.data.loaders import load_samples
+    from openrft.models.loading import ModelNotFoundError
+    from openrft.pipeline.rundir import IncompatibleRunError, StageInputError
+    from openrft.synthesize.stage import SynthesizeConfig, build_generator, run_synthesize, task_summary
+
+    sampled = Path(args.teacher or args.model).name
+    out = Path(args.out or f"runs/synthesize-{sampled}-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        samples = []
+        for source in args.data:
+            loaded = load_samples(source, split=args.split)
+            if args.limit:
+                per_task: Counter[str] = Counter()
+                kept = []
+                for s in loaded:
+                    per_task[s.task] += 1
+                    if per_task[s.task] <= args.limit:
+                        kept.append(s)
+                loaded = kept
+            samples += loaded
+        config = SynthesizeConfig(
+            budget=args.budget, rounds=args.rounds, m=args.m, fallback=args.fallback,
+            accept_truncated=args.accept_truncated, temperature=args.temperature, top_p=args.top_p,
+            max_new_tokens=args.max_new_tokens, seed=args.seed, questions_per_batch=args.questions_per_batch,
+            backend=args.backend, model=args.model, teacher=args.teacher, base_url=args.base_url,
+            batch_size=args.batch_size)
+        generator = build_generator(config, cache_dir=os.path.join(out, "http-cache"), dtype=args.dtype)
+    except (DataError, ModelNotFoundError, ValueError) as err:
+        print(f"openrft synthesize: {err}", file=sys.stderr)
+        return 2
+    print(f"synthesizing with {config.sampled_model} ({config.backend}) on {len(samples)} items, "
+          f"budget={config.budget}, rounds={','.join(map(str, config.rounds))}, m={config.m}, "
+          f"fallback={config.fallback} -> {out}", file=sys.stderr)
+    try:
+        result = run_synthesize(samples, generator, config, out, show_progress=not args.quiet)
+    except (IncompatibleRunError, StageInputError) as err:
+        print(f"openrft synthesize: {err}", file=sys.stderr)
+        return 2
+    finally:
+        generator.close()
+    print_summary(task_summary(result.records), result.stats)
+    print(f"traces: {out / 'traces.jsonl'}\nmanifest: {out / 'manifest.json'}")
+    return 0
+
+
+def print_summary(rows: list[dict], stats: dict, console=None) -> None:
+    """The per-task table: samples, solved fraction, mean attempts, fallback fraction, mean pass rate (per question)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Synthesized traces")
+    for h in ("Task", "Samples", "Solved", "Attempts", "Fallback", "Dropped", "Pass rate"):
+        table.add_column(h, justify="left" if h == "Task" else "right", no_wrap=True)
+    for r in rows + [{"task": "All"} | stats]:
+        table.add_row(r["task"], str(r["samples"]), f"{100 * r['solved_fraction']:.1f}%", f"{r['mean_attempts']:.1f}",
+                      f"{100 * r['fallback_fraction']:.1f}%", str(r["dropped"]), f"{100 * r['mean_pass_rate']:.1f}%")
+    console = console or Console()
+    if not console.is_terminal:  # piped output: wide enough for whole task names rather than 80 columns
+        console.width = max(console.width, max(len(r["task"]) for r in rows + [{"task": ""}]) + 70)
+    console.print(table)
+    if stats.get("seconds") is not None:
+        print(f"{stats.get('completions_generated', 0)} completions in {stats['seconds']:.1f}s "
+              f"({stats.get('completions_per_s') or 0:.2f}/s), {stats.get('traces_per_s') or 0:.2f} traces/s; "
+              f"attempts histogram {stats.get('attempts_histogram')}")
