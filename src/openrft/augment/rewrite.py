@@ -1,0 +1,481 @@
+r"""Question rewriting by an LLM: the prompt, robust parsing of the reply, validation of each variant.
+
+The rewriter sees the question STEM only (never the options) and is asked for ``k``
+meaning-preserving variants separated by ``<sep>`` (OpenRFT section 2.1). Models ignore
+the marker, number their variants, add preambles and quotes; :func:`parse_variants` copes
+with all of that. :func:`validate_variant` then applies named rules, in this order (the
+first failing rule is the variant's ``reason``; every failing rule is listed in ``failed``):
+
+``empty``               nothing left after cleaning
+``prompt_echo``         repeats a stretch of the rewriting instruction
+``duplicate_original``  same as the original after normalization, or more similar than the threshold
+``duplicate_variant``   same, against a variant kept before it
+``option_listing``      lists lettered options / option texts the original does not have
+``answer_leak``         states the gold option's text, or an answer ("the answer is"), which the original does not
+``lost_tokens``         drops a number, unit, formula, LaTeX span, SMILES/IUPAC identifier or sequence
+``added_numbers``       introduces numbers the original does not have
+``length_ratio``        much shorter or much longer than the original
+
+>>> parse_variants("Here are 2 versions:\n1. What is 2+2?\n2. \"Compute 2+2.\"")
+['What is 2+2?', 'Compute 2+2.']
+>>> validate_variant("Compute 3 + 3.", "What is 2 + 2?").failed
+('lost_tokens', 'added_numbers')
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from difflib import SequenceMatcher
+
+from openrft.data.leakage import normalize_text
+from openrft.data.records import canonical_number
+
+SEP = "<sep>"
+
+REWRITE_INSTRUCTION = (
+    "Rewrite the question below into {k} different versions. Each version must keep exactly the same "
+    "meaning and every number, unit, formula, name and sequence of the original. Do not add any "
+    "information, hints or answer options, and do not answer the question. Adjust the wording and the "
+    "sentence structure. Output only the {k} rewritten questions, separated by the marker <sep>."
+)
+RETRY_EXTRA = "These versions exist already; write {k} new ones that differ from them:\n{existing}"
+
+RULES = ("empty", "prompt_echo", "duplicate_original", "duplicate_variant", "option_listing", "answer_leak",
+         "lost_tokens", "added_numbers", "length_ratio")
+
+
+def rewrite_messages(question: str, k: int, existing: Sequence[str] = ()) -> list[dict[str, str]]:
+    """Chat messages asking for ``k`` variants of ``question`` (the stem, without options).
+
+    ``existing`` variants (from an earlier attempt) are listed so the model writes new ones.
+
+    >>> print(rewrite_messages("What is 2+2?", 2)[0]["content"].splitlines()[-1])
+    What is 2+2?
+    """
+    text = REWRITE_INSTRUCTION.format(k=k)
+    if existing:
+        text += "\n\n" + RETRY_EXTRA.format(k=k, existing="\n".join(f"{SEP} {e}" for e in existing))
+    return [{"role": "user", "content": f"{text}\n\nQuestion:\n{question.strip()}"}]
+
+
+# ---------------------------------------------------------------- parsing
+_SEP_RE = re.compile(
+    r"\\?<\s*/?\s*sep\s*/?\s*\\?>"          # <sep>, < sep >, </sep>, <sep/>, \<sep\>
+    r"|\[\s*/?\s*sep\s*\]"                   # [SEP], [/sep]
+    r"|<\|\s*sep\s*\|>|\|\|\s*sep\s*\|\|"    # <|sep|>, ||sep||
+    r"|&lt;\s*sep\s*&gt;"                    # HTML-escaped
+    r"|(?m:^[ \t]*sep[ \t]*$)",              # a bare SEP line
+    re.IGNORECASE,
+)
+_HR_RE = re.compile(r"(?m)^[ \t]*(?:-{3,}|\*{3,}|={3,}|_{3,})[ \t]*$")
+_THINK_RE = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL | re.IGNORECASE)
+_FENCE_RE = re.compile(r"(?m)^[ \t]*```[\w-]*[ \t]*$")
+_LABEL = r"(?:variant|version|rewrite|rewritten(?:\s+question)?|paraphrase[sd]?(?:\s+question)?|question|q)"
+_LABEL_RE = re.compile(
+    rf"^\s*(?:\*\*|__)?\s*{_LABEL}\s*#?\s*(\d{{0,2}})\s*(?:\*\*|__)?\s*[:.)\-–—]\s*(?:\*\*|__)?\s*", re.IGNORECASE)
+_NUMBER_ITEM_RE = re.compile(r"^\s*(?:\*\*)?\(?(\d{1,2})\s*[.):](?!\d)(?:\*\*)?\s+")
+_BULLET_RE = re.compile(r"^\s*[-*•‣–]\s+")
+_PREAMBLE_RE = re.compile(
+    r"^\s*(?:here\s+(?:are|is)|sure|certainly|okay|ok\b|of course|below\s+(?:are|is)|the following)"
+    rf"|^.*\b(?:{_LABEL}|versions|variants|rewrites)\b.*:\s*$", re.IGNORECASE)
+_CLOSING_RE = re.compile(r"^\s*(?:i hope|let me know|hope this|note:|these (?:versions|variants))", re.IGNORECASE)
+_QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’", "`": "`", "«": "»", "„": "“", "”": "”"}
+
+
+def _clean(piece: str) -> str:
+    """One variant without labels, list markers, markdown emphasis, wrapping quotes and stray whitespace."""
+    text = piece.strip()
+    for _ in range(3):  # "1. **Variant 1:** "..." peels in a few passes
+        before = text
+        text = _LABEL_RE.sub("", text, count=1)
+        text = _NUMBER_ITEM_RE.sub("", text, count=1)
+        text = _BULLET_RE.sub("", text, count=1).strip()
+        for mark in ("**", "__", "*"):
+            if len(text) > 2 * len(mark) and text.startswith(mark) and text.endswith(mark):
+                text = text[len(mark):-len(mark)].strip()
+        if len(text) >= 2 and text[0] in _QUOTES and text[-1] == _QUOTES[text[0]] \
+                and text.count(text[0]) + (text.count(text[-1]) if text[-1] != text[0] else 0) == 2:
+            text = text[1:-1].strip()
+        if text == before:
+            break
+    lines = [ln.rstrip() for ln in text.splitlines()]
+    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    text = re.sub(r"[ \t]{2,}", " ", text)
+    return text.strip(" \t\n-=_|")
+
+
+def _list_items(lines: list[str]) -> tuple[int, list[str]] | None:
+    """``(first line, items)`` of a numbered (1., 2., ...), labelled (Variant 1:) or bullet list; None if none."""
+    starts = []
+    expect = 1
+    for i, line in enumerate(lines):
+        m = _LABEL_RE.match(line) or _NUMBER_ITEM_RE.match(line)
+        if m and m.group(1) and int(m.group(1)) == expect:
+            starts.append(i)
+            expect += 1
+    if len(starts) < 2:
+        starts = [i for i, line in enumerate(lines) if _BULLET_RE.match(line)]
+        if len(starts) < 2:
+            return None
+    return starts[0], ["\n".join(lines[a:b]) for a, b in zip(starts, starts[1:] + [len(lines)])]
+
+
+def parse_variants(text: str, original: str | None = None) -> list[str]:
+    r"""Variants in a rewriter's reply, in order; ``[]`` when it holds none.
+
+    Splits on ``<sep>`` and its variations (``< sep >``, ``[SEP]``, ``</sep>``, ``<|sep|>``); without
+    a marker, on a numbered/labelled/bulleted list; without a list, on blank lines when the
+    ``original`` question has none (else the whole reply is one variant). Preambles
+    ("Here are 5 versions:"), labels ("Variant 1:"), list markers, markdown emphasis and
+    wrapping quotes are removed. A piece that is only a label is returned as ``""`` so the
+    validator can name it ``empty``.
+
+    >>> parse_variants("What is x?<sep> [SEP] 'Find x.' < sep >Variant 3: Give x.")
+    ['What is x?', 'Find x.', 'Give x.']
+    >>> parse_variants("Sure! Here are the rewrites:\n\n- Find x.\n- What is x?\n\nI hope this helps!")
+    ['Find x.', 'What is x?']
+    >>> parse_variants("")
+    []
+    """
+    text = unicodedata.normalize("NFC", text or "")
+    text = _FENCE_RE.sub("", _THINK_RE.sub("", text)).strip()
+    if not text:
+        return []
+    original_has_blank = original is not None and bool(re.search(r"\n\s*\n", original.strip()))
+    if _SEP_RE.search(text):
+        pieces = _SEP_RE.split(text)
+    else:
+        lines = text.splitlines()
+        original_listy = original is not None and _list_items(original.splitlines()) is not None
+        listed = None if original_listy else _list_items(lines)
+        if _HR_RE.search(text):
+            pieces = _HR_RE.split(text)
+        elif listed is not None:
+            start, pieces = listed
+            head = "\n".join(lines[:start]).strip()
+            if head and not _PREAMBLE_RE.match(head.splitlines()[-1]):
+                pieces.insert(0, head)  # text before the list that is not a preamble: keep it as a variant
+        elif original is not None and not original_has_blank:
+            pieces = re.split(r"\n\s*\n", text)
+        else:
+            pieces = [text]
+    out = []
+    for i, piece in enumerate(pieces):
+        lines = [ln for ln in piece.strip().splitlines()]
+        while lines and (not lines[0].strip() or (_PREAMBLE_RE.match(lines[0]) and not _LABEL_RE.match(lines[0])
+                                                  and len(lines[0]) < 120)):
+            lines.pop(0)  # "Here are 5 versions:" before the first variant (or a stray one later)
+        while lines and (not lines[-1].strip() or _CLOSING_RE.match(lines[-1])):
+            lines.pop()
+        if not lines:
+            continue
+        # a trailing "I hope this helps" paragraph inside the last piece
+        joined = "\n".join(lines)
+        if i == len(pieces) - 1:
+            paras = re.split(r"\n\s*\n", joined)
+            while len(paras) > 1 and _CLOSING_RE.match(paras[-1]):
+                paras.pop()
+            joined = "\n\n".join(paras)
+        out.append(_clean(joined))
+    return out
+
+
+# -------------------------------------------------------- protected tokens
+_ELEMENTS = frozenset(
+    "H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se Br Kr Rb Sr Y "
+    "Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er Tm Yb Lu Hf Ta W Re "
+    "Os Ir Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U Np Pu Am Cm Bk Cf Es Fm Md No Lr".split())
+_ELEMENT_WORDS = frozenset({"As", "At", "Be", "He", "In", "No", "Am", "Es", "Ho", "Po", "Pa", "Re", "Hf", "Md"})
+_UNIT_ATOMS = frozenset(
+    "m cm mm km nm um μm µm pm Å A mA kA g kg mg μg ug s ms us μs ns min h hr hrs K C °C °F F J kJ MJ eV keV MeV "
+    "GeV V mV kV W kW MW N kN Pa kPa MPa GPa hPa atm bar mbar Torr mmHg mol mmol M mM μM uM L mL ml l Hz kHz MHz GHz "
+    "T G Ω ohm ohms S lm lx cd Bq Gy Sv rad sr dB cal kcal D Da kDa % ppm ppb wt deg".split())
+_NUMBER_WORDS = {"zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
+                 "seven": "7", "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12",
+                 "thirteen": "13", "fourteen": "14", "fifteen": "15", "twenty": "20", "thirty": "30",
+                 "fifty": "50", "hundred": "100", "thousand": "1000", "million": "1000000"}
+_LATEX_RE = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+_NUM_RE = re.compile(r"(?<![\w.])(?:(?<=[\s(=:,\[{^/*<>~])-|^-)?\d+(?:,\d{3})*(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\d])")
+_UNIT_AFTER_RE = re.compile(r"(?<![\w.])\d+(?:\.\d+)?\s?([A-Za-zµμΩÅ°%][A-Za-z0-9µμΩÅ°%/^·.\-]*)")
+_STRIP = "'\"“”‘’`«».,;:?!"
+
+
+@dataclass(frozen=True)
+class Token:
+    """A piece of the original that a faithful rewrite keeps: ``kind`` and the text to look for."""
+
+    kind: str  # identifier | sequence | formula | latex | number | unit
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.text}"
+
+
+def _latex_norm(s: str) -> str:
+    s = s.replace("−", "-")
+    s = re.sub(r"\\(?:mathrm|text|textrm|rm|mathit|mathbf|operatorname|left|right|displaystyle)\b", "", s)
+    s = re.sub(r"\\times|×|\\cdot|·", "*", s)
+    s = re.sub(r"\\[,;:! ]|~|\$|[{}\s]", "", s)
+    return s
+
+
+def _nospace(s: str) -> str:
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", s).replace("−", "-"))
+
+
+def _word_token(raw: str) -> str:
+    t = raw.strip(_STRIP)
+    while t.startswith("(") and t.count("(") > t.count(")"):
+        t = t[1:]
+    while t.endswith(")") and t.count(")") > t.count("("):
+        t = t[:-1]
+    if t.startswith("(") and t.endswith(")") and t.count("(") == 1 and t.count(")") == 1:
+        t = t[1:-1]
+    return t.strip(_STRIP)
+
+
+def _formula(t: str) -> bool:
+    parts = re.findall(r"[A-Z][a-z]?\d*(?:\.\d+)?", t)
+    if not parts or "".join(parts) != t or any(re.match(r"[A-Z][a-z]?", p)[0] not in _ELEMENTS for p in parts):
+        return False
+    if any(ch.isdigit() for ch in t):
+        return True
+    if len(parts) == 1:
+        return len(t) == 2 and t not in _ELEMENT_WORDS  # Fe, Al, Ge (not "In", "He", "As")
+    return any(ch.islower() for ch in t)  # NaCl (not "CO", "DNA" handled by element check)
+
+
+def protected_tokens(text: str) -> list[Token]:
+    """Numbers, units, formulas, LaTeX spans, SMILES/IUPAC-like identifiers and sequences of ``text``.
+
+    >>> [str(t) for t in protected_tokens("Is 1.70m of H2O in 'CC(=O)O' over $10^{4} \\mathrm{~V}$?")]
+    ['latex:10^4V', 'formula:H2O', 'identifier:CC(=O)O', 'number:1.7', 'unit:m']
+    """
+    text = unicodedata.normalize("NFKC", text).replace("−", "-")
+    out: list[Token] = []
+    seen: set[tuple[str, str]] = set()
+
+    def add(kind: str, value: str) -> None:
+        if value and (kind, value) not in seen:
+            seen.add((kind, value))
+            out.append(Token(kind, value))
+
+    for m in _LATEX_RE.finditer(text):
+        add("latex", _latex_norm(next(g for g in m.groups() if g is not None)))
+    rest = _LATEX_RE.sub(" ", text)
+    words = []
+    for raw in rest.split():
+        t = _word_token(raw)
+        if re.fullmatch(r"[A-Z]{10,}", t):
+            add("sequence", t)
+        elif len(t) >= 5 and re.fullmatch(r"[A-Za-z0-9@+\-\[\]()=#%/\\.:*,']+", t) and re.search(r"[A-Za-z]", t) \
+                and re.search(r"[=#\[\]()@]", t) and not re.fullmatch(r"[A-Za-z]+\([A-Za-z]+\)", t) \
+                and re.search(r"\d|[=#@]|\(.*\)", t):
+            add("identifier", t)  # SMILES, IUPAC fragments, "g=10m/s2"
+        elif _formula(t):
+            add("formula", t)
+        else:
+            words.append(raw)
+    rest = " ".join(words)
+    for m in _NUM_RE.finditer(rest):
+        try:
+            add("number", canonical_number(m.group(0)))
+        except ValueError:
+            continue
+    for m in _UNIT_AFTER_RE.finditer(rest):
+        unit = m.group(1).rstrip(".-")
+        atoms = [a for a in re.split(r"[/^·.\-\d]+", unit) if a]
+        if atoms and all(a in _UNIT_ATOMS for a in atoms):
+            add("unit", unit)
+    return out
+
+
+def numbers_in(text: str, words: bool = True) -> set[str]:
+    """Canonical numbers written in ``text`` (digits, and cardinal number words when ``words``).
+
+    >>> sorted(numbers_in("a 1,000 g mass and four-sites at -0.50 eV"))
+    ['-0.5', '0.5', '1000', '4']
+    """
+    text = unicodedata.normalize("NFKC", text).replace("−", "-")
+    out = set()
+    for m in re.finditer(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:[eE][-+]?\d+)?", text):
+        try:
+            c = canonical_number(m.group(0))
+        except ValueError:
+            continue
+        out.add(c)
+        out.add(c.lstrip("-"))
+    for w in re.findall(r"[a-z]+", text.lower()) if words else ():
+        if w in _NUMBER_WORDS:
+            out.add(_NUMBER_WORDS[w])
+    return out
+
+
+def missing_tokens(tokens: Sequence[Token], variant: str) -> list[Token]:
+    """The ``tokens`` of an original that ``variant`` does not contain.
+
+    >>> missing_tokens(protected_tokens("Heat 2 kg of NaCl by 5 K."), "Warm 2 kg of NaCl by five kelvin.")
+    [Token(kind='unit', text='K')]
+    """
+    if not tokens:
+        return []
+    v = unicodedata.normalize("NFKC", variant).replace("−", "-")
+    flat, latex, nums = _nospace(v), _latex_norm(v), numbers_in(v)
+    missing = []
+    for t in tokens:
+        if t.kind == "latex":
+            ok = t.text in latex
+        elif t.kind == "number":
+            ok = t.text in nums
+        elif t.kind == "unit":
+            ok = re.search(rf"(?<![A-Za-z]){re.escape(t.text)}(?![A-Za-z])", v) is not None
+        else:
+            ok = t.text in flat
+        if not ok:
+            missing.append(t)
+    return missing
+
+
+# ----------------------------------------------------------------- rules
+_OPTION_LINE_RE = re.compile(r"(?m)^\s*\(?([A-H])\s*[.):\]]\s+\S")
+_OPTION_INLINE_RE = re.compile(r"(?:^|\s)\(?([A-H])[.)]\s+\S")
+_ANSWER_RE = re.compile(r"\b(?:the\s+(?:correct\s+|final\s+)?answer\s+(?:is|to\s+this|would\s+be)|"
+                        r"(?:correct\s+|final\s+)?answer\s*[:=])|\\boxed\{", re.IGNORECASE)
+_OPTIONS_WORD_RE = re.compile(r"\b(?:options?|choices?|answer choices)\s*:", re.IGNORECASE)
+
+
+def _option_letters(text: str) -> set[str]:
+    return set(_OPTION_LINE_RE.findall(text)) | set(_OPTION_INLINE_RE.findall(text))
+
+
+def similarity(a: str, b: str) -> float:
+    """Word-level similarity of normalized texts in [0, 1] (1.0: equal after normalization).
+
+    >>> similarity("What is 2+2?", "what is 2 + 2"), round(similarity("What is x?", "Find x."), 2)
+    (1.0, 0.4)
+    """
+    wa, wb = normalize_text(a).split(), normalize_text(b).split()
+    if wa == wb:
+        return 1.0
+    return SequenceMatcher(None, wa, wb, autojunk=False).ratio()
+
+
+def _ngrams(text: str, n: int = 5) -> set[tuple[str, ...]]:
+    w = normalize_text(text).split()
+    return {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}
+
+
+_INSTRUCTION_NGRAMS = _ngrams(REWRITE_INSTRUCTION.replace("{k}", "") + " " + RETRY_EXTRA.replace("{k}", "")
+                              .replace("{existing}", ""))
+
+
+@dataclass(frozen=True)
+class ValidationRules:
+    """Thresholds of the rule-based validation."""
+
+    similarity_threshold: float = field(default=0.9, metadata={
+        "help": "a variant at least this similar (word-level, normalized) to the original or to a kept variant "
+                "is a near duplicate"})
+    min_length_ratio: float = field(default=0.5, metadata={
+        "help": "drop variants shorter than this times the original"})
+    max_length_ratio: float = field(default=2.0, metadata={
+        "help": "drop variants longer than this times the original (originals under 80 characters count as 80)"})
+    require_tokens: bool = field(default=True, metadata={
+        "help": "drop variants that lose a number, unit, formula, LaTeX span, SMILES/IUPAC identifier or sequence"})
+    forbid_new_numbers: bool = field(default=True, metadata={"help": "drop variants that introduce new numbers"})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Outcome of validating one variant: ``reason`` is the first failing rule (None when kept)."""
+
+    failed: tuple[str, ...] = ()
+    detail: str = ""
+    similarity: float | None = None
+
+    @property
+    def kept(self) -> bool:
+        return not self.failed
+
+    @property
+    def reason(self) -> str | None:
+        return self.failed[0] if self.failed else None
+
+
+def validate_variant(variant: str, original: str, others: Sequence[str] = (), *,
+                     choices: Sequence[str] | None = None, gold: str | None = None,
+                     rules: ValidationRules = ValidationRules(),
+                     tokens: Sequence[Token] | None = None) -> Verdict:
+    """Apply every rule (see the module docstring) to ``variant`` of ``original``.
+
+    ``others`` are variants kept before this one; ``choices``/``gold`` (the gold letter) enable
+    ``option_listing`` and ``answer_leak``; ``tokens`` caches :func:`protected_tokens` of the original.
+
+    >>> v = validate_variant("Find the value of 2 + 2.", "What is 2 + 2?")
+    >>> v.kept, v.reason
+    (True, None)
+    >>> validate_variant("What is 2+2?", "What is 2 + 2?").failed
+    ('duplicate_original',)
+    >>> validate_variant("Which is 2 + 2? A) 4 B) 5", "What is 2 + 2?", choices=["4", "5"]).reason
+    'option_listing'
+    """
+    failed: list[str] = []
+    details: list[str] = []
+    text = (variant or "").strip()
+    if not normalize_text(text):
+        return Verdict(("empty",), "nothing left after cleaning")
+    echo = (_ngrams(text) & _INSTRUCTION_NGRAMS) - _ngrams(original)
+    if echo:
+        failed.append("prompt_echo")
+        details.append("echoes the instruction: " + " ".join(next(iter(sorted(echo)))))
+    sim = similarity(text, original)
+    if sim >= rules.similarity_threshold:
+        failed.append("duplicate_original")
+        details.append("exact duplicate of the original" if sim == 1.0 else f"similarity {sim:.2f} to the original")
+    for j, other in enumerate(others):
+        s = similarity(text, other)
+        if s >= rules.similarity_threshold:
+            failed.append("duplicate_variant")
+            details.append(f"similarity {s:.2f} to kept variant {j + 1}")
+            break
+    letters = _option_letters(text) - _option_letters(original)
+    listed = []
+    if choices:
+        norm_orig, norm_text = normalize_text(original), f" {normalize_text(text)} "
+        listed = [c for c in choices if len(normalize_text(c)) >= 4 and normalize_text(c) not in norm_orig
+                  and f" {normalize_text(c)} " in norm_text]
+    options_word = _OPTIONS_WORD_RE.search(text) and not _OPTIONS_WORD_RE.search(original)
+    if len(letters) >= 2 or len(listed) >= 2 or options_word:
+        failed.append("option_listing")
+        details.append(f"lists options {''.join(sorted(letters))}" if len(letters) >= 2 else
+                       f"states {len(listed)} option texts" if len(listed) >= 2 else "adds an options list")
+    leak = None
+    if choices and gold and gold in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[:len(choices)] and len(listed) < 2:
+        g = normalize_text(choices["ABCDEFGHIJKLMNOPQRSTUVWXYZ".index(gold)])
+        if len(g) >= 4 and g not in normalize_text(original) and f" {g} " in f" {normalize_text(text)} ":
+            leak = "states the gold option's text"
+    if leak is None and _ANSWER_RE.search(text) and not _ANSWER_RE.search(original):
+        leak = f"states an answer ({_ANSWER_RE.search(text).group(0).strip()!r})"
+    if leak:
+        failed.append("answer_leak")
+        details.append(leak)
+    if rules.require_tokens:
+        toks = protected_tokens(original) if tokens is None else tokens
+        lost = missing_tokens(toks, text)
+        if lost:
+            failed.append("lost_tokens")
+            details.append("lost " + ", ".join(str(t) for t in lost[:5]) + (" ..." if len(lost) > 5 else ""))
+    if rules.forbid_new_numbers:
+        new = {n.lstrip("-") for n in numbers_in(text, words=False)} - {n.lstrip("-") for n in numbers_in(original)}
+        if new:
+            failed.append("added_numbers")
+            details.append("adds " + ", ".join(sorted(new)[:5]))
+    ratio = len(text) / max(len(original.strip()), 1)
+    if len(text) < rules.min_length_ratio * len(original.strip()) or \
+            len(text) > rules.max_length_ratio * max(len(original.strip()), 80):
+        failed.append("length_ratio")
+        details.append(f"length ratio {ratio:.2f}")
+    return Verdict(tuple(failed), "; ".join(details), round(sim, 4))

@@ -1,0 +1,122 @@
+"""``openrft augment``: rewrite questions into meaning-preserving variants (LLM) and shuffle options.
+
+Writes ``augmented.jsonl`` (samples, provenance in ``meta``), ``rewrites.jsonl`` (raw replies and
+the verdict on every variant) and ``manifest.json`` into ``--out``; an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from openrft.augment.stage import AUGMENTED, REWRITES, AugmentConfig
+
+_TYPES = {"int": int, "float": float, "str": str, "str | None": str}
+_CLI_DEFAULTS = {"model": "smollm2-135m"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="openrft augment", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", nargs="+", required=True,
+                    help="bundled dataset names (see 'openrft data list'), files or directories")
+    ap.add_argument("--split", default="train", help="split to augment (bundled data and split folders)")
+    ap.add_argument("--limit", type=int, default=None, help="augment the first N questions of each task")
+    ap.add_argument("--out", required=True, help="stage directory, e.g. runs/x/augment")
+    ap.add_argument("--dtype", default="auto", help="transformers backend: auto, fp32, bf16, fp16")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    cfg = ap.add_argument_group("augmentation settings (AugmentConfig)")
+    for f in dataclasses.fields(AugmentConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = _CLI_DEFAULTS.get(f.name, f.default)
+        helptext = f"{f.metadata.get('help', '')} (default: {default})"
+        if f.type == "bool":
+            cfg.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=helptext)
+        else:
+            cfg.add_argument(flag, type=_TYPES[str(f.type)], default=default, help=helptext)
+    return ap
+
+
+def load_data(sources: list[str], split: str, limit: int | None):
+    from openrft.data.loaders import load_samples
+
+    samples = []
+    for source in sources:
+        loaded = load_samples(source, split=split)
+        if limit:
+            per_task: dict[str, int] = defaultdict(int)
+            kept = []
+            for s in loaded:
+                if per_task[s.task] < limit:
+                    per_task[s.task] += 1
+                    kept.append(s)
+            loaded = kept
+        samples += loaded
+    return samples
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from openrft.data import DataError
+    from openrft.models.backends import make_generator
+    from openrft.models.backends.openai_http import GenerationError
+    from openrft.models.loading import ModelNotFoundError
+    from openrft.pipeline.rundir import IncompatibleRunError
+
+    out = Path(args.out)
+    try:
+        config = AugmentConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(AugmentConfig)})
+        samples = load_data(args.data, args.split, args.limit)
+        generator = teacher = None
+        if config.k > 0:
+            generator = make_generator(config.backend, config.model, base_url=config.base_url,
+                                       batch_size=config.batch_size, dtype=args.dtype,
+                                       cache_dir=os.path.join(out, "http-cache"))
+        if config.teacher_check and (config.teacher_model or config.teacher_backend or config.teacher_base_url):
+            teacher = make_generator(config.teacher_backend or config.backend, config.teacher_model or config.model,
+                                     base_url=config.teacher_base_url or config.base_url,
+                                     batch_size=config.batch_size, dtype=args.dtype,
+                                     cache_dir=os.path.join(out, "http-cache"))
+    except (DataError, ModelNotFoundError, ValueError) as err:
+        print(f"openrft augment: {err}", file=sys.stderr)
+        return 2
+    from openrft.augment.stage import run_augment
+
+    how = f"rewriting with {config.backend}:{config.model}, k={config.k}" if config.k else "no rewriting (k=0)"
+    print(f"augmenting {len(samples)} questions: {how}, expansion={config.expansion} -> {out}", file=sys.stderr)
+    try:
+        result = run_augment(samples, generator, config, out, teacher=teacher, show_progress=not args.quiet)
+    except IncompatibleRunError as err:
+        print(f"openrft augment: {err}", file=sys.stderr)
+        return 2
+    except GenerationError as err:
+        print(f"openrft augment: {err}\nfinished questions are saved in {out / REWRITES}; "
+              "rerun the same command to resume", file=sys.stderr)
+        return 1
+    print(format_summary(result.stats, out))
+    return 0
+
+
+def format_summary(stats: dict, out: Path) -> str:
+    """The lines printed at the end of a run."""
+    lines = [f"samples: {stats['samples_in']} in -> {stats['samples_out']} out ({stats['expansion']}x)"]
+    if stats["variants_requested"]:
+        frac = stats["kept_fraction"]
+        lines.append(f"variants: {stats['variants_requested']} asked, {stats['variants_parsed']} parsed, "
+                     f"{stats['variants_kept']} kept ({'n/a' if frac is None else f'{frac:.1%}'} of parsed); "
+                     f"questions without a kept variant: {stats['questions_without_variant']}")
+        if stats["reasons"]:
+            lines.append("dropped: " + ", ".join(f"{r} {n}" for r, n in stats["reasons"].items()))
+        if stats["reply_errors"]:
+            lines.append("unusable replies: " + ", ".join(f"{r} {n}" for r, n in stats["reply_errors"].items()))
+    lines.append("methods: " + ", ".join(f"{m} {n}" for m, n in stats["methods"].items()))
+    if stats["not_shuffled"]:
+        lines.append("options not shuffled: " + ", ".join(f"{r} {n}" for r, n in stats["not_shuffled"].items()))
+    if stats["gold_letters"]:
+        lines.append("gold letters: " + " ".join(f"{k} {v}" for k, v in stats["gold_letters"].items()))
+    lines.append(f"output: {out / AUGMENTED}  (per-variant verdicts: {out / REWRITES})")
+    return "\n".join(lines)
