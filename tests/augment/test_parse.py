@@ -94,3 +94,21 @@ def test_prompt_names_k_and_separator_and_lists_existing_on_retry():
     assert "4 different versions" in msg and SEP in msg and msg.endswith(Q)
     retry = rewrite_messages(Q, 2, existing=[A])[0]["content"]
     assert "2 new ones" in retry and A in retry
+
+
+def test_replies_smollm2_gave_in_the_bench():
+    q = "What is the steric number of $SF_6$?"
+    v = "Is the steric number of the chemical compound $SF_6$ exactly 6?"
+    reply = f"Question: {v}\n\nSentence Structure:\nQuestion: {v}\n\nOutput:"
+    assert parse_variants(reply, q) == [v, v]  # heading lines ("Sentence Structure:", "Output:") are labels
+    q = "If the reaction of 0.112 grams of H2 produces 0.745 grams of H2O, what is the percent yield?\nFe3O4+4H2=>3Fe"
+    reply = ("Rewrite Question: If 0.112 grams of H2 is converted into FeH2, what is the percent yield?\n"
+             "Rewrite Question: What is the percent yield of FeH2?")
+    assert parse_variants(reply, q) == ["If 0.112 grams of H2 is converted into FeH2, what is the percent yield?",
+                                        "What is the percent yield of FeH2?"]
+    q = "A flask contains methane at 0.215 atm and chlorine at 50 torr. Find the total pressure in the flask."
+    reply = ("Question:\nA flask contains methane and chlorine. Find the total pressure.\n\nQuestion:\n<sep>\n"
+             "Find the total pressure in a flask of methane at 0.215 atm and chlorine at 50 torr.\n\nQuestion:")
+    assert parse_variants(reply, q) == ["A flask contains methane and chlorine. Find the total pressure.",
+                                        "Find the total pressure in a flask of methane at 0.215 atm and chlorine "
+                                        "at 50 torr."]

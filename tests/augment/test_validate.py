@@ -151,3 +151,10 @@ def test_every_failing_rule_is_listed_in_rule_order():
 def test_similarity_is_symmetric_and_normalized():
     assert similarity("What is x?", "what is X") == 1.0
     assert similarity("a b c d", "d c b a") == similarity("d c b a", "a b c d") < 0.5
+
+
+def test_digits_inside_formulas_do_not_license_new_numbers():
+    q = "What is the steric number of $SF_6$?"
+    v = validate_variant("Is the steric number of the chemical compound $SF_6$ exactly 6?", q)
+    assert v.failed == ("added_numbers",) and "6" in v.detail  # a yes/no question with a value added
+    assert validate_variant("Give the steric number of SF_6.", q).kept

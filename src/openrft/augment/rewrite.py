@@ -73,7 +73,8 @@ _SEP_RE = re.compile(
 _HR_RE = re.compile(r"(?m)^[ \t]*(?:-{3,}|\*{3,}|={3,}|_{3,})[ \t]*$")
 _THINK_RE = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL | re.IGNORECASE)
 _FENCE_RE = re.compile(r"(?m)^[ \t]*```[\w-]*[ \t]*$")
-_LABEL = r"(?:variant|version|rewrite|rewritten(?:\s+question)?|paraphrase[sd]?(?:\s+question)?|question|q)"
+_LABEL = (r"(?:(?:rewritten|rewrite|reworded|rephrased|paraphrased|new|alternative|alternate)\s+)?"
+          r"(?:variant|version|rewrite|paraphrase|question|q)")
 _LABEL_RE = re.compile(
     rf"^\s*(?:\*\*|__)?\s*{_LABEL}\s*#?\s*(\d{{0,2}})\s*(?:\*\*|__)?\s*[:.)\-–—]\s*(?:\*\*|__)?\s*", re.IGNORECASE)
 _NUMBER_ITEM_RE = re.compile(r"^\s*(?:\*\*)?\(?(\d{1,2})\s*[.):](?!\d)(?:\*\*)?\s+")
@@ -81,6 +82,7 @@ _BULLET_RE = re.compile(r"^\s*[-*•‣–]\s+")
 _PREAMBLE_RE = re.compile(
     r"^\s*(?:here\s+(?:are|is)|sure|certainly|okay|ok\b|of course|below\s+(?:are|is)|the following)"
     rf"|^.*\b(?:{_LABEL}|versions|variants|rewrites)\b.*:\s*$", re.IGNORECASE)
+_HEADING_RE = re.compile(r"^\s*(?:\*\*|__)?\s*[A-Za-z][A-Za-z0-9 '\-]{0,40}?\s*(?:\*\*|__)?\s*:\s*(?:\*\*|__)?\s*$")
 _CLOSING_RE = re.compile(r"^\s*(?:i hope|let me know|hope this|note:|these (?:versions|variants))", re.IGNORECASE)
 _QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’", "`": "`", "«": "»", "„": "“", "”": "”"}
 
@@ -116,6 +118,9 @@ def _list_items(lines: list[str]) -> tuple[int, list[str]] | None:
         if m and m.group(1) and int(m.group(1)) == expect:
             starts.append(i)
             expect += 1
+    if len(starts) < 2:  # "Rewritten question: ..." on every line, unnumbered
+        starts = [i for i, line in enumerate(lines) if (m := _LABEL_RE.match(line)) and not m.group(1)
+                  and line[m.end():].strip()]
     if len(starts) < 2:
         starts = [i for i, line in enumerate(lines) if _BULLET_RE.match(line)]
         if len(starts) < 2:
@@ -145,6 +150,13 @@ def parse_variants(text: str, original: str | None = None) -> list[str]:
     if not text:
         return []
     original_has_blank = original is not None and bool(re.search(r"\n\s*\n", original.strip()))
+    original_lines = {normalize_text(ln) for ln in (original or "").splitlines()}
+
+    def heading(line: str) -> bool:  # "Sentence Structure:", "Output:" (unless the original has that line)
+        return bool(_HEADING_RE.match(line)) and normalize_text(line) not in original_lines
+
+    original_headed = any(_HEADING_RE.match(ln) for ln in (original or "").splitlines())
+
     if _SEP_RE.search(text):
         pieces = _SEP_RE.split(text)
     else:
@@ -158,13 +170,24 @@ def parse_variants(text: str, original: str | None = None) -> list[str]:
             head = "\n".join(lines[:start]).strip()
             if head and not _PREAMBLE_RE.match(head.splitlines()[-1]):
                 pieces.insert(0, head)  # text before the list that is not a preamble: keep it as a variant
+        elif original is not None and "\n" not in original.strip():
+            # a one-line question: each line of the reply is one variant ("Question:" lines are labels)
+            pieces = [ln for ln in text.splitlines() if not heading(ln)]
         elif original is not None and not original_has_blank:
             pieces = re.split(r"\n\s*\n", text)
         else:
             pieces = [text]
     out = []
     for i, piece in enumerate(pieces):
-        lines = [ln for ln in piece.strip().splitlines()]
+        lines = piece.strip().splitlines()
+        filled = [ln for ln in lines if ln.strip()]
+        if filled and all(heading(ln) for ln in filled):  # only labels: "" so that validation names it empty
+            out.append("")
+            continue
+        while lines and (not lines[0].strip() or (heading(lines[0]) and not original_headed)):
+            lines.pop(0)  # a leading label line, unless the original itself has headed blocks ("Given data:")
+        while lines and (not lines[-1].strip() or heading(lines[-1])):
+            lines.pop()
         while lines and (not lines[0].strip() or (_PREAMBLE_RE.match(lines[0]) and not _LABEL_RE.match(lines[0])
                                                   and len(lines[0]) < 120)):
             lines.pop(0)  # "Here are 5 versions:" before the first variant (or a stray one later)
@@ -293,15 +316,20 @@ def protected_tokens(text: str) -> list[Token]:
     return out
 
 
-def numbers_in(text: str, words: bool = True) -> set[str]:
+def numbers_in(text: str, words: bool = True, standalone: bool = False) -> set[str]:
     """Canonical numbers written in ``text`` (digits, and cardinal number words when ``words``).
+
+    ``standalone`` skips digits glued to a letter or ``_`` (formula counts, subscripts, SMILES ring labels).
 
     >>> sorted(numbers_in("a 1,000 g mass and four-sites at -0.50 eV"))
     ['-0.5', '0.5', '1000', '4']
+    >>> sorted(numbers_in("$SF_6$ in H2O, 6 of them", standalone=True))
+    ['6']
     """
     text = unicodedata.normalize("NFKC", text).replace("−", "-")
     out = set()
-    for m in re.finditer(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:[eE][-+]?\d+)?", text):
+    glued = r"(?<![A-Za-z_\d.])" if standalone else ""
+    for m in re.finditer(glued + r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:[eE][-+]?\d+)?", text):
         try:
             c = canonical_number(m.group(0))
         except ValueError:
@@ -469,7 +497,8 @@ def validate_variant(variant: str, original: str, others: Sequence[str] = (), *,
             failed.append("lost_tokens")
             details.append("lost " + ", ".join(str(t) for t in lost[:5]) + (" ..." if len(lost) > 5 else ""))
     if rules.forbid_new_numbers:
-        new = {n.lstrip("-") for n in numbers_in(text, words=False)} - {n.lstrip("-") for n in numbers_in(original)}
+        new = {n.lstrip("-") for n in numbers_in(text, words=False, standalone=True)} \
+            - {n.lstrip("-") for n in numbers_in(original, standalone=True)}
         if new:
             failed.append("added_numbers")
             details.append("adds " + ", ".join(sorted(new)[:5]))
