@@ -28,6 +28,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--task", default="sciknoweval/chemical_calculation")
     ap.add_argument("--questions", type=int, default=20)
     ap.add_argument("--k", type=int, default=5)
+    ap.add_argument("--mode", default="joint", choices=["joint", "single"],
+                    help="joint: k variants in one <sep>-separated reply (paper); single: k sampled one-variant replies")
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--retries", type=int, default=0, help="re-asks per question (0: one reply per question)")
@@ -49,7 +51,7 @@ def main(argv=None) -> dict:
 
     samples = load_bundled(args.task, split="train")[: args.questions]
     generator = TransformersGenerator.from_pretrained(args.model, batch_size=args.batch_size)
-    config = AugmentConfig(k=args.k, expansion=args.k + 1, max_new_tokens=args.max_new_tokens,
+    config = AugmentConfig(k=args.k, mode=args.mode, expansion=args.k + 1, max_new_tokens=args.max_new_tokens,
                            temperature=args.temperature, retries=args.retries, batch_size=args.batch_size,
                            seed=args.seed, model=args.model)
     out = args.out or tempfile.mkdtemp(prefix="bench-augment-")
@@ -68,7 +70,7 @@ def main(argv=None) -> dict:
     bad_all = sum(1 for seed in seeds for s in everything if check_remap(s, shuffle_options(s, seed)))
     moved = sum(1 for seed in seeds for s in everything if shuffle_options(s, seed).choices != s.choices)
 
-    print(f"augment bench: {args.model} rewriting {len(samples)} {args.task} train questions, k={args.k}, "
+    print(f"augment bench: {args.model} rewriting {len(samples)} {args.task} train questions, k={args.k} ({args.mode}), "
           f"max_new_tokens={args.max_new_tokens}, temperature={args.temperature}, retries={args.retries}")
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; {seconds:.1f} s, {st['replies']} replies")

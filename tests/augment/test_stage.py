@@ -306,3 +306,26 @@ def test_a_prompt_the_backend_refuses_fails_alone_and_the_run_goes_on(tmp_path):
     with pytest.raises(GenerationError):  # the endpoint itself is down: stop, do not record failures
         run_augment([Q1], Down(), AugmentConfig(k=2), tmp_path / "down", show_progress=False)
     assert not (tmp_path / "down" / REWRITES).exists()
+
+
+def test_single_mode_samples_one_variant_per_reply():
+    class Sampler(Generator):
+        name, model = "sampler", "s"
+
+        def __init__(self):
+            self.params = []
+
+        def generate(self, prompts, params, progress=None):
+            self.params.append(params)
+            assert all("Output only the rewritten question." in p[-1]["content"] for p in prompts)
+            return [[Completion(f"Variant {j + 1}: {GOOD['q1'][j % 4]}", 9) for j in range(params.n)]
+                    for _ in prompts]
+
+    gen = Sampler()
+    res = run_augment([Q1], gen, AugmentConfig(k=3, mode="single", retries=0), show_progress=False)
+    assert [p.n for p in gen.params] == [3] and gen.params[0].temperature > 0
+    rec = res.records["q1"]
+    assert [a["sample"] for a in rec["attempts"]] == [0, 1, 2] and rec["kept"] == GOOD["q1"][:3]
+    assert [s.question for s in res.samples[1:]] == GOOD["q1"][:3]
+    with pytest.raises(ValueError, match="temperature"):
+        AugmentConfig(mode="single", temperature=0)

@@ -42,22 +42,35 @@ REWRITE_INSTRUCTION = (
     "sentence structure. Output only the {k} rewritten questions, separated by the marker <sep>."
 )
 RETRY_EXTRA = "These versions exist already; write {k} new ones that differ from them:\n{existing}"
+SINGLE_INSTRUCTION = (
+    "Rewrite the question below. Keep exactly the same meaning and every number, unit, formula, name and "
+    "sequence of the original. Do not add any information, hints or answer options, and do not answer the "
+    "question. Adjust the wording and the sentence structure. Output only the rewritten question."
+)
+SINGLE_RETRY_EXTRA = "Write it differently from these versions:\n{existing}"
 
 RULES = ("empty", "prompt_echo", "duplicate_original", "duplicate_variant", "option_listing", "answer_leak",
          "lost_tokens", "added_numbers", "length_ratio")
 
 
-def rewrite_messages(question: str, k: int, existing: Sequence[str] = ()) -> list[dict[str, str]]:
+def rewrite_messages(question: str, k: int, existing: Sequence[str] = (), single: bool = False
+                     ) -> list[dict[str, str]]:
     """Chat messages asking for ``k`` variants of ``question`` (the stem, without options).
 
     ``existing`` variants (from an earlier attempt) are listed so the model writes new ones.
+    ``single`` asks for one variant per reply (sample ``n`` replies instead): easier for small models.
 
     >>> print(rewrite_messages("What is 2+2?", 2)[0]["content"].splitlines()[-1])
     What is 2+2?
     """
-    text = REWRITE_INSTRUCTION.format(k=k)
-    if existing:
-        text += "\n\n" + RETRY_EXTRA.format(k=k, existing="\n".join(f"{SEP} {e}" for e in existing))
+    if single:
+        text = SINGLE_INSTRUCTION
+        if existing:
+            text += "\n\n" + SINGLE_RETRY_EXTRA.format(existing="\n".join(f"- {e}" for e in existing))
+    else:
+        text = REWRITE_INSTRUCTION.format(k=k)
+        if existing:
+            text += "\n\n" + RETRY_EXTRA.format(k=k, existing="\n".join(f"{SEP} {e}" for e in existing))
     return [{"role": "user", "content": f"{text}\n\nQuestion:\n{question.strip()}"}]
 
 
@@ -396,8 +409,8 @@ def _ngrams(text: str, n: int = 5) -> set[tuple[str, ...]]:
     return {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}
 
 
-_INSTRUCTION_NGRAMS = _ngrams(REWRITE_INSTRUCTION.replace("{k}", "") + " " + RETRY_EXTRA.replace("{k}", "")
-                              .replace("{existing}", ""))
+_INSTRUCTION_NGRAMS = set().union(*(_ngrams(t.replace("{k}", "").replace("{existing}", "")) for t in (
+    REWRITE_INSTRUCTION, RETRY_EXTRA, SINGLE_INSTRUCTION, SINGLE_RETRY_EXTRA)))
 
 
 @dataclass(frozen=True)

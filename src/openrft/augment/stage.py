@@ -52,6 +52,8 @@ class AugmentConfig:
     """Settings of ``openrft augment``. Defaults follow OpenRFT's DA rows: original + 5 rewrites, options shuffled."""
 
     k: int = _f(5, "variants asked from the rewriter per question (0: no rewriting, shuffle only)")
+    mode: str = _f("joint", "joint: one reply holds all k variants separated by <sep> (the paper's prompt); "
+                            "single: one variant per reply, k sampled replies (easier for small models)")
     expansion: int = _f(6, "most samples emitted per question, original included (paper: 6 = original + 5)")
     keep_original: bool = _f(True, "emit the original question too (it is kept anyway when no variant survives)")
     shuffle: bool = _f(True, "shuffle the options of multiple-choice samples, gold letter remapped")
@@ -87,6 +89,10 @@ class AugmentConfig:
             raise ValueError(f"similarity_threshold must be in (0, 1], got {self.similarity_threshold}")
         if not 0 <= self.min_length_ratio < self.max_length_ratio:
             raise ValueError("need 0 <= min_length_ratio < max_length_ratio")
+        if self.mode not in ("joint", "single"):
+            raise ValueError(f"unknown mode {self.mode!r}; valid: joint, single")
+        if self.mode == "single" and self.temperature == 0 and self.k > 1:
+            raise ValueError("mode 'single' samples k replies per question: it needs temperature > 0")
 
     @property
     def rules(self) -> ValidationRules:
@@ -96,7 +102,7 @@ class AugmentConfig:
 
     def rewrite_settings(self) -> dict[str, Any]:
         """The settings a stored rewrite depends on (shuffle settings and batch size excluded)."""
-        keys = ("k", "teacher_check", "similarity_threshold", "min_length_ratio", "max_length_ratio",
+        keys = ("k", "mode", "teacher_check", "similarity_threshold", "min_length_ratio", "max_length_ratio",
                 "require_tokens", "forbid_new_numbers", "seed", "temperature", "top_p", "max_new_tokens",
                 "teacher_max_new_tokens", "retries", "retry_temperature")
         return {k: getattr(self, k) for k in keys} | {"instruction": REWRITE_INSTRUCTION}
@@ -151,20 +157,24 @@ def _rewrite_batch(batch: Sequence[Sample], generator: Generator, teacher: Gener
         if not todo:
             break
         temperature = config.temperature if attempt == 0 else max(config.temperature, config.retry_temperature)
-        params = SamplingParams(n=1, temperature=temperature, top_p=config.top_p,
+        single = config.mode == "single"
+        n = max(config.k - len(p.kept) for p in todo) if single else 1  # single: one sampled reply per variant
+        params = SamplingParams(n=n, temperature=temperature, top_p=config.top_p,
                                 max_new_tokens=config.max_new_tokens, seed=config.seed + attempt)
-        prompts = [rewrite_messages(p.sample.question, config.k - len(p.kept), p.kept if attempt else ())
+        prompts = [rewrite_messages(p.sample.question, config.k - len(p.kept), p.kept if attempt else (), single)
                    for p in todo]
         outs, failures = _generate(generator, prompts, params, counter)
         checks: list[tuple[_Parent, dict[str, Any]]] = []  # rule-valid variants waiting for the teacher
         for p, out, failure in zip(todo, outs, failures):
-            comp = out[0]
-            parsed = parse_variants(comp.text, p.sample.question)
-            error = "generation_error" if failure else None if parsed else \
-                ("empty_reply" if not comp.text.strip() else "malformed_reply")
-            p.attempts.append({"attempt": attempt, "raw": comp.text, "finish_reason": comp.finish_reason,
-                               "num_tokens": comp.num_tokens, "parsed": len(parsed), "error": error}
-                              | ({"detail": failure} if failure else {}))
+            parsed = []
+            for j, comp in enumerate(out):
+                got = parse_variants(comp.text, p.sample.question)
+                error = "generation_error" if failure else None if got else \
+                    ("empty_reply" if not comp.text.strip() else "malformed_reply")
+                p.attempts.append({"attempt": attempt, "raw": comp.text, "finish_reason": comp.finish_reason,
+                                   "num_tokens": comp.num_tokens, "parsed": len(got), "error": error}
+                                  | ({"sample": j} if single else {}) | ({"detail": failure} if failure else {}))
+                parsed += got
             accepted = p.kept  # kept so far, plus this reply's valid ones: later variants must differ from them
             gold = p.sample.answer if p.sample.choices else None
             for text in parsed:
