@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from transformers.cache_utils import DynamicLayer
 
 from openrft.models.backends.base import Completion, Generator, Prompt, SamplingParams
 
@@ -38,6 +39,63 @@ def render_prompt(tokenizer, prompt: Prompt) -> list[int]:
 def _row_seed(seed: int, prompt_idx: int, sample_idx: int) -> int:
     digest = hashlib.blake2b(f"{seed}:{prompt_idx}:{sample_idx}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+class GrowingLayer(DynamicLayer):
+    """A KV-cache layer over a preallocated buffer that doubles when full.
+
+    transformers' ``DynamicLayer`` concatenates every new token onto the whole cache, so
+    each decode step copies all keys and values of every layer (O(T) bytes per token,
+    O(T^2) over a sequence). Here a step writes one slot in place; ``keys``/``values``
+    are views of the filled part.
+    """
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        self._k: torch.Tensor | None = None
+        self._v: torch.Tensor | None = None
+        self._len = 0
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        need = self._len + key_states.shape[-2]
+        if self._k is None or need > self._k.shape[-2]:
+            self._grow(max(need + 64, 2 * (0 if self._k is None else self._k.shape[-2])), key_states, value_states)
+        self._k[:, :, self._len:need] = key_states
+        self._v[:, :, self._len:need] = value_states
+        self._len = need
+        self.keys, self.values = self._k[:, :, :need], self._v[:, :, :need]
+        return self.keys, self.values
+
+    def _grow(self, capacity: int, like_k: torch.Tensor, like_v: torch.Tensor) -> None:
+        b, h, _, dk = like_k.shape
+        k = like_k.new_empty((b, h, capacity, dk))
+        v = like_v.new_empty((b, h, capacity, like_v.shape[-1]))
+        if self._len:
+            k[:, :, :self._len] = self._k[:, :, :self._len]
+            v[:, :, :self._len] = self._v[:, :, :self._len]
+        self._k, self._v = k, v
+
+    def adopt(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Replace the contents (after rows were merged or leading columns trimmed)."""
+        self._k = self._v = None
+        self._len = 0
+        self.update(keys, values)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.is_initialized and self._k is not None:
+            self._k, self._v = self._k[indices], self._v[indices]
+            self.keys, self.values = self._k[:, :, :self._len], self._v[:, :, :self._len]
+
+
+def new_cache():
+    """A DynamicCache whose layers are :class:`GrowingLayer`."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    cache.layer_class_to_replicate = GrowingLayer
+    return cache
 
 
 @dataclass
@@ -146,9 +204,7 @@ class TransformersGenerator(Generator):
         dev = self.device
         ids, mask = ids.to(dev), mask.to(dev)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        from transformers import DynamicCache
-
-        cache = DynamicCache()
+        cache = new_cache()
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                          use_cache=True, logits_to_keep=1)
         where = {p: r for r, p in enumerate(distinct)}
@@ -175,8 +231,8 @@ class TransformersGenerator(Generator):
             return torch.cat([t.new_zeros(shape), t], dim=dim)
 
         for a, b in zip(cache.layers, extra_cache.layers):
-            a.keys = torch.cat([pad(a.keys, width - t_old, 2), pad(b.keys, width - t_new, 2)], dim=0)
-            a.values = torch.cat([pad(a.values, width - t_old, 2), pad(b.values, width - t_new, 2)], dim=0)
+            a.adopt(torch.cat([pad(a.keys, width - t_old, 2), pad(b.keys, width - t_new, 2)], dim=0),
+                    torch.cat([pad(a.values, width - t_old, 2), pad(b.values, width - t_new, 2)], dim=0))
         return torch.cat([pad(mask, width - t_old, 1), pad(extra_mask, width - t_new, 1)], dim=0)
 
     @staticmethod
@@ -186,8 +242,7 @@ class TransformersGenerator(Generator):
         if lead == 0:
             return mask
         for layer in cache.layers:
-            layer.keys = layer.keys[:, :, lead:]
-            layer.values = layer.values[:, :, lead:]
+            layer.adopt(layer.keys[:, :, lead:], layer.values[:, :, lead:])
         return mask[:, lead:]
 
     def _run(self, encoded, queue, params, results, progress):
