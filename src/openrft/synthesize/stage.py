@@ -138,7 +138,8 @@ def run_synthesize(
         dup = next(i for i, c in Counter(ids).items() if c > 1)
         raise StageInputError(f"duplicate sample id {dup!r}; synthesis keys its output by id")
     settings = config.settings
-    teacher = config.sampled_model or getattr(generator, "model_name", None) or generator.name
+    served = getattr(generator, "model", None)  # the OpenAI client's model name
+    teacher = config.sampled_model or (served if isinstance(served, str) else generator.name)
     tasks: dict[str, Task] = {s.answer_type: task_for(s) for s in samples}
     prompts: dict[str, Prompt] = {
         s.id: tasks[s.answer_type].messages(s, examples_for(s) if examples_for else ()) for s in samples}
@@ -304,7 +305,7 @@ class _Progress:
         if force or now - self.last > 0.5:
             self.last = now
             self.info["seq_s"] = f"{self.sequences / max(now - self.t0, 1e-9):.1f}"
-            self.bar.set_postfix(self.info, refresh=False)
+            self.bar.set_postfix(self.info)  # throttled above, so redrawing here is cheap
 
     def close(self) -> None:
         self.bar.close()
