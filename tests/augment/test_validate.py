@@ -67,7 +67,7 @@ def test_lost_units_formulas_latex_smiles_sequences():
     assert "unit:eV" in validate_variant("Which has the lowest barrier, -0.14 or -0.21?",
                                          "Barriers are -0.14 eV and -0.21 eV. Which is lowest?").detail
     q = "What mass of NaCl and H2O is needed?"
-    assert validate_variant("How much salt and water is needed?", q).reason == "lost_tokens"
+    assert "lost_tokens" in validate_variant("How much salt and water is needed?", q).failed
     q = "The field is $10^{4} \\mathrm{~V} / \\mathrm{m}$; find the charge."
     assert validate_variant("Find the charge if the field is $10^{4}\\,\\mathrm{V/m}$.", q).kept
     assert validate_variant("Find the charge if the field is 10^4 V/m.", q).kept
@@ -108,8 +108,8 @@ def test_added_numbers():
 
 
 def test_length_ratio():
-    assert validate_variant("Force?", "What force acts on the steel ball moving in liquid aluminum?"
-                            ).reason == "length_ratio"
+    assert "length_ratio" in validate_variant("Force?", "What force acts on the steel ball moving in liquid "
+                                                        "aluminum?").failed
     long = GOOD + " " + " ".join(["Consider the situation carefully."] * 10)
     assert "length_ratio" in validate_variant(long, PHYS).failed
     short_q = "How do you calculate the concentration of a solute?"
@@ -143,8 +143,8 @@ def test_prompt_echo():
 
 def test_every_failing_rule_is_listed_in_rule_order():
     v = validate_variant("A. 5\nB. 6", PHYS, choices=["5", "6"])
-    assert v.reason == "option_listing"
-    assert set(v.failed) >= {"option_listing", "lost_tokens", "added_numbers", "length_ratio"}
+    assert v.reason == "off_topic"
+    assert set(v.failed) >= {"off_topic", "option_listing", "lost_tokens", "added_numbers", "length_ratio"}
     assert list(v.failed) == sorted(v.failed, key=RULES.index)
 
 
@@ -158,3 +158,16 @@ def test_digits_inside_formulas_do_not_license_new_numbers():
     v = validate_variant("Is the steric number of the chemical compound $SF_6$ exactly 6?", q)
     assert v.failed == ("added_numbers",) and "6" in v.detail  # a yes/no question with a value added
     assert validate_variant("Give the steric number of SF_6.", q).kept
+
+
+def test_off_topic_and_not_a_question():
+    q = "How do you calculate the concentration of a solute?"
+    v = validate_variant("The original answer was too long. I will adapt it to fit the new format.", q)
+    assert v.reason == "off_topic" and "0%" in v.detail  # chatter SmolLM2 wrote, sharing no content word
+    assert validate_variant("What do I calculate the concentration of the solute?", q).kept
+    v = validate_variant("To calculate the concentration of a solute, you can follow these steps:", q)
+    assert v.failed == ("not_a_question",) and "':'" in v.detail
+    v = validate_variant("The concentration of a solute is calculated from moles and volume.", q)
+    assert v.failed == ("not_a_question",)
+    assert validate_variant("Determine the concentration of a solute.", q).kept  # an instruction asks too
+    assert validate_variant("Calculate the following for a solute concentration:", "Compute these:").kept

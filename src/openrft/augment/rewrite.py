@@ -10,6 +10,8 @@ first failing rule is the variant's ``reason``; every failing rule is listed in 
 ``prompt_echo``         repeats a stretch of the rewriting instruction
 ``duplicate_original``  same as the original after normalization, or more similar than the threshold
 ``duplicate_variant``   same, against a variant kept before it
+``off_topic``           keeps too few of the original's content words (a different question, or chatter)
+``not_a_question``      the original asks something; the variant neither asks nor instructs, or trails off in ":"
 ``option_listing``      lists lettered options / option texts the original does not have
 ``answer_leak``         states the gold option's text, or an answer ("the answer is"), which the original does not
 ``lost_tokens``         drops a number, unit, formula, LaTeX span, SMILES/IUPAC identifier or sequence
@@ -49,8 +51,8 @@ SINGLE_INSTRUCTION = (
 )
 SINGLE_RETRY_EXTRA = "Write it differently from these versions:\n{existing}"
 
-RULES = ("empty", "prompt_echo", "duplicate_original", "duplicate_variant", "option_listing", "answer_leak",
-         "lost_tokens", "added_numbers", "length_ratio")
+RULES = ("empty", "prompt_echo", "duplicate_original", "duplicate_variant", "off_topic", "not_a_question",
+         "option_listing", "answer_leak", "lost_tokens", "added_numbers", "length_ratio")
 
 
 def rewrite_messages(question: str, k: int, existing: Sequence[str] = (), single: bool = False
@@ -392,6 +394,34 @@ def _option_letters(text: str) -> set[str]:
     return set(_OPTION_LINE_RE.findall(text)) | set(_OPTION_INLINE_RE.findall(text))
 
 
+_STOPWORDS = frozenset(
+    "what which when where whose there their these those this that with from have does into about given "
+    "following would could should will your they then than each other some such also only many much more most "
+    "very were been being question answer please value values approximately following using used".split())
+_ASKING_RE = re.compile(  # a question mark, or a clause opening with a question word or an instruction
+    r"\?|(?:^|[.!:;,\n]\s*)(?:please\s+|now\s+|then\s+)?(?:what|which|who|whom|whose|when|where|why|how|whether|"
+    r"find|determine|calculate|compute|give|estimate|state|identify|name|explain|describe|predict|choose|"
+    r"select|evaluate|derive|obtain|express|show|list|decide|rank|compare|classify|count|tell|suggest|propose|"
+    r"infer|analy[sz]e|consider|assume|based on|pick|match|convert|solve|arrange|write|fill)\b", re.IGNORECASE)
+
+
+def content_recall(variant: str, original: str) -> float | None:
+    """Fraction of the original's content words (4+ letters, no stopwords) that ``variant`` keeps, by 5-letter stem.
+
+    None when the original has fewer than two content words.
+
+    >>> content_recall("Explain how a solute's concentration is calculated.", "How do you calculate the concentration?")
+    1.0
+    """
+    def stems(text: str) -> set[str]:
+        return {w[:5] for w in normalize_text(text).split() if len(w) >= 4 and w.isalpha() and w not in _STOPWORDS}
+
+    want = stems(original)
+    if len(want) < 2:
+        return None
+    return len(want & stems(variant)) / len(want)
+
+
 def similarity(a: str, b: str) -> float:
     """Word-level similarity of normalized texts in [0, 1] (1.0: equal after normalization).
 
@@ -427,6 +457,8 @@ class ValidationRules:
     require_tokens: bool = field(default=True, metadata={
         "help": "drop variants that lose a number, unit, formula, LaTeX span, SMILES/IUPAC identifier or sequence"})
     forbid_new_numbers: bool = field(default=True, metadata={"help": "drop variants that introduce new numbers"})
+    min_content_recall: float = field(default=0.5, metadata={
+        "help": "drop variants keeping less than this fraction of the original's content words (5-letter stems)"})
 
 
 @dataclass(frozen=True)
@@ -482,6 +514,14 @@ def validate_variant(variant: str, original: str, others: Sequence[str] = (), *,
             failed.append("duplicate_variant")
             details.append(f"similarity {s:.2f} to kept variant {j + 1}")
             break
+    recall = content_recall(text, original)
+    if recall is not None and recall < rules.min_content_recall:
+        failed.append("off_topic")
+        details.append(f"keeps {recall:.0%} of the original's content words")
+    trails = text.rstrip().endswith(":") and not original.rstrip().endswith(":")
+    if _ASKING_RE.search(original) and (not _ASKING_RE.search(text) or trails):
+        failed.append("not_a_question")
+        details.append("trails off with ':'" if trails else "neither asks nor instructs")
     letters = _option_letters(text) - _option_letters(original)
     listed = []
     if choices:
