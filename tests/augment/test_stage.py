@@ -36,6 +36,17 @@ GOOD = {
 }
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The tiny model decodes faster on one thread than on two contended ones (shared CI machines); restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def question_of(prompt) -> str:
     return prompt[-1]["content"].rsplit("Question:\n", 1)[1]
 
