@@ -46,7 +46,7 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
 ALIASES = {"bundled": "smollm2-135m", "smollm2": "smollm2-135m", "SmolLM2-135M-Instruct": "smollm2-135m"}
 DEFAULT_MODEL = "smollm2-135m"
 # Bump when the conversion changes so stale caches are rebuilt rather than reused.
-_CONVERSION_VERSION = 1
+_CONVERSION_VERSION = 2
 
 
 def cache_root() -> Path:
@@ -99,7 +99,13 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
     logger.info("converting %s to fp32 safetensors in %s (once)", gguf.name, out_dir)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    config = loaded.config
+    # the weights are dequantized fp32 now: a GGUF quantization_config left in the config would make
+    # transformers treat the cached model as quantized (and the Trainer refuse to train it)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config._is_quantized = False
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
     tied = {"lm_head.weight"} if loaded.config.tie_word_embeddings else set()
     if set(missing) - tied or unexpected:

@@ -124,28 +124,6 @@ def resolve_target_modules(model: torch.nn.Module, spec: str | Sequence[str] = "
     return names
 
 
-def drop_stale_gguf_marker(model: torch.nn.Module) -> bool:
-    """Clear a GGUF ``quantization_config`` left on a model whose weights are plain floating point.
-
-    transformers dequantizes GGUF weights on load, yet keeps the GGUF quantizer on the model
-    (and in a config saved from it, as in the bundled SmolLM2's converted cache); the Trainer
-    then refuses to train ("quantized with GGUF ... do not support training"). Returns whether
-    a marker was removed; models with packed (non-float) weights are left alone.
-    """
-    quantizer = getattr(model, "hf_quantizer", None)
-    method = getattr(getattr(quantizer, "quantization_config", None), "quant_method", None)
-    if quantizer is None or getattr(method, "value", method) != "gguf":
-        return False
-    if not all(p.is_floating_point() for p in model.parameters()):
-        return False
-    quantizer.remove_quantization_config(model)
-    for module in model.modules():
-        cfg = getattr(module, "config", None)
-        if getattr(cfg, "_is_quantized", False):
-            cfg._is_quantized = False
-    return True
-
-
 def lora_config(model: torch.nn.Module, settings: LoraSettings | None = None):
     """A ``peft.LoraConfig`` for causal-LM training of ``model`` with explicit target modules."""
     from peft import LoraConfig, TaskType

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from openrft.models.lora import LoraSettings, attach_lora, drop_stale_gguf_marker, save_atomic, trainable_parameters
+from openrft.models.lora import LoraSettings, attach_lora, save_atomic, trainable_parameters
 from openrft.pipeline.rundir import JsonlStore, Manifest, begin_stage, file_hash, finish_stage, stable_hash
 from openrft.sft.dataset import ExamplesFor, LoadReport, load_sft_examples, to_rows, tokenize_prompt_completion
 
@@ -272,7 +272,6 @@ def load_for_training(config: SFTStageConfig):
         dtype = torch.bfloat16 if torch.cuda.is_available() and not config.full else torch.float32
     set_seed(config.seed)
     model, tokenizer = load_model(config.model, dtype=dtype)
-    drop_stale_gguf_marker(model)  # the bundled SmolLM2's cache is dequantized but still says GGUF
     if config.full:
         return model.requires_grad_(True), tokenizer
     return attach_lora(model, config.lora), tokenizer
