@@ -14,7 +14,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="openrft eval", description=__doc__)
     ap.add_argument("--model", default="smollm2-135m",
                     help="bundled name (smollm2-135m), local checkpoint directory, or hub id (default: bundled SmolLM2)")
-    ap.add_argument("--adapter", default=None, help="LoRA adapter directory to apply on top of --model")
+    ap.add_argument("--adapter", default=None,
+                    help="LoRA adapter to apply on top of --model: its directory or an 'openrft sft' output directory")
     ap.add_argument("--data", nargs="+", default=["sciknoweval/chemical_calculation"],
                     help="bundled dataset names (see 'openrft data list'), files or directories; several allowed")
     ap.add_argument("--split", default="test", help="split to evaluate (bundled data and split folders)")
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"evaluating {args.model} on {len(samples)} items ({len(tasks)} task(s)), n={config.n}, "
           f"temperature={config.temperature}, max_new_tokens={config.max_new_tokens} -> {out}", file=sys.stderr)
     try:
-        result = evaluate(generator, samples, config, out, label=args.label, model_name=args.model,
+        model_name = f"{args.model} + {args.adapter}" if args.adapter else args.model
+        result = evaluate(generator, samples, config, out, label=args.label, model_name=model_name,
                           show_progress=not args.quiet)
     except IncompatibleRunError as err:
         print(f"openrft eval: {err}", file=sys.stderr)
@@ -86,9 +88,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _with_adapter(generator, adapter: str):
-    from peft import PeftModel
+    from openrft.models.lora import load_adapter
 
     if not hasattr(generator, "model"):
         raise ValueError("--adapter works with the transformers backend; serve the adapter for other backends")
-    generator.model = PeftModel.from_pretrained(generator.model, adapter).eval()
+    try:
+        generator.model = load_adapter(generator.model, adapter)
+    except FileNotFoundError as err:
+        raise ValueError(str(err)) from err
     return generator

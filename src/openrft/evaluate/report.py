@@ -87,7 +87,9 @@ def print_tables(results: Sequence[EvalResult], console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    import sys
+
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
 
     def show(title, header, rows):
         table = Table(title=title)
