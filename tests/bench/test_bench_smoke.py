@@ -1,0 +1,33 @@
+"""Smoke runs of the benchmark scripts with tiny settings, so they keep working; no timing is asserted."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generation_bench_runs_and_counts_tokens(tiny_model_dir, capsys):
+    result = load("generation").main(["--model", str(tiny_model_dir), "--prompts", "4", "--batch-size", "2",
+                                      "--max-new-tokens", "4"])
+    assert result["prompts"] == 4
+    assert result["plain_generate_tok_s"] > 0 and result["openrft_tok_s"] > 0
+    assert result["output_len_min_median_max"][-1] <= 4
+    assert "ratio_tok_s" in capsys.readouterr().out
+
+
+def test_graders_bench_agrees_fully_with_gold():
+    rows = load("graders").main([])
+    assert rows["gsm8k test"]["count"] == 1319
+    assert rows["gsm8k test"]["agreement_pct"] == 100.0
+    assert rows["traces/all"]["agreement_pct"] == 100.0
+    for name, row in rows.items():
+        assert row["false_positives"] == 0, name
