@@ -10,7 +10,6 @@ import argparse
 import dataclasses
 import os
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 from openrft.augment.stage import AUGMENTED, REWRITES, AugmentConfig
@@ -41,27 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def load_data(sources: list[str], split: str, limit: int | None):
-    from openrft.data.loaders import load_samples
-
-    samples = []
-    for source in sources:
-        loaded = load_samples(source, split=split)
-        if limit:
-            per_task: dict[str, int] = defaultdict(int)
-            kept = []
-            for s in loaded:
-                if per_task[s.task] < limit:
-                    per_task[s.task] += 1
-                    kept.append(s)
-            loaded = kept
-        samples += loaded
-    return samples
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from openrft.data import DataError
+    from openrft.data.loaders import load_sources
     from openrft.models.backends import make_generator
     from openrft.models.backends.openai_http import GenerationError
     from openrft.models.loading import ModelNotFoundError
@@ -70,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     try:
         config = AugmentConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(AugmentConfig)})
-        samples = load_data(args.data, args.split, args.limit)
+        samples = load_sources(args.data, split=args.split, limit_per_task=args.limit)
         generator = teacher = None
         if config.k > 0:
             generator = make_generator(config.backend, config.model, base_url=config.base_url,

@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 
@@ -41,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from openrft.data import DataError
-    from openrft.data.loaders import load_samples
+    from openrft.data.loaders import load_sources
     from openrft.evaluate.report import print_tables, write_report
     from openrft.evaluate.runner import EvalConfig, evaluate
     from openrft.models.backends import make_generator
@@ -49,18 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from openrft.pipeline.rundir import IncompatibleRunError
 
     try:
-        samples = []
-        for source in args.data:
-            loaded = load_samples(source, split=args.split)
-            if args.limit:
-                per_task: dict[str, int] = defaultdict(int)
-                kept = []
-                for s in loaded:
-                    if per_task[s.task] < args.limit:
-                        per_task[s.task] += 1
-                        kept.append(s)
-                loaded = kept
-            samples += loaded
+        samples = load_sources(args.data, split=args.split, limit_per_task=args.limit)
         config = EvalConfig(n=args.n, temperature=0.0 if args.greedy else args.temperature, top_p=args.top_p,
                             max_new_tokens=args.max_new_tokens, seed=args.seed, maj_k=args.maj_k, pass_k=args.pass_k)
         generator = make_generator(args.backend, args.model, base_url=args.base_url, batch_size=args.batch_size,

@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 import time
-from collections import Counter
 from dataclasses import fields
 from pathlib import Path
 
@@ -58,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from openrft.data import DataError
-    from openrft.data.loaders import load_samples
+    from openrft.data.loaders import load_sources
     from openrft.models.loading import ModelNotFoundError
     from openrft.pipeline.rundir import IncompatibleRunError, StageInputError
     from openrft.synthesize.stage import SynthesizeConfig, build_generator, run_synthesize, task_summary
@@ -66,18 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     sampled = Path(args.teacher or args.model).name
     out = Path(args.out or f"runs/synthesize-{sampled}-{time.strftime('%Y%m%d-%H%M%S')}")
     try:
-        samples = []
-        for source in args.data:
-            loaded = load_samples(source, split=args.split)
-            if args.limit:
-                per_task: Counter[str] = Counter()
-                kept = []
-                for s in loaded:
-                    per_task[s.task] += 1
-                    if per_task[s.task] <= args.limit:
-                        kept.append(s)
-                loaded = kept
-            samples += loaded
+        samples = load_sources(args.data, split=args.split, limit_per_task=args.limit)
         config = SynthesizeConfig(
             budget=args.budget, rounds=args.rounds, m=args.m, fallback=args.fallback,
             accept_truncated=args.accept_truncated, temperature=args.temperature, top_p=args.top_p,

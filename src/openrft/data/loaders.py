@@ -14,7 +14,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -270,6 +270,24 @@ def load_samples(source: str | os.PathLike[str], *, format: str | None = None, s
         _check_unique(out)
         return out
     return _load_file(path, container=container, layout=layout, split=split, limit=limit, **kw)
+
+
+def load_sources(sources: Sequence[str | os.PathLike[str]], *, split: str | None = None,
+                 limit_per_task: int | None = None, **kw: Any) -> list[Sample]:
+    """Load several sources (bundled names, files, directories) and keep the first ``limit_per_task`` of each task.
+
+    >>> samples = load_sources(["sciknoweval/retrosynthesis", "svamp"], split="test", limit_per_task=2)
+    >>> [s.id for s in samples]
+    ['retrosynthesis/test/0', 'retrosynthesis/test/1', 'svamp/chal-1', 'svamp/chal-2']
+    """
+    out: list[Sample] = []
+    seen: dict[str, int] = {}
+    for source in sources:
+        for s in load_samples(source, split=split, **kw):
+            seen[s.task] = seen.get(s.task, 0) + 1
+            if limit_per_task is None or seen[s.task] <= limit_per_task:
+                out.append(s)
+    return out
 
 
 def _check_unique(samples: Iterable[Sample]) -> None:

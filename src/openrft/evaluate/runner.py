@@ -92,7 +92,11 @@ class EvalResult:
 
 
 def grade_item(task: Task, sample: Sample, completions) -> dict[str, Any]:
-    grades = [task.grade(c.text, sample) for c in completions]
+    texts = [c.text for c in completions]
+    if hasattr(task, "grade_many"):  # program-of-thought: all programs of the item in one parallel sandbox call
+        grades = task.grade_many(texts, [sample] * len(texts))
+    else:
+        grades = [task.grade(t, sample) for t in texts]
     return {
         "id": sample.id,
         "task": sample.task,
