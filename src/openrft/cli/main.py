@@ -12,6 +12,9 @@ SUBCOMMANDS = {
     "augment": ("openrft.cli.augment", "rewrite questions into meaning-preserving variants and shuffle options"),
     "synthesize": ("openrft.cli.synthesize", "sample reasoning traces until they reach the gold answer"),
     "sft": ("openrft.cli.sft", "supervised warm-up on synthesized traces (LoRA by default)"),
+    "rl": ("openrft.cli.rl", "reinforcement fine-tuning: PPO (gae) or critic-free (grpo, rloo, reinforce_pp) with outcome and process rewards"),
+    "prm": ("openrft.cli.prm", "process reward models: 'prm train' on step labels (given or estimated from rollouts)"),
+    "orm": ("openrft.cli.orm", "outcome reward models: 'orm train' a correctness classifier for reranking"),
     "serve": ("openrft.serve", "serve a local model through an OpenAI-compatible HTTP API"),
 }
 
