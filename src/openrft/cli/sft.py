@@ -7,18 +7,11 @@ Every field of SFTStageConfig is a flag (``--learning-rate`` / ``--lr``, ``--lor
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
-import typing
-from pathlib import Path
+
+from openrft.cli.options import add_config_args, explicit_values, load_yaml_mapping
 
 ALIASES = {"learning_rate": ["--lr"], "lora_rank": ["--rank"], "lora_alpha": ["--alpha"]}
-
-
-def _field_type(f: dataclasses.Field) -> type:
-    hint = typing.get_type_hints(_config_cls())[f.name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args else hint
 
 
 def _config_cls():
@@ -36,33 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--config", default=None, help="YAML file of SFT settings (the field names below, with _)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     group = ap.add_argument_group("training settings (default: OpenRFT's SFT warm-up)")
-    for f in dataclasses.fields(_config_cls()):
-        flags = [f"--{f.name.replace('_', '-')}", *ALIASES.get(f.name, [])]
-        help_ = f.metadata.get("help", "")
-        if "default" not in help_:
-            help_ += f" (default: {f.default})"
-        kind = _field_type(f)
-        if kind is bool:
-            group.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
-        else:
-            group.add_argument(*flags, dest=f.name, type=kind, default=None, help=help_)
+    add_config_args(group, _config_cls(), ALIASES)
     return ap
 
 
 def make_config(args: argparse.Namespace):
     """Defaults, then the --config YAML, then explicit flags."""
     cls = _config_cls()
-    values: dict = {}
-    if args.config:
-        import yaml
-
-        loaded = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{args.config}: expected a mapping of SFT settings, got {type(loaded).__name__}")
-        values.update({k.replace("-", "_"): v for k, v in loaded.items()})
-    for f in dataclasses.fields(cls):
-        if getattr(args, f.name) is not None:
-            values[f.name] = getattr(args, f.name)
+    values: dict = load_yaml_mapping(args.config, "SFT") if args.config else {}
+    values.update(explicit_values(args, cls))
     return cls.from_dict(values)
 
 

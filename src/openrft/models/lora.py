@@ -49,6 +49,7 @@ MLP_MODULES: dict[str, tuple[str, ...]] = {
 }
 PRESETS = ("all-linear", "attention", "qkvo", "mlp")
 ADAPTER_CONFIG = "adapter_config.json"
+STACK_FILE = "openrft_adapter.json"
 
 
 @dataclass
@@ -165,10 +166,31 @@ def resolve_adapter_dir(path: str | os.PathLike) -> Path:
     )
 
 
+def stacked_base(adapter_dir: str | os.PathLike) -> Path | None:
+    """The adapter that ``adapter_dir`` was trained on top of (an RL adapter started from an SFT adapter), if any.
+
+    Such an adapter directory holds ``openrft_adapter.json`` with ``{"stacked_on": "<relative dir>"}``; the
+    base adapter is merged into the model before this one is applied.
+    """
+    import json
+
+    marker = resolve_adapter_dir(adapter_dir) / STACK_FILE
+    if not marker.is_file():
+        return None
+    rel = json.loads(marker.read_text())["stacked_on"]
+    return resolve_adapter_dir(marker.parent / rel)
+
+
 def load_adapter(model: torch.nn.Module, adapter_dir: str | os.PathLike, *, trainable: bool = False):
-    """Apply a saved LoRA adapter to ``model``; frozen and in eval mode unless ``trainable``."""
+    """Apply a saved LoRA adapter to ``model``; frozen and in eval mode unless ``trainable``.
+
+    A stacked adapter (see :func:`stacked_base`) first merges the adapter it was trained on into ``model``.
+    """
     from peft import PeftModel
 
+    base = stacked_base(adapter_dir)
+    if base is not None:
+        model = load_adapter(model, base).merge_and_unload()
     peft_model = PeftModel.from_pretrained(model, str(resolve_adapter_dir(adapter_dir)), is_trainable=trainable)
     return peft_model if trainable else peft_model.eval()
 

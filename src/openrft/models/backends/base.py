@@ -41,11 +41,16 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class Completion:
-    """One generated continuation: its text, how many tokens it took, and why it stopped (``stop`` | ``length``)."""
+    """One generated continuation: its text, how many tokens it took, and why it stopped (``stop`` | ``length``).
+
+    Local backends also return ``token_ids``: the sampled tokens, ending with the end-of-sequence token
+    when the model stopped by itself, so RL trains on exactly what was sampled rather than a re-tokenization.
+    """
 
     text: str
     num_tokens: int
     finish_reason: str = "stop"
+    token_ids: tuple[int, ...] | None = None
 
 
 class Generator(ABC):

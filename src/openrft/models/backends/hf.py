@@ -105,6 +105,7 @@ class _Row:
     rng: torch.Generator | None
     tokens: list[int] = field(default_factory=list)
     finish_reason: str | None = None
+    eos_token: int | None = None
 
 
 def sample_next(logits: torch.Tensor, rows: Sequence[_Row], params: SamplingParams) -> torch.Tensor:
@@ -272,6 +273,7 @@ class TransformersGenerator(Generator):
                 budget = self._budget(len(encoded[row.prompt_idx]), params)
                 if tok in self.eos_ids:
                     row.finish_reason = "stop"
+                    row.eos_token = tok
                 else:
                     row.tokens.append(tok)
                     new_tokens += 1
@@ -307,4 +309,6 @@ class TransformersGenerator(Generator):
             cut = min((text.find(s) for s in stops if s in text), default=-1)
             if cut >= 0:
                 text = text[:cut]
-        return Completion(text=text, num_tokens=len(row.tokens), finish_reason=row.finish_reason or "stop")
+        ids = tuple(row.tokens) + ((row.eos_token,) if row.eos_token is not None else ())
+        return Completion(text=text, num_tokens=len(row.tokens), finish_reason=row.finish_reason or "stop",
+                          token_ids=ids)

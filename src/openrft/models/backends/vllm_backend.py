@@ -53,7 +53,7 @@ class VLLMGenerator(Generator):
             outs = self.llm.generate(list(prompts), sp, lora_request=lora, use_tqdm=False)
         result = []
         for o in outs:
-            row = [Completion(c.text, len(c.token_ids), c.finish_reason or "stop") for c in o.outputs]
+            row = [Completion(c.text, len(c.token_ids), c.finish_reason or "stop", tuple(c.token_ids)) for c in o.outputs]
             if progress is not None:
                 progress(len(row), sum(c.num_tokens for c in row))
             result.append(row)

@@ -1,0 +1,67 @@
+"""Dataclass configs as command-line flags: every field a ``--flag``, ``--config FILE.yaml`` for the same keys.
+
+Precedence: the dataclass defaults, then the YAML file, then explicit flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any
+
+
+def field_type(cls: type, f: dataclasses.Field) -> Any:
+    """The flag type of a field: ``X`` for ``X | None``; ``list[X]`` stays a list (the flag repeats)."""
+    hint = typing.get_type_hints(cls)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args and typing.get_origin(hint) is not list else hint
+
+
+def add_config_args(group, cls: type, aliases: dict[str, list[str]] | None = None, prefix: str = "",
+                    skip: tuple[str, ...] = ()) -> list[str]:
+    """Add one flag per field of ``cls`` (``--<prefix><name-with-dashes>``); returns the ``dest`` names."""
+    aliases = aliases or {}
+    dests = []
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        kind = field_type(cls, f)
+        if dataclasses.is_dataclass(kind):
+            continue
+        dest = f"{prefix.replace('-', '_')}{f.name}"
+        flags = [f"--{prefix}{f.name.replace('_', '-')}", *aliases.get(f.name, [])]
+        help_ = f.metadata.get("help", "")
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
+        if "default" not in help_:
+            help_ += f" (default: {default})"
+        if kind is bool:
+            group.add_argument(*flags, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        elif typing.get_origin(kind) is list:
+            group.add_argument(*flags, dest=dest, action="append", default=None, help=help_ + "; repeatable")
+        else:
+            group.add_argument(*flags, dest=dest, type=kind, default=None, help=help_)
+        dests.append(f.name)
+    return dests
+
+
+def explicit_values(args: argparse.Namespace, cls: type, prefix: str = "") -> dict[str, Any]:
+    """The fields of ``cls`` given on the command line."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        value = getattr(args, f"{prefix.replace('-', '_')}{f.name}", None)
+        if value is not None:
+            out[f.name] = value
+    return out
+
+
+def load_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """A YAML file holding a mapping of settings, keys normalised to underscores."""
+    import yaml
+
+    loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: expected a mapping of {what} settings, got {type(loaded).__name__}")
+    return {str(k).replace("-", "_"): v for k, v in loaded.items()}

@@ -1,0 +1,165 @@
+"""Configuration of the RL stage: one dataclass, one help string per field.
+
+Defaults are the CPU-sized version of the OpenRFT / ReFT settings; the paper values are in the
+help strings (LoRA rank 4, actor lr 3e-5, critic lr 6e-5, KL 0.01, 1536 new tokens).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+from openrft.models.lora import LoraSettings
+from openrft.rewards.base import RewardConfig
+
+ESTIMATOR_NAMES = ("gae", "grpo", "rloo", "reinforce_pp")
+KL_KINDS = ("k1", "k2", "k3")
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class RLConfig:
+    """Everything ``openrft rl`` needs. ``None`` means "the estimator's usual choice" where noted."""
+
+    # ---- data / model -----------------------------------------------------------------------------
+    data: list[str] = field(default_factory=list, metadata=_help(
+        "training samples: bundled names (e.g. 'arithmetic', 'sciknoweval/chemical_calculation') or files"))
+    split: str = field(default="train", metadata=_help("split of bundled datasets to train on"))
+    limit: int | None = field(default=None, metadata=_help("keep the first N samples per task"))
+    model: str = field(default="smollm2-135m", metadata=_help("base model: bundled name, local path or hub id"))
+    adapter: str | None = field(default=None, metadata=_help(
+        "start from this LoRA adapter (an 'openrft sft' output); it is merged into the base in memory, so the "
+        "reference policy is the SFT model, and the RL adapter is saved stacked on it"))
+    output_dir: str = field(default="runs/rl", metadata=_help("stage directory (adapter/, checkpoints/, metrics.jsonl)"))
+    dtype: str = field(default="auto", metadata=_help("auto (fp32 on CPU, bf16 on CUDA) | float32 | bfloat16"))
+    seed: int = field(default=0, metadata=_help("seed for data order, sampling and initialisation"))
+
+    # ---- schedule -------------------------------------------------------------------------------
+    steps: int = field(default=20, metadata=_help("RL steps (one rollout batch + its updates each)"))
+    prompts_per_step: int = field(default=8, metadata=_help("distinct prompts sampled per step"))
+    n_samples: int = field(default=4, metadata=_help("completions per prompt (a group for grpo/rloo)"))
+    ppo_epochs: int = field(default=1, metadata=_help("passes over each rollout batch (ReFT: 2)"))
+    minibatch_size: int | None = field(default=None, metadata=_help(
+        "completions per optimizer step; default = the whole rollout batch (one update per epoch)"))
+    micro_batch_size: int = field(default=8, metadata=_help("completions per forward/backward (gradient accumulation)"))
+
+    # ---- sampling -------------------------------------------------------------------------------
+    temperature: float = field(default=1.0, metadata=_help("rollout sampling temperature"))
+    top_p: float = field(default=1.0, metadata=_help("rollout nucleus sampling"))
+    max_new_tokens: int = field(default=256, metadata=_help("longest completion (OpenRFT: 1536)"))
+    rollout_backend: str = field(default="transformers", metadata=_help(
+        "transformers (the policy itself, continuous batching) | vllm (CUDA; LoRA adapter loaded per step)"))
+    rollout_batch_size: int = field(default=32, metadata=_help("sequences decoded together by the transformers backend"))
+
+    # ---- optimisation -----------------------------------------------------------------------------
+    estimator: str = field(default="grpo", metadata=_help("advantage estimator: gae (PPO with a critic) | grpo | rloo | reinforce_pp"))
+    lr: float = field(default=3e-5, metadata=_help("actor learning rate (OpenRFT: 3e-5)"))
+    critic_lr: float = field(default=6e-5, metadata=_help("critic learning rate (OpenRFT: 6e-5)"))
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
+    warmup_steps: int = field(default=0, metadata=_help("linear learning-rate warm-up, in optimizer steps"))
+    max_grad_norm: float = field(default=1.0, metadata=_help("gradient clipping (0 disables)"))
+    clip_low: float = field(default=0.2, metadata=_help("PPO ratio clip below 1"))
+    clip_high: float | None = field(default=None, metadata=_help("PPO ratio clip above 1 (DAPO clip-higher: 0.28); default = clip_low"))
+    dual_clip: float | None = field(default=None, metadata=_help("dual-clip constant c > 1 for negative advantages"))
+    value_clip: float | None = field(default=0.2, metadata=_help("critic value clipping around the rollout values (None disables)"))
+    loss_agg: str | None = field(default=None, metadata=_help(
+        "token-mean | seq-mean-token-mean | seq-mean-token-sum | seq-mean-token-sum-norm (Dr.GRPO); "
+        "default token-mean (seq-mean-token-mean for grpo without dr_grpo)"))
+    entropy_coef: float = field(default=0.0, metadata=_help("entropy bonus in the actor loss"))
+    kl_coef: float = field(default=0.01, metadata=_help("KL coefficient to the reference policy (OpenRFT/ReFT: 0.01; 0 skips the reference pass)"))
+    kl_estimator: str | None = field(default=None, metadata=_help("k1 | k2 | k3; default k1 in the reward, k3 in the loss"))
+    kl_in: str | None = field(default=None, metadata=_help("'reward' (PPO/ReFT, reinforce_pp) or 'loss' (GRPO); default by estimator"))
+    gamma: float = field(default=1.0, metadata=_help("discount"))
+    lam: float = field(default=0.95, metadata=_help("GAE lambda"))
+    dr_grpo: bool = field(default=False, metadata=_help("Dr.GRPO: no std normalisation, token sums over a fixed length"))
+    whiten_advantages: bool = field(default=True, metadata=_help("whiten gae / reinforce_pp advantages over the batch"))
+    rpp_baseline: bool = field(default=False, metadata=_help("reinforce_pp: subtract the group mean reward first"))
+    step_credit: str = field(default="local", metadata=_help("dense rewards, critic-free: local (own step) | cumulative"))
+
+    # ---- models -----------------------------------------------------------------------------------
+    lora_rank: int = field(default=4, metadata=_help("policy LoRA rank (OpenRFT: 4)"))
+    lora_alpha: float = field(default=8.0, metadata=_help("LoRA alpha"))
+    lora_dropout: float = field(default=0.0, metadata=_help("LoRA dropout (0 keeps rollout and update policies identical)"))
+    lora_targets: str = field(default="all-linear", metadata=_help("LoRA target modules (see 'openrft sft --help')"))
+    critic: str = field(default="adapter", metadata=_help(
+        "gae critic: 'adapter' (value head on a second LoRA adapter of the same base) or a model path/name "
+        "(a separate model with its own LoRA)"))
+    critic_warmup_steps: int = field(default=0, metadata=_help("steps that train only the critic at the start"))
+
+    # ---- rewards ---------------------------------------------------------------------------------
+    reward: RewardConfig = field(default_factory=RewardConfig, metadata=_help("outcome/process reward settings"))
+
+    # ---- bookkeeping -------------------------------------------------------------------------------
+    save_every: int = field(default=10, metadata=_help("checkpoint every N steps (and at the end)"))
+    keep_checkpoints: int = field(default=2, metadata=_help("how many recent checkpoints to keep"))
+    log_every: int = field(default=1, metadata=_help("console line every N steps"))
+    tensorboard: bool = field(default=True, metadata=_help("also log to TensorBoard when it is installed"))
+    threads: int | None = field(default=None, metadata=_help("torch CPU threads (default: torch's choice)"))
+
+    def __post_init__(self) -> None:
+        if isinstance(self.reward, dict):
+            self.reward = RewardConfig(**self.reward)
+        if isinstance(self.data, str):
+            self.data = [self.data]
+        if self.estimator not in ESTIMATOR_NAMES:
+            raise ValueError(f"unknown estimator {self.estimator!r}; use one of {', '.join(ESTIMATOR_NAMES)}")
+        if self.kl_estimator is not None and self.kl_estimator not in KL_KINDS:
+            raise ValueError(f"kl_estimator must be one of {', '.join(KL_KINDS)}, got {self.kl_estimator!r}")
+        if self.kl_in not in (None, "reward", "loss"):
+            raise ValueError(f"kl_in must be 'reward' or 'loss', got {self.kl_in!r}")
+        if self.step_credit not in ("local", "cumulative"):
+            raise ValueError(f"step_credit must be 'local' or 'cumulative', got {self.step_credit!r}")
+        for name in ("steps", "prompts_per_step", "n_samples", "ppo_epochs", "micro_batch_size", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.estimator in ("grpo", "rloo") and self.n_samples < 2:
+            raise ValueError(f"{self.estimator} compares completions of the same prompt: n_samples must be >= 2")
+        if self.minibatch_size is not None and self.minibatch_size < 1:
+            raise ValueError(f"minibatch_size must be >= 1, got {self.minibatch_size}")
+        if self.rollout_backend not in ("transformers", "vllm"):
+            raise ValueError(f"rollout_backend must be 'transformers' or 'vllm', got {self.rollout_backend!r}")
+
+    # ---- resolved choices ------------------------------------------------------------------------
+    @property
+    def rollout_size(self) -> int:
+        return self.prompts_per_step * self.n_samples
+
+    @property
+    def resolved_kl_in(self) -> str:
+        return self.kl_in or ("loss" if self.estimator in ("grpo", "rloo") else "reward")
+
+    @property
+    def resolved_kl_estimator(self) -> str:
+        return self.kl_estimator or ("k3" if self.resolved_kl_in == "loss" else "k1")
+
+    @property
+    def resolved_loss_agg(self) -> str:
+        if self.loss_agg:
+            return self.loss_agg
+        if self.dr_grpo:
+            return "seq-mean-token-sum-norm"
+        return "seq-mean-token-mean" if self.estimator == "grpo" else "token-mean"
+
+    @property
+    def lora(self) -> LoraSettings:
+        return LoraSettings(rank=self.lora_rank, alpha=self.lora_alpha, dropout=self.lora_dropout,
+                            target_modules=self.lora_targets)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RLConfig":
+        """Build from a mapping (a recipe section); unknown keys are named with close matches."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in d:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise ValueError(f"unknown rl setting {key!r}{hint}")
+        return cls(**d)

@@ -1,0 +1,241 @@
+"""The models of the RL loop: a LoRA policy, its reference (the same weights, adapter off) and a critic.
+
+One copy of the base weights serves three roles:
+
+* the **policy** is the base (with the SFT adapter merged in, when RL starts from one) plus a
+  trainable LoRA adapter named ``default``;
+* the **reference** is the same model with the adapters disabled — no second copy of the weights;
+* the **critic** (PPO/``gae`` only) is a value head on a second LoRA adapter ``critic`` of the same
+  base, or a separate model with its own LoRA adapter and value head.
+
+Forward passes compute hidden states once and apply the LM head to the response positions only:
+no logits over the prompt, no full-sequence vocabulary tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from openrft.models.lora import STACK_FILE, LoraSettings, load_adapter, lora_config, resolve_adapter_dir
+from openrft.rl.losses import entropy_from_logits, token_logprobs
+
+logger = logging.getLogger(__name__)
+
+POLICY_ADAPTER = "default"
+CRITIC_ADAPTER = "critic"
+VALUE_HEAD = "value_head.safetensors"
+
+
+def backbone_of(model: nn.Module) -> nn.Module:
+    """The transformer body (no LM head) of a causal LM, peft-wrapped or not."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body = getattr(inner, getattr(inner, "base_model_prefix", "model"), None)
+    if body is None or body is inner:
+        raise TypeError(f"cannot find the transformer body of {type(inner).__name__}; expected a *ForCausalLM model")
+    return body
+
+
+def lm_head_of(model: nn.Module) -> nn.Module:
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = inner.get_output_embeddings()
+    if head is None:
+        raise TypeError(f"{type(inner).__name__} has no output embeddings (LM head)")
+    return head
+
+
+def hidden_states(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  position_ids: torch.Tensor) -> torch.Tensor:
+    """Last-layer hidden states ``[B, L, H]`` (through the active LoRA adapter, if any)."""
+    out = backbone_of(model)(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             use_cache=False)
+    return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+
+def response_slice(h: torch.Tensor, prompt_width: int, response_width: int) -> torch.Tensor:
+    """The hidden states that predict the response tokens: columns ``P-1 .. P+T-2``."""
+    return h[:, prompt_width - 1: prompt_width - 1 + response_width]
+
+
+class ValueHead(nn.Module):
+    """``Linear(hidden, 1)``: a scalar value per position, computed in fp32."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.summary = nn.Linear(hidden_size, 1)
+        nn.init.normal_(self.summary.weight, std=1.0 / (hidden_size + 1))
+        nn.init.zeros_(self.summary.bias)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.summary(h.float()).squeeze(-1)
+
+
+class ActorCritic:
+    """Policy (+ reference through disabled adapters) and, for PPO, a critic.
+
+    Args:
+        model: a causal LM (the base, with any SFT adapter already merged).
+        tokenizer: its tokenizer.
+        lora: the policy's LoRA settings.
+        critic: ``None`` (critic-free), ``"adapter"`` (second adapter on ``model``) or a model name/path.
+        resume_adapter: a saved policy adapter to continue training from instead of a fresh one.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer, lora: LoraSettings, critic: str | None = None,
+                 temperature: float = 1.0, dtype="auto"):
+        from peft import get_peft_model
+
+        self.tokenizer = tokenizer
+        self.temperature = temperature
+        peft_cfg = lora_config(model, lora)  # resolve target modules on the plain model, before wrapping
+        self.model = get_peft_model(model, peft_cfg, adapter_name=POLICY_ADAPTER)
+        self.device = next(self.model.parameters()).device
+        self.critic_kind = critic
+        self.critic_model: nn.Module | None = None
+        self.value_head: ValueHead | None = None
+        if critic == "adapter":
+            import copy
+
+            self.model.add_adapter(CRITIC_ADAPTER, copy.deepcopy(peft_cfg))
+            self.model.set_adapter(POLICY_ADAPTER)
+            self.value_head = ValueHead(model.config.hidden_size).to(self.device)
+        elif critic:
+            from peft import get_peft_model as gpm
+
+            from openrft.models.loading import load_model
+
+            cmodel, _ = load_model(critic, dtype=dtype, device=self.device)
+            self.critic_model = gpm(cmodel, lora_config(cmodel, lora), adapter_name=CRITIC_ADAPTER)
+            self.value_head = ValueHead(cmodel.config.hidden_size).to(self.device)
+        self.model.train()
+
+    # ---- parameters -------------------------------------------------------------------------
+    def _adapter_params(self, model: nn.Module, name: str) -> list[nn.Parameter]:
+        return [p for n, p in model.named_parameters() if "lora_" in n and f".{name}." in n]
+
+    def policy_parameters(self) -> list[nn.Parameter]:
+        params = self._adapter_params(self.model, POLICY_ADAPTER)
+        for p in params:
+            p.requires_grad_(True)
+        return params
+
+    def critic_parameters(self) -> list[nn.Parameter]:
+        if self.value_head is None:
+            return []
+        model = self.critic_model if self.critic_model is not None else self.model
+        params = self._adapter_params(model, CRITIC_ADAPTER)
+        for p in params:
+            p.requires_grad_(True)
+        return params + list(self.value_head.parameters())
+
+    # ---- forward passes -------------------------------------------------------------------------
+    @contextmanager
+    def _adapter(self, name: str):
+        """Route the shared model through adapter ``name`` (peft toggles requires_grad; we restore it)."""
+        if name == POLICY_ADAPTER or self.critic_model is not None:
+            yield
+            return
+        flags = {id(p): p.requires_grad for p in self.model.parameters()}
+        self.model.set_adapter(name)
+        try:
+            yield
+        finally:
+            self.model.set_adapter(POLICY_ADAPTER)
+            for p in self.model.parameters():
+                p.requires_grad_(flags[id(p)])
+
+    def logprobs(self, batch, *, with_entropy: bool = False, entropy_grad: bool = False, reference: bool = False):
+        """Log-probabilities ``[B, T]`` of the response tokens (and their entropies, differentiable only when
+        ``entropy_grad``) under the policy, or under the reference (adapters off)."""
+        ctx = self.model.disable_adapter() if reference else _nullcontext()
+        with ctx:
+            h = hidden_states(self.model, batch.input_ids, batch.attention_mask, batch.position_ids)
+        logits = lm_head_of(self.model)(response_slice(h, batch.prompt_width, batch.response_width))
+        logp = token_logprobs(logits, batch.response_ids, temperature=self.temperature)
+        ent = None
+        if with_entropy:
+            if entropy_grad:
+                ent = entropy_from_logits(logits / self.temperature)
+            else:
+                with torch.no_grad():
+                    ent = entropy_from_logits(logits.detach() / self.temperature)
+        return logp, ent
+
+    def values(self, batch) -> torch.Tensor:
+        """Critic values ``[B, T]``: V(prompt + response[:t]) for each response token t."""
+        if self.value_head is None:
+            raise RuntimeError("this ActorCritic has no critic (critic-free estimator)")
+        model = self.critic_model if self.critic_model is not None else self.model
+        with self._adapter(CRITIC_ADAPTER):
+            h = hidden_states(model, batch.input_ids, batch.attention_mask, batch.position_ids)
+            return self.value_head(response_slice(h, batch.prompt_width, batch.response_width))
+
+    # ---- saving / loading ------------------------------------------------------------------------
+    def save_policy(self, out_dir: str | os.PathLike, stacked_on: str | os.PathLike | None = None) -> Path:
+        """Write the policy adapter (loadable by ``openrft eval --adapter``) into ``out_dir``."""
+        import shutil
+
+        out = Path(out_dir)
+        self.model.save_pretrained(out, selected_adapters=[POLICY_ADAPTER], safe_serialization=True)
+        self.tokenizer.save_pretrained(out)
+        if stacked_on is not None:
+            base = resolve_adapter_dir(stacked_on)
+            shutil.copytree(base, out / "base_adapter", dirs_exist_ok=True)
+            (out / STACK_FILE).write_text(json.dumps({"stacked_on": "base_adapter"}))
+        return out
+
+    def save_critic(self, out_dir: str | os.PathLike) -> Path | None:
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
+        if self.value_head is None:
+            return None
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        model = self.critic_model if self.critic_model is not None else self.model
+        state = {f"adapter.{k}": v.detach().cpu().contiguous()
+                 for k, v in get_peft_model_state_dict(model, adapter_name=CRITIC_ADAPTER).items()}
+        state.update({f"v_head.{k}": v.detach().cpu().contiguous() for k, v in self.value_head.state_dict().items()})
+        save_file(state, str(out / VALUE_HEAD))
+        return out
+
+    def load_state(self, ckpt_dir: str | os.PathLike) -> None:
+        """Restore the policy adapter (and critic) weights from a checkpoint written by :meth:`save_policy` /
+        :meth:`save_critic`."""
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        ckpt = Path(ckpt_dir)
+        policy = load_file(str(resolve_adapter_dir(ckpt / "policy") / "adapter_model.safetensors"))
+        set_peft_model_state_dict(self.model, policy, adapter_name=POLICY_ADAPTER)
+        if self.value_head is not None:
+            state = load_file(str(ckpt / "critic" / VALUE_HEAD))
+            adapter = {k[len("adapter."):]: v for k, v in state.items() if k.startswith("adapter.")}
+            head = {k[len("v_head."):]: v for k, v in state.items() if k.startswith("v_head.")}
+            model = self.critic_model if self.critic_model is not None else self.model
+            set_peft_model_state_dict(model, adapter, adapter_name=CRITIC_ADAPTER)
+            self.value_head.load_state_dict(head)
+
+
+@contextmanager
+def _nullcontext():
+    yield
+
+
+def load_base(model_name: str, adapter: str | None, dtype="auto", device=None):
+    """``(model, tokenizer)``: the base model with ``adapter`` (an SFT output) merged in, ready for a fresh LoRA."""
+    from openrft.models.loading import load_model
+
+    model, tokenizer = load_model(model_name, dtype=dtype, device=device)
+    if adapter is not None:
+        model = load_adapter(model, adapter).merge_and_unload()
+        logger.info("rl: merged the SFT adapter %s into %s; it is the reference policy", adapter, model_name)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, tokenizer

@@ -1,0 +1,514 @@
+"""The RL loop: rollout -> reward -> advantages -> policy (and critic) updates, resumable.
+
+One step::
+
+    prompts (task.messages, ICL examples when given)  --generate n each-->  completions (token ids kept)
+    completions --CompositeReward--> scalar rewards (+ dense step rewards) and their parts
+    no-grad passes: rollout log-probs (when needed), reference log-probs (adapter off), critic values
+    KL to the reference: in the reward (-kl_coef * kl per token) or in the loss
+    advantages (gae | grpo | rloo | reinforce_pp) -> ppo_epochs x minibatches of clipped-surrogate updates
+
+The stage directory holds ``adapter/`` (the policy LoRA, loadable by ``openrft eval --adapter``),
+``critic/``, ``metrics.jsonl`` (one line per step), ``checkpoints/step-N/`` and ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import re
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from openrft.data.sample import Sample
+from openrft.models.backends.base import SamplingParams
+from openrft.models.backends.hf import TransformersGenerator, render_prompt
+from openrft.models.lora import save_atomic
+from openrft.pipeline.rundir import atomic_write_json, begin_stage, file_hash, finish_stage, stable_hash
+from openrft.rewards.base import CompositeReward, RewardBatch, build_reward
+from openrft.rl.advantages import AdvantageConfig, compute_advantages, masked_mean
+from openrft.rl.config import RLConfig
+from openrft.rl.losses import explained_variance, kl_estimate, kl_loss, policy_loss, value_loss
+from openrft.rl.policy import ActorCritic, load_base
+from openrft.rl.rollout import RolloutBatch, build_batch, place_step_rewards
+from openrft.tasks.base import task_for
+
+logger = logging.getLogger(__name__)
+
+STAGE = "rl"
+ADAPTER = "adapter"
+CRITIC = "critic"
+CHECKPOINTS = "checkpoints"
+METRICS = "metrics.jsonl"
+_CKPT_RE = re.compile(r"^step-(\d+)$")
+
+ExamplesFor = Callable[[Sample], Sequence[Sample]]
+
+
+@dataclass
+class RLResult:
+    out_dir: Path
+    adapter_dir: Path
+    steps: int
+    skipped: bool
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: int | None = None
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+class MetricsLog:
+    """``metrics.jsonl`` (one line per step) + TensorBoard when installed."""
+
+    def __init__(self, out_dir: Path, tensorboard: bool = True):
+        self.path = out_dir / METRICS
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out_dir / "tensorboard"))
+            except ImportError:
+                self.tb = None
+
+    def truncate_after(self, step: int) -> None:
+        """Drop lines of steps after ``step`` (written after the checkpoint a resumed run restarts from)."""
+        if not self.path.exists():
+            return
+        keep = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and _is_json(line) and json.loads(line).get("step", 0) <= step]
+        self.path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+
+    def write(self, row: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        if self.tb is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k != "step" and math.isfinite(v):
+                    self.tb.add_scalar(k, v, row["step"])
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+        return True
+    except json.JSONDecodeError:
+        return False
+
+
+def read_metrics(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    path = Path(out_dir) / METRICS
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and _is_json(line)]
+
+
+def last_checkpoint(ckpt_dir: Path) -> tuple[Path, int] | None:
+    """The newest complete checkpoint (one with ``state.json``) and its step."""
+    best = None
+    if ckpt_dir.is_dir():
+        for d in ckpt_dir.iterdir():
+            m = _CKPT_RE.match(d.name)
+            if m and (d / "state.json").is_file() and (best is None or int(m.group(1)) > best[1]):
+                best = (d, int(m.group(1)))
+    return best
+
+
+# ---------------------------------------------------------------------------------------------- trainer
+class RLTrainer:
+    """Runs ``config.steps`` RL steps on ``samples`` into ``out_dir``. See the module docstring."""
+
+    def __init__(self, config: RLConfig, samples: Sequence[Sample], out_dir: str | os.PathLike, *,
+                 reward: CompositeReward | None = None, examples_for: ExamplesFor | None = None,
+                 show_progress: bool = True):
+        if not samples:
+            raise ValueError("no training samples")
+        self.config = config
+        self.samples = list(samples)
+        self.out = Path(out_dir)
+        self.examples_for = examples_for
+        self.show_progress = show_progress
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        model, tokenizer = load_base(config.model, config.adapter, dtype=config.dtype)
+        critic = (config.critic if config.estimator == "gae" else None)
+        self.ac = ActorCritic(model, tokenizer, config.lora, critic=critic, temperature=config.temperature,
+                              dtype=config.dtype)
+        self.tokenizer = tokenizer
+        self.reward = reward if reward is not None else build_reward(config.reward)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.prompts = [task_for(s).messages(s, list(examples_for(s)) if examples_for else []) for s in self.samples]
+        self.prompt_ids = [render_prompt(tokenizer, p) for p in self.prompts]
+        self._check_lengths(model)
+        self.actor_opt, self.actor_sched = self._optimizer(self.ac.policy_parameters(), config.lr)
+        critic_params = self.ac.critic_parameters()
+        self.critic_opt, self.critic_sched = (self._optimizer(critic_params, config.critic_lr) if critic_params
+                                              else (None, None))
+        self.generator = self._make_generator()
+        self.adv_config = AdvantageConfig(gamma=config.gamma, lam=config.lam, norm_by_std=not config.dr_grpo,
+                                          step_credit=config.step_credit, whiten=config.whiten_advantages,
+                                          rpp_baseline=config.rpp_baseline)
+
+    # ---- setup ----------------------------------------------------------------------------------
+    def _check_lengths(self, model) -> None:
+        limit = getattr(model.config, "max_position_embeddings", None)
+        if not limit:
+            return
+        for s, ids in zip(self.samples, self.prompt_ids):
+            if len(ids) >= limit:
+                raise ValueError(
+                    f"sample {s.id}: its prompt has {len(ids)} tokens, at or beyond the model's context of {limit}; "
+                    "shorten it (fewer few-shot examples) or drop the sample")
+        longest = max(len(ids) for ids in self.prompt_ids)
+        if longest + self.config.max_new_tokens > limit:
+            logger.warning("rl: the longest prompt (%d tokens) + max_new_tokens (%d) exceeds the context (%d); "
+                           "those completions are cut at the context", longest, self.config.max_new_tokens, limit)
+
+    def _optimizer(self, params, lr):
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=self.config.weight_decay)
+        warm = max(0, self.config.warmup_steps)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / warm) if warm else 1.0)
+        return opt, sched
+
+    def _make_generator(self):
+        if self.config.rollout_backend == "vllm":
+            return _VLLMRollouts(self)
+        return TransformersGenerator(self.ac.model, self.tokenizer, batch_size=self.config.rollout_batch_size)
+
+    # ---- data order -------------------------------------------------------------------------------
+    def indices_for(self, step: int) -> list[int]:
+        """Sample indices of ``step``: consecutive slices of per-epoch seeded permutations (deterministic,
+        so a resumed run sees the same prompts)."""
+        n, k = len(self.samples), self.config.prompts_per_step
+        out = []
+        for j in range(step * k, step * k + k):
+            epoch, pos = divmod(j, n)
+            order = list(range(n))
+            random.Random(self.config.seed * 7919 + epoch).shuffle(order)
+            out.append(order[pos])
+        return out
+
+    # ---- one step -----------------------------------------------------------------------------
+    def rollout(self, step: int) -> tuple[RolloutBatch, RewardBatch, list[Sample], dict[str, float]]:
+        cfg = self.config
+        idx = self.indices_for(step)
+        timings: dict[str, float] = {}
+        params = SamplingParams(n=cfg.n_samples, temperature=cfg.temperature, top_p=cfg.top_p,
+                                max_new_tokens=cfg.max_new_tokens, seed=cfg.seed * 1_000_003 + step)
+        t0 = time.perf_counter()
+        outs = self.generator.generate([self.prompts[i] for i in idx], params)
+        timings["time/generation"] = time.perf_counter() - t0
+        samples, texts, responses, prompt_ids, groups, truncated = [], [], [], [], [], []
+        for g, (i, comps) in enumerate(zip(idx, outs)):
+            for c in comps:
+                ids = list(c.token_ids) if c.token_ids is not None else self.tokenizer(
+                    c.text, add_special_tokens=False)["input_ids"]
+                samples.append(self.samples[i])
+                texts.append(c.text)
+                responses.append(ids)
+                prompt_ids.append(self.prompt_ids[i])
+                groups.append(g)
+                truncated.append(c.finish_reason == "length")
+        t0 = time.perf_counter()
+        rb = self.reward(samples, texts, prompts=[self.prompts[i] for i in idx for _ in range(cfg.n_samples)])
+        timings["time/scoring"] = time.perf_counter() - t0
+        batch = build_batch(prompt_ids, responses, groups, rb.rewards, self.pad_id)
+        if rb.dense:
+            batch.step_rewards, batch.step_mask = place_step_rewards(self.tokenizer, responses, rb.step_rewards(),
+                                                                     batch.response_width)
+        gen_tokens = sum(len(r) for r in responses)
+        timings["tokens_per_s"] = gen_tokens / max(timings["time/generation"], 1e-9)
+        timings["response_length"] = gen_tokens / len(responses)
+        timings["response_length_max"] = float(max(len(r) for r in responses))
+        timings["truncated"] = sum(truncated) / len(truncated)
+        return batch.to(self.ac.device), rb, samples, timings
+
+    def _micro_batches(self, rows: Sequence[int]) -> list[list[int]]:
+        m = self.config.micro_batch_size
+        return [list(rows[i:i + m]) for i in range(0, len(rows), m)]
+
+    @torch.no_grad()
+    def score_pass(self, batch: RolloutBatch, need_old: bool) -> None:
+        """Rollout log-probs (if needed), reference log-probs and values, micro-batch by micro-batch."""
+        cfg = self.config
+        B, T = len(batch), batch.response_width
+        dev = self.ac.device
+        if need_old:
+            batch.old_logp = torch.zeros(B, T, device=dev)
+        if cfg.kl_coef > 0:
+            batch.ref_logp = torch.zeros(B, T, device=dev)
+        if self.ac.value_head is not None:
+            batch.values = torch.zeros(B, T, device=dev)
+        for rows in self._micro_batches(range(B)):
+            mb = batch.select(rows)
+            t = mb.response_width
+            r = torch.tensor(rows, device=dev)
+            if need_old:
+                batch.old_logp[r, :t] = self.ac.logprobs(mb)[0].float()
+            if cfg.kl_coef > 0:
+                batch.ref_logp[r, :t] = self.ac.logprobs(mb, reference=True)[0].float()
+            if batch.values is not None:
+                batch.values[r, :t] = self.ac.values(mb).float()
+        for name in ("old_logp", "ref_logp", "values"):
+            t = getattr(batch, name)
+            if t is not None:
+                t.mul_(batch.response_mask)
+
+    def update(self, batch: RolloutBatch, train_policy: bool) -> dict[str, float]:
+        cfg = self.config
+        B = len(batch)
+        mb_size = cfg.minibatch_size or B
+        agg = cfg.resolved_loss_agg
+        sums: dict[str, list[float]] = {}
+        gen = torch.Generator().manual_seed(cfg.seed + 17)
+        for _epoch in range(cfg.ppo_epochs):
+            order = torch.randperm(B, generator=gen).tolist() if (cfg.ppo_epochs > 1 or mb_size < B) else list(range(B))
+            for start in range(0, B, mb_size):
+                rows = order[start:start + mb_size]
+                n_tok = float(batch.response_mask[rows].sum().clamp(min=1))
+                if train_policy:
+                    self.actor_opt.zero_grad(set_to_none=True)
+                if self.critic_opt is not None:
+                    self.critic_opt.zero_grad(set_to_none=True)
+                for micro in self._micro_batches(rows):
+                    mb = batch.select(micro)
+                    weight = (float(mb.response_mask.sum()) / n_tok) if agg == "token-mean" else len(micro) / len(rows)
+                    if train_policy:
+                        logp, ent = self.ac.logprobs(mb, with_entropy=True, entropy_grad=cfg.entropy_coef > 0)
+                        logp = logp.float()
+                        old = mb.old_logp if mb.old_logp is not None else logp.detach()
+                        loss, stats = policy_loss(logp, old, mb.advantages, mb.response_mask, clip_low=cfg.clip_low,
+                                                  clip_high=cfg.clip_high, dual_clip=cfg.dual_clip, agg=agg,
+                                                  max_len=cfg.max_new_tokens)
+                        stats = {f"policy/{k}": v for k, v in stats.items()}
+                        if cfg.kl_coef > 0 and cfg.resolved_kl_in == "loss":
+                            kl = kl_loss(logp, mb.ref_logp, mb.response_mask, kind=cfg.resolved_kl_estimator, agg=agg)
+                            loss = loss + cfg.kl_coef * kl
+                            stats["policy/kl_loss"] = float(kl.detach())
+                        if cfg.entropy_coef > 0:
+                            loss = loss - cfg.entropy_coef * masked_mean(ent.float(), mb.response_mask)
+                        stats["policy/loss"] = float(loss.detach())
+                        stats["entropy"] = float(masked_mean(ent.detach().float(), mb.response_mask))
+                        (loss * weight).backward()
+                        for k, v in stats.items():
+                            sums.setdefault(k, []).append(v)
+                    if self.critic_opt is not None:
+                        v = self.ac.values(mb)
+                        vloss, vstats = value_loss(v, mb.values, mb.returns, mb.response_mask, clip=cfg.value_clip,
+                                                   agg="token-mean" if agg == "token-mean" else agg)
+                        (vloss * weight).backward()
+                        sums.setdefault("critic/loss", []).append(float(vloss.detach()))
+                        for k, val in vstats.items():
+                            sums.setdefault(f"critic/{k}", []).append(val)
+                if train_policy:
+                    if cfg.max_grad_norm:
+                        gn = torch.nn.utils.clip_grad_norm_(self.ac.policy_parameters(), cfg.max_grad_norm)
+                        sums.setdefault("policy/grad_norm", []).append(float(gn))
+                    self.actor_opt.step()
+                    self.actor_sched.step()
+                if self.critic_opt is not None:
+                    if cfg.max_grad_norm:
+                        torch.nn.utils.clip_grad_norm_(self.ac.critic_parameters(), cfg.max_grad_norm)
+                    self.critic_opt.step()
+                    self.critic_sched.step()
+        return {k: sum(v) / len(v) for k, v in sums.items()}
+
+    def step(self, step: int) -> dict[str, Any]:
+        cfg = self.config
+        batch, rb, samples, row = self.rollout(step)
+        t0 = time.perf_counter()
+        single_update = cfg.ppo_epochs == 1 and (cfg.minibatch_size or len(batch)) >= len(batch)
+        need_old = (not single_update) or (cfg.kl_coef > 0 and cfg.resolved_kl_in == "reward")
+        self.score_pass(batch, need_old)
+        token_penalty = None
+        if batch.ref_logp is not None and batch.old_logp is not None:
+            kl = kl_estimate(batch.old_logp, batch.ref_logp, kind=cfg.resolved_kl_estimator) * batch.response_mask
+            row["kl"] = float(masked_mean(kl, batch.response_mask))
+            if cfg.resolved_kl_in == "reward":
+                token_penalty = -cfg.kl_coef * kl
+        row["time/forward"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        adv = compute_advantages(cfg.estimator, scores=batch.scores, mask=batch.response_mask,
+                                 group_ids=batch.group_ids, config=self.adv_config, values=batch.values,
+                                 step_rewards=batch.step_rewards, step_mask=batch.step_mask,
+                                 token_penalty=token_penalty)
+        batch.advantages, batch.returns = adv.advantages.to(self.ac.device), adv.returns
+        if batch.returns is not None:
+            batch.returns = batch.returns.to(self.ac.device)
+        train_policy = step >= cfg.critic_warmup_steps
+        row.update(self.update(batch, train_policy))
+        if "kl" not in row and "policy/kl_loss" in row:
+            row["kl"] = row["policy/kl_loss"]  # KL in the loss with one update: measured in the update pass
+        row["time/update"] = time.perf_counter() - t0
+        if batch.values is not None and batch.returns is not None:
+            row["critic/explained_variance"] = explained_variance(batch.values, batch.returns, batch.response_mask)
+        row.update({f"adv/{k}": v for k, v in adv.stats.items()})
+        summary = rb.summary()
+        row.update({f"reward/{k}": v for k, v in summary.items()})
+        row["reward"] = float(sum(rb.rewards) / len(rb.rewards))
+        row["accuracy"] = float(sum(rb.correct) / len(rb.correct))
+        row["lr"] = self.actor_sched.get_last_lr()[0]
+        return row
+
+    # ---- checkpoints ------------------------------------------------------------------------------
+    def save_checkpoint(self, step: int) -> Path:
+        ckpt_dir = self.out / CHECKPOINTS
+
+        def save(tmp: Path) -> None:
+            self.ac.save_policy(tmp / "policy")
+            self.ac.save_critic(tmp / "critic")
+            state = {"actor_opt": self.actor_opt.state_dict(), "actor_sched": self.actor_sched.state_dict()}
+            if self.critic_opt is not None:
+                state.update(critic_opt=self.critic_opt.state_dict(), critic_sched=self.critic_sched.state_dict())
+            torch.save(state, tmp / "optimizer.pt")
+            atomic_write_json(tmp / "state.json", {"step": step, "time": time.time()})
+
+        path = save_atomic(save, ckpt_dir / f"step-{step:06d}")
+        kept = sorted((d for d in ckpt_dir.iterdir() if _CKPT_RE.match(d.name)), key=lambda d: d.name)
+        for old in kept[:-max(1, self.config.keep_checkpoints)]:
+            shutil.rmtree(old, ignore_errors=True)
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        self.ac.load_state(path)
+        state = torch.load(path / "optimizer.pt", map_location=self.ac.device, weights_only=False)
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.actor_sched.load_state_dict(state["actor_sched"])
+        if self.critic_opt is not None and "critic_opt" in state:
+            self.critic_opt.load_state_dict(state["critic_opt"])
+            self.critic_sched.load_state_dict(state["critic_sched"])
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def train(self) -> RLResult:
+        cfg = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        log = MetricsLog(self.out, tensorboard=cfg.tensorboard)
+        start, resumed = 0, None
+        found = last_checkpoint(self.out / CHECKPOINTS)
+        if found is not None:
+            self.load_checkpoint(found[0])
+            start = resumed = found[1]
+            logger.info("rl: resuming from %s (step %d)", found[0], start)
+        log.truncate_after(start)
+        rows: list[dict[str, Any]] = []
+        bar = None
+        if self.show_progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=start, desc=f"rl {cfg.estimator}", unit="step")
+        try:
+            for step in range(start, cfg.steps):
+                t0 = time.perf_counter()
+                row = {"step": step + 1, **self.step(step)}
+                row["time/step"] = time.perf_counter() - t0
+                log.write(row)
+                rows.append(row)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(reward=f"{row['reward']:.3f}", acc=f"{row['accuracy']:.2f}",
+                                    kl=f"{row.get('kl', 0.0):.4f}", len=f"{row['response_length']:.0f}")
+                elif (step + 1) % cfg.log_every == 0:
+                    logger.info("rl step %d/%d: reward %.3f acc %.2f kl %.4f len %.0f (%.1fs)", step + 1, cfg.steps,
+                                row["reward"], row["accuracy"], row.get("kl", 0.0), row["response_length"],
+                                row["time/step"])
+                if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+                    self.save_checkpoint(step + 1)
+        finally:
+            if bar is not None:
+                bar.close()
+            log.close()
+        adapter_dir = save_atomic(lambda tmp: self.ac.save_policy(tmp, stacked_on=cfg.adapter), self.out / ADAPTER)
+        if self.ac.value_head is not None:
+            save_atomic(lambda tmp: self.ac.save_critic(tmp), self.out / CRITIC)
+        return RLResult(self.out, adapter_dir, cfg.steps, skipped=False, metrics=rows, resumed_from=resumed)
+
+
+class _VLLMRollouts:
+    """Rollouts through vLLM (CUDA): the current policy adapter is written each step and loaded by the engine,
+    rather than syncing full weights. The engine's base is the model (with the SFT adapter merged, if any)."""
+
+    def __init__(self, trainer: RLTrainer):
+        from openrft.models.backends.vllm_backend import VLLMGenerator
+
+        cfg = trainer.config
+        base = cfg.model
+        if cfg.adapter is not None:
+            from openrft.models.lora import save_atomic as _save
+
+            merged = trainer.out / "rollout_base"
+            if not (merged / "config.json").exists():
+                # the policy model's base weights are the merged SFT model; write them once for the engine
+                inner = trainer.ac.model.get_base_model()
+                with trainer.ac.model.disable_adapter():
+                    _save(lambda tmp: (inner.save_pretrained(tmp, safe_serialization=True),
+                                       trainer.tokenizer.save_pretrained(tmp)), merged)
+            base = str(merged)
+        self.trainer = trainer
+        self.engine = VLLMGenerator(base, enable_lora=True, max_lora_rank=max(8, cfg.lora_rank),
+                                    gpu_memory_utilization=0.4)
+        self.step = 0
+
+    def generate(self, prompts, params):
+        path = self.trainer.out / "rollout_adapter"
+        save_atomic(lambda tmp: self.trainer.ac.save_policy(tmp), path)
+        self.engine.set_adapter(str(path))
+        return self.engine.generate(prompts, params)
+
+
+# ---------------------------------------------------------------------------------------------- stage
+def run_rl(config: RLConfig, out_dir: str | os.PathLike, samples: Sequence[Sample] | None = None, *,
+           examples_for: ExamplesFor | None = None, reward: CompositeReward | None = None,
+           show_progress: bool = True) -> RLResult:
+    """Run (or skip, or resume) the RL stage into ``out_dir``.
+
+    ``samples`` default to ``config.data``. A finished run with the same config and inputs is skipped;
+    an interrupted one resumes from its last checkpoint (``save_every``).
+    """
+    from openrft.data.loaders import load_sources
+
+    out = Path(out_dir)
+    if samples is None:
+        if not config.data:
+            raise ValueError("no training data: give samples or config.data (e.g. ['arithmetic'])")
+        samples = load_sources(config.data, split=config.split, limit_per_task=config.limit)
+    samples = list(samples)
+    inputs = {"data": stable_hash([s.to_dict() if hasattr(s, "to_dict") else repr(s) for s in samples])}
+    if config.adapter:
+        from openrft.models.lora import resolve_adapter_dir
+
+        inputs["adapter"] = file_hash(resolve_adapter_dir(config.adapter) / "adapter_model.safetensors")
+    cfg_dict = config.to_dict()
+    for volatile in ("output_dir", "threads", "tensorboard", "log_every"):
+        cfg_dict.pop(volatile, None)
+    manifest, finished = begin_stage(out, STAGE, cfg_dict, inputs, seed=config.seed, resume_keys=[CHECKPOINTS])
+    if finished and (out / ADAPTER / "adapter_config.json").exists():
+        logger.info("rl: %s already finished with the same config and inputs; skipping", out)
+        return RLResult(out, out / ADAPTER, config.steps, skipped=True, metrics=read_metrics(out))
+    t0 = time.perf_counter()
+    trainer = RLTrainer(config, samples, out, reward=reward, examples_for=examples_for, show_progress=show_progress)
+    result = trainer.train()
+    metrics = read_metrics(out)
+    first = metrics[0] if metrics else {}
+    last = metrics[-1] if metrics else {}
+    finish_stage(out, manifest, steps=config.steps, samples=len(samples), train_seconds=round(time.perf_counter() - t0, 2),
+                 first_reward=first.get("reward"), last_reward=last.get("reward"),
+                 first_accuracy=first.get("accuracy"), last_accuracy=last.get("accuracy"),
+                 resumed_from_step=result.resumed_from, adapter=str(result.adapter_dir))
+    result.metrics = metrics
+    return result

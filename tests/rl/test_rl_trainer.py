@@ -1,0 +1,185 @@
+"""The RL loop end to end on a tiny random Llama (fast) — the estimators, the critic, checkpoints and resume."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from openrft.data.bundled import load_bundled
+from openrft.rewards.base import CompositeReward, RewardConfig
+from openrft.rl.config import RLConfig
+from openrft.rl.trainer import RLTrainer, read_metrics, run_rl
+
+REWARD_FILE = '''
+def length_reward(prompts, completions, **columns):
+    """Longer completions score higher: a learnable signal for a random model."""
+    return [min(len(c), 40) / 40 for c in completions]
+'''
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return load_bundled("svamp", "test")[:6]
+
+
+@pytest.fixture()
+def length_fn(tmp_path):
+    path = tmp_path / "rewards.py"
+    path.write_text(REWARD_FILE)
+    return f"{path}:length_reward"
+
+
+def _config(tiny_model_dir, fn, **kw):
+    base = dict(model=str(tiny_model_dir), steps=2, prompts_per_step=2, n_samples=4, max_new_tokens=8,
+                micro_batch_size=4, temperature=1.0, lr=1e-2, critic_lr=1e-2, lora_rank=2, tensorboard=False,
+                reward=RewardConfig(functions=[fn]), seed=0)
+    base.update(kw)
+    return RLConfig(**base)
+
+
+def _lora_b_norm(adapter_dir) -> float:
+    weights = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    return sum(float(v.abs().sum()) for k, v in weights.items() if "lora_B" in k)
+
+
+@pytest.mark.parametrize("estimator", ["grpo", "rloo", "reinforce_pp"])
+def test_critic_free_estimators_train_the_adapter(tiny_model_dir, samples, length_fn, tmp_path, estimator):
+    torch.set_num_threads(1)
+    cfg = _config(tiny_model_dir, length_fn, estimator=estimator)
+    result = run_rl(cfg, tmp_path / "rl", samples, show_progress=False)
+    assert not result.skipped and len(result.metrics) == 2
+    row = result.metrics[-1]
+    for key in ("reward", "accuracy", "kl", "entropy", "policy/clipfrac", "policy/loss", "response_length",
+                "tokens_per_s", "time/generation", "time/scoring", "time/update", "reward/fn/length_reward/mean"):
+        assert key in row, key
+        assert math.isfinite(row[key]), key
+    # LoRA B starts at zero: any update shows in it
+    assert _lora_b_norm(result.adapter_dir) > 0
+    manifest = json.loads((tmp_path / "rl" / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["stats"]["steps"] == 2
+
+
+def test_gae_trains_policy_and_critic_with_ppo_epochs(tiny_model_dir, samples, length_fn, tmp_path):
+    torch.set_num_threads(1)
+    cfg = _config(tiny_model_dir, length_fn, estimator="gae", n_samples=2, ppo_epochs=2, minibatch_size=2,
+                  micro_batch_size=1)
+    result = run_rl(cfg, tmp_path / "rl", samples, show_progress=False)
+    row = result.metrics[-1]
+    for key in ("critic/loss", "critic/vf_clipfrac", "critic/explained_variance", "kl", "policy/approx_kl"):
+        assert key in row and math.isfinite(row[key]), key
+    # several minibatches x epochs: the later updates see a changed policy, so ratios move away from 1
+    assert row["policy/approx_kl"] > 0
+    assert _lora_b_norm(result.adapter_dir) > 0
+    head = load_file(str(tmp_path / "rl" / "critic" / "value_head.safetensors"))
+    assert any(k.startswith("v_head.") for k in head) and any(k.startswith("adapter.") for k in head)
+
+
+def test_equal_rewards_give_zero_advantage_without_nan(tiny_model_dir, samples, tmp_path):
+    torch.set_num_threads(1)
+    # a random model never answers SVAMP right: every group is all-zero
+    cfg = _config(tiny_model_dir, "x:y", steps=1, reward=RewardConfig())
+    result = run_rl(cfg, tmp_path / "rl", samples, show_progress=False)
+    row = result.metrics[0]
+    assert row["reward"] == 0.0 and row["adv/zero_std_groups"] == 2
+    assert all(math.isfinite(v) for v in row.values() if isinstance(v, float))
+    assert _lora_b_norm(result.adapter_dir) == 0  # nothing to learn from
+
+
+class _Killer:
+    """A reward function that stops the run at its ``at``-th call (like a kill mid-training)."""
+
+    def __init__(self, at: int):
+        self.at, self.calls = at, 0
+        self.__name__ = "length_reward"
+
+    def __call__(self, prompts, completions, **columns):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return [min(len(c), 40) / 40 for c in completions]
+
+
+def test_kill_then_rerun_resumes_from_last_checkpoint_and_rerun_skips(tiny_model_dir, samples, length_fn, tmp_path):
+    torch.set_num_threads(1)
+    out = tmp_path / "rl"
+    cfg = _config(tiny_model_dir, length_fn, steps=3, save_every=1)
+    killer = CompositeReward(cfg.reward, functions=[_Killer(at=3)])
+    with pytest.raises(KeyboardInterrupt):
+        run_rl(cfg, out, samples, reward=killer, show_progress=False)
+    assert [m["step"] for m in read_metrics(out)] == [1, 2]
+    assert (out / "checkpoints" / "step-000002" / "state.json").exists()
+    result = run_rl(cfg, out, samples, show_progress=False)
+    assert result.resumed_from == 2
+    assert [m["step"] for m in read_metrics(out)] == [1, 2, 3]
+    again = run_rl(cfg, out, samples, show_progress=False)
+    assert again.skipped
+
+
+def test_resumed_run_matches_uninterrupted_run(tiny_model_dir, samples, length_fn, tmp_path):
+    """Same seeds, same prompts per step, restored optimizer: the resumed adapter equals the straight one."""
+    torch.set_num_threads(1)
+    cfg = _config(tiny_model_dir, length_fn, steps=2, save_every=1)
+    straight = run_rl(cfg, tmp_path / "a", samples, show_progress=False)
+    killer = CompositeReward(cfg.reward, functions=[_Killer(at=2)])
+    with pytest.raises(KeyboardInterrupt):
+        run_rl(cfg, tmp_path / "b", samples, reward=killer, show_progress=False)
+    resumed = run_rl(cfg, tmp_path / "b", samples, show_progress=False)
+    a = load_file(str(straight.adapter_dir / "adapter_model.safetensors"))
+    b = load_file(str(resumed.adapter_dir / "adapter_model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+
+
+def test_rl_from_sft_adapter_saves_a_stacked_adapter_eval_can_load(tiny_model_dir, samples, length_fn, tmp_path):
+    from openrft.models.loading import load_model
+    from openrft.models.lora import LoraSettings, attach_lora, load_adapter
+
+    torch.set_num_threads(1)
+    model, tok = load_model(str(tiny_model_dir))
+    sft = attach_lora(model, LoraSettings(rank=2))
+    with torch.no_grad():
+        for n, p in sft.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.5)
+    sft.save_pretrained(tmp_path / "sft" / "adapter")
+    cfg = _config(tiny_model_dir, length_fn, steps=1, adapter=str(tmp_path / "sft"))
+    trainer = RLTrainer(cfg, samples, tmp_path / "rl", show_progress=False)
+    result = trainer.train()
+    assert (result.adapter_dir / "openrft_adapter.json").exists()
+    batch = trainer.rollout(0)[0]
+    with torch.no_grad():
+        want = trainer.ac.logprobs(batch)[0]
+    base, _ = load_model(str(tiny_model_dir))
+    loaded = load_adapter(base, result.adapter_dir)
+    from openrft.rl.policy import ActorCritic
+
+    probe = ActorCritic.__new__(ActorCritic)
+    probe.model, probe.temperature = loaded, cfg.temperature
+    with torch.no_grad():
+        got = probe.logprobs(batch)[0]
+    torch.testing.assert_close(got * batch.response_mask, want * batch.response_mask, rtol=1e-4, atol=1e-4)
+    # the reference is the SFT model: the base without any adapter gives other log-probs
+    plain = ActorCritic.__new__(ActorCritic)
+    plain.model, plain.temperature = load_model(str(tiny_model_dir))[0], cfg.temperature
+    with torch.no_grad():
+        assert not torch.allclose(plain.logprobs(batch)[0] * batch.response_mask, want * batch.response_mask)
+
+
+def test_prompt_longer_than_context_is_named(tiny_model_dir, samples, length_fn, tmp_path):
+    long = samples[0].replace(question="word " * 3000)
+    cfg = _config(tiny_model_dir, length_fn, steps=1)
+    with pytest.raises(ValueError, match=rf"sample {long.id}: its prompt has \d+ tokens"):
+        RLTrainer(cfg, [long, *samples[1:]], tmp_path / "rl", show_progress=False)
+
+
+def test_config_errors_are_named():
+    with pytest.raises(ValueError, match="unknown estimator 'ppo'"):
+        RLConfig(estimator="ppo")
+    with pytest.raises(ValueError, match="n_samples must be >= 2"):
+        RLConfig(estimator="grpo", n_samples=1)
+    with pytest.raises(ValueError, match="did you mean kl_coef"):
+        RLConfig.from_dict({"kl_coeff": 0.1})
