@@ -183,3 +183,22 @@ def test_config_errors_are_named():
         RLConfig(estimator="grpo", n_samples=1)
     with pytest.raises(ValueError, match="did you mean kl_coef"):
         RLConfig.from_dict({"kl_coeff": 0.1})
+
+
+@pytest.mark.slow
+def test_two_processes_under_torchrun_share_the_step(tiny_model_dir, tmp_path):
+    """Two CPU processes (gloo): each rolls out half the prompts, gradients are averaged, rank 0 writes."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "rl"
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "openrft.cli.main", "rl",
+           "--data", "svamp", "--split", "test", "--limit", "8", "--model", str(tiny_model_dir), "--out", str(out),
+           "--steps", "2", "--prompts-per-step", "2", "-n", "2", "--max-new-tokens", "6", "--no-tensorboard",
+           "--quiet", "--estimator", "gae"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [m["step"] for m in read_metrics(out)] == [1, 2]
+    assert _lora_b_norm(out / "adapter") > 0

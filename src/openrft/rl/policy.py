@@ -235,6 +235,7 @@ def load_base(model_name: str, adapter: str | None, dtype="auto", device=None):
     model, tokenizer = load_model(model_name, dtype=dtype, device=device)
     if adapter is not None:
         model = load_adapter(model, adapter).merge_and_unload()
+        model.to(next(model.parameters()).device)
         logger.info("rl: merged the SFT adapter %s into %s; it is the reference policy", adapter, model_name)
     for p in model.parameters():
         p.requires_grad_(False)

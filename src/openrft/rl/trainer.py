@@ -145,8 +145,12 @@ class RLTrainer:
         self.show_progress = show_progress
         if config.threads:
             torch.set_num_threads(config.threads)
+        self.dist = _DistState()
+        if config.prompts_per_step % self.dist.world:
+            raise ValueError(f"prompts_per_step ({config.prompts_per_step}) must be a multiple of the number of "
+                             f"processes ({self.dist.world})")
         torch.manual_seed(config.seed)
-        model, tokenizer = load_base(config.model, config.adapter, dtype=config.dtype)
+        model, tokenizer = load_base(config.model, config.adapter, dtype=config.dtype, device=self.dist.device)
         critic = (config.critic if config.estimator == "gae" else None)
         self.ac = ActorCritic(model, tokenizer, config.lora, critic=critic, temperature=config.temperature,
                               dtype=config.dtype)
@@ -202,7 +206,7 @@ class RLTrainer:
             order = list(range(n))
             random.Random(self.config.seed * 7919 + epoch).shuffle(order)
             out.append(order[pos])
-        return out
+        return out[self.dist.rank::self.dist.world]
 
     # ---- one step -----------------------------------------------------------------------------
     def rollout(self, step: int) -> tuple[RolloutBatch, RewardBatch, list[Sample], dict[str, float]]:
@@ -317,12 +321,14 @@ class RLTrainer:
                         for k, val in vstats.items():
                             sums.setdefault(f"critic/{k}", []).append(val)
                 if train_policy:
+                    self.dist.average_gradients(self.ac.policy_parameters())
                     if cfg.max_grad_norm:
                         gn = torch.nn.utils.clip_grad_norm_(self.ac.policy_parameters(), cfg.max_grad_norm)
                         sums.setdefault("policy/grad_norm", []).append(float(gn))
                     self.actor_opt.step()
                     self.actor_sched.step()
                 if self.critic_opt is not None:
+                    self.dist.average_gradients(self.ac.critic_parameters())
                     if cfg.max_grad_norm:
                         torch.nn.utils.clip_grad_norm_(self.ac.critic_parameters(), cfg.max_grad_norm)
                     self.critic_opt.step()
@@ -369,6 +375,9 @@ class RLTrainer:
     # ---- checkpoints ------------------------------------------------------------------------------
     def save_checkpoint(self, step: int) -> Path:
         ckpt_dir = self.out / CHECKPOINTS
+        if not self.dist.main:
+            self.dist.barrier()
+            return ckpt_dir / f"step-{step:06d}"
 
         def save(tmp: Path) -> None:
             self.ac.save_policy(tmp / "policy")
@@ -383,6 +392,7 @@ class RLTrainer:
         kept = sorted((d for d in ckpt_dir.iterdir() if _CKPT_RE.match(d.name)), key=lambda d: d.name)
         for old in kept[:-max(1, self.config.keep_checkpoints)]:
             shutil.rmtree(old, ignore_errors=True)
+        self.dist.barrier()
         return path
 
     def load_checkpoint(self, path: Path) -> None:
@@ -398,17 +408,18 @@ class RLTrainer:
     def train(self) -> RLResult:
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
-        log = MetricsLog(self.out, tensorboard=cfg.tensorboard)
+        log = MetricsLog(self.out, tensorboard=cfg.tensorboard and self.dist.main)
         start, resumed = 0, None
         found = last_checkpoint(self.out / CHECKPOINTS)
         if found is not None:
             self.load_checkpoint(found[0])
             start = resumed = found[1]
             logger.info("rl: resuming from %s (step %d)", found[0], start)
-        log.truncate_after(start)
+        if self.dist.main:
+            log.truncate_after(start)
         rows: list[dict[str, Any]] = []
         bar = None
-        if self.show_progress:
+        if self.show_progress and self.dist.main:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=cfg.steps, initial=start, desc=f"rl {cfg.estimator}", unit="step")
@@ -417,7 +428,8 @@ class RLTrainer:
                 t0 = time.perf_counter()
                 row = {"step": step + 1, **self.step(step)}
                 row["time/step"] = time.perf_counter() - t0
-                log.write(row)
+                if self.dist.main:
+                    log.write(row)
                 rows.append(row)
                 if bar is not None:
                     bar.update(1)
@@ -433,10 +445,54 @@ class RLTrainer:
             if bar is not None:
                 bar.close()
             log.close()
-        adapter_dir = save_atomic(lambda tmp: self.ac.save_policy(tmp, stacked_on=cfg.adapter), self.out / ADAPTER)
-        if self.ac.value_head is not None:
-            save_atomic(lambda tmp: self.ac.save_critic(tmp), self.out / CRITIC)
+        adapter_dir = self.out / ADAPTER
+        if self.dist.main:
+            save_atomic(lambda tmp: self.ac.save_policy(tmp, stacked_on=cfg.adapter), adapter_dir)
+            if self.ac.value_head is not None:
+                save_atomic(lambda tmp: self.ac.save_critic(tmp), self.out / CRITIC)
+        self.dist.barrier()
         return RLResult(self.out, adapter_dir, cfg.steps, skipped=False, metrics=rows, resumed_from=resumed)
+
+
+class _DistState:
+    """Rank, world size and device under ``accelerate launch`` / torchrun; one CPU/GPU process otherwise.
+
+    Each process generates and scores its share of the step's prompts (whole groups, so group
+    estimators stay exact; batch whitening is per process) and LoRA gradients are averaged across
+    processes before each optimizer step (the adapters are small, so a plain all-reduce is cheap).
+    """
+
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.device = None
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if torch.cuda.is_available():
+                local = int(os.environ.get("LOCAL_RANK", "0"))
+                torch.cuda.set_device(local)
+                self.device = torch.device("cuda", local)
+            if not dist.is_initialized():
+                dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+            self.world, self.rank = dist.get_world_size(), dist.get_rank()
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def average_gradients(self, params) -> None:
+        if self.world == 1:
+            return
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.SUM)
+            p.grad.div_(self.world)
 
 
 class _VLLMRollouts:
