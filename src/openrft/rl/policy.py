@@ -161,10 +161,10 @@ class ActorCritic:
         ent = None
         if with_entropy:
             if entropy_grad:
-                ent = entropy_from_logits(logits / self.temperature)
+                ent = entropy_from_logits(logits, temperature=self.temperature)
             else:
                 with torch.no_grad():
-                    ent = entropy_from_logits(logits.detach() / self.temperature)
+                    ent = entropy_from_logits(logits.detach(), temperature=self.temperature)
         return logp, ent
 
     def values(self, batch) -> torch.Tensor:
