@@ -1,0 +1,121 @@
+"""``openrft prm train``: train a value-head process reward model (Skywork-o1-Open-PRM format) on step labels.
+
+Labels come from JSONL files (``--labels``), CHAMP's first-wrong-step annotations
+(``--champ``), or Math-Shepherd style estimation from the policy's rollouts
+(``--auto-label --data SAMPLES [--adapter SFT_DIR]``). Every field of PRMTrainConfig is
+a flag; ``--config FILE.yaml`` reads the same keys, and flags override it. ``--step-token``
+reads ``\\n`` as a newline (the default, Skywork's step token).
+
+  openrft prm train --labels steps.jsonl --out runs/x/prm
+  openrft prm train --auto-label --data sciknoweval/chemical_calculation --adapter runs/x/sft --out runs/x/prm
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+ALIASES = {"learning_rate": ["--lr"], "lora_rank": ["--rank"], "lora_alpha": ["--alpha"], "model": ["-m"]}
+
+
+def add_config_flags(group, cls, aliases: dict[str, list[str]] | None = None) -> None:
+    """One flag per dataclass field: bools as --x/--no-x, lists as several values, help from the field."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flags = [f"--{f.name.replace('_', '-')}", *(aliases or {}).get(f.name, [])]
+        help_ = f.metadata.get("help", "")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if "default" not in help_:
+            help_ += f" (default: {default!r})" if isinstance(default, str) else f" (default: {default})"
+        hint = hints[f.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        origin = typing.get_origin(hint)
+        if origin is list:
+            group.add_argument(*flags, dest=f.name, nargs="+", default=None, help=help_)
+        elif hint is bool:
+            group.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        else:
+            group.add_argument(*flags, dest=f.name, type=args[0] if args else hint, default=None, help=help_)
+
+
+def config_from_args(cls, args: argparse.Namespace) -> Any:
+    """Defaults, then the --config YAML, then explicit flags."""
+    values: dict = {}
+    if getattr(args, "config", None):
+        import yaml
+
+        loaded = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{args.config}: expected a mapping of settings, got {type(loaded).__name__}")
+        values.update({k.replace("-", "_"): v for k, v in loaded.items()})
+    for f in dataclasses.fields(cls):
+        if getattr(args, f.name, None) is not None:
+            values[f.name] = getattr(args, f.name)
+    return cls.from_dict(values)
+
+
+def _config_cls():
+    from openrft.rewards.prm.train import PRMTrainConfig
+
+    return PRMTrainConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="openrft prm", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train a value-head PRM on step labels", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("--out", required=True, help="stage directory, e.g. runs/x/prm (checkpoint in <out>/checkpoint)")
+    train.add_argument("--config", default=None, help="YAML file of settings (the field names below, with _)")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_flags(train.add_argument_group("settings"), _config_cls(), ALIASES)
+    return ap
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.step_token is not None:
+        args.step_token = args.step_token.replace("\\n", "\n").replace("\\t", "\t")
+    from openrft.data.sample import DataError
+    from openrft.models.loading import ModelNotFoundError
+    from openrft.pipeline.rundir import IncompatibleRunError, StageInputError
+    from openrft.rewards.prm.base import PRMFormatError
+    from openrft.rewards.prm.train import run_prm_train
+
+    try:
+        config = config_from_args(_config_cls(), args)
+        sources = [*(["labels " + ", ".join(config.labels)] if config.labels else []),
+                   *(["CHAMP"] if config.champ else []),
+                   *([f"auto-labelled {', '.join(config.data)}"] if config.auto_label else [])]
+        print(f"prm train: {'full fine-tuning' if config.full else f'LoRA r={config.lora_rank}'} of {config.model} "
+              f"on {'; '.join(sources)}, {config.epochs} epochs, lr {config.learning_rate:g} -> {args.out}",
+              file=sys.stderr)
+        result = run_prm_train(config, args.out, show_progress=not args.quiet,
+                               log=lambda msg: print(msg, file=sys.stderr))
+    except (DataError, StageInputError, IncompatibleRunError, ModelNotFoundError, PRMFormatError, FileNotFoundError,
+            ImportError, ValueError) as err:
+        print(f"openrft prm: {err}", file=sys.stderr)
+        return 2
+    if result.skipped:
+        print(f"already finished with the same settings and labels (see {result.out_dir / 'manifest.json'})")
+    held, before = result.metrics["held_out"], result.metrics["held_out_before_training"]
+    print(f"held-out steps: {held['count']}; accuracy {_fmt(held['accuracy'])} (before training "
+          f"{_fmt(before['accuracy'])}), majority baseline {_fmt(held['majority_baseline'])}, AUC {_fmt(held['auc'])}")
+    print(f"training loss: {_fmt(result.metrics['first_loss'])} -> {_fmt(result.metrics['last_loss'])} in "
+          f"{result.metrics['steps']} steps, {result.metrics['train_seconds']:.1f}s")
+    print(f"checkpoint: {result.checkpoint_dir}")
+    print(f"metrics: {result.out_dir / 'metrics.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,368 @@
+"""Step labels for training process reward models: a record type, JSONL I/O, CHAMP, and Math-Shepherd labelling.
+
+A :class:`StepExample` is a question, the steps of one solution, and one label in [0, 1]
+per step (1 = the step is right / the solution can still reach the right answer from it).
+
+Sources:
+
+* **JSONL files** of ``{"question", "steps", "labels", "source"?, "meta"?}``
+  (:func:`read_step_examples`, :func:`write_step_examples`);
+* **CHAMP** (Mao et al. 2024, the ``champ-dataset`` package, MIT licence): 540 solutions
+  by GPT-3.5, GPT-4, GPT-4 Turbo and PaLM 2 Medium to 270 competition-style problems,
+  each annotated with its first wrong step as a character span, or "no mistake"
+  (:func:`load_champ`);
+* **Math-Shepherd style estimation** (Wang et al. 2024): from the prefix ending at each
+  step of a policy completion, sample ``n`` continuations; a step's soft label is the
+  fraction of them whose final answer the task's grader accepts (hard label: > 0)
+  (:func:`estimate_step_labels`, :func:`rollout_step_examples`).
+
+>>> ex = StepExample("2+2?", ["2+2=4", "so 4"], [1, 1], source="demo")
+>>> ex.to_dict()["labels"], hard_labels([0.0, 0.25, 1.0])
+([1.0, 1.0], [0.0, 1.0, 1.0])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from openrft.data.sample import DataError, Sample
+from openrft.models.backends.base import Generator, Prompt, SamplingParams
+from openrft.rewards.steps import split_steps
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CHAMP_LICENSE", "StepExample", "champ_step_labels", "continuation_prompt", "estimate_step_labels",
+    "hard_labels", "load_champ", "read_step_examples", "rollout_step_examples", "write_step_examples",
+]
+
+CHAMP_LICENSE = "MIT (champ-dataset 1.0.0, Copyright 2024 Yujun Mao, Yoon Kim, Yilun Zhou)"
+_FIELDS = ("question", "steps", "labels", "source", "meta")
+
+
+@dataclass(frozen=True)
+class StepExample:
+    """One solution's steps and a label in [0, 1] per step; ``source`` says where the labels came from."""
+
+    question: str
+    steps: tuple[str, ...]
+    labels: tuple[float, ...]
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.question, str) or not self.question.strip():
+            raise ValueError("field 'question': missing or empty")
+        if isinstance(self.steps, str) or not isinstance(self.steps, Sequence):
+            raise ValueError(f"field 'steps': expected a list of strings, got {type(self.steps).__name__}")
+        if isinstance(self.labels, str) or not isinstance(self.labels, Sequence):
+            raise ValueError(f"field 'labels': expected a list of numbers, got {type(self.labels).__name__}")
+        if not self.steps:
+            raise ValueError("field 'steps': empty; an example needs at least one step")
+        bad = [i for i, s in enumerate(self.steps) if not isinstance(s, str)]
+        if bad:
+            raise ValueError(f"field 'steps': item {bad[0]} is {type(self.steps[bad[0]]).__name__}, not a string")
+        if len(self.labels) != len(self.steps):
+            raise ValueError(f"fields 'steps'/'labels': {len(self.steps)} steps but {len(self.labels)} labels; "
+                             "give one label per step")
+        labels = []
+        for i, x in enumerate(self.labels):
+            if not isinstance(x, (int, float)) or not math.isfinite(float(x)) or not 0.0 <= float(x) <= 1.0:
+                raise ValueError(f"field 'labels': item {i} is {x!r}; labels are numbers in [0, 1]")
+            labels.append(float(x))
+        object.__setattr__(self, "steps", tuple(self.steps))
+        object.__setattr__(self, "labels", tuple(labels))
+        if not isinstance(self.source, str):
+            raise ValueError(f"field 'source': expected a string, got {type(self.source).__name__}")
+        if not isinstance(self.meta, dict):
+            raise ValueError(f"field 'meta': expected an object, got {type(self.meta).__name__}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"question": self.question, "steps": list(self.steps), "labels": list(self.labels),
+                "source": self.source, "meta": dict(self.meta)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "StepExample":
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a JSON object with fields {', '.join(_FIELDS)}, got {type(d).__name__}")
+        unknown = sorted(set(d) - set(_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown field {unknown[0]!r}; valid: {', '.join(_FIELDS)}")
+        missing = [k for k in ("question", "steps", "labels") if k not in d]
+        if missing:
+            raise ValueError(f"field {missing[0]!r} is missing")
+        return cls(d["question"], d["steps"], d["labels"], d.get("source") or "", d.get("meta") or {})
+
+
+def hard_labels(labels: Iterable[float]) -> list[float]:
+    """Math-Shepherd's hard estimate: a step is good (1) if any continuation from it reached the right answer."""
+    return [1.0 if x > 0 else 0.0 for x in labels]
+
+
+def read_step_examples(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[StepExample]:
+    """Examples from JSONL files; a bad line raises :class:`DataError` naming ``file:line`` and the field."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out: list[StepExample] = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise DataError(f"{path}: step-labels file not found")
+        found = 0
+        with path.open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno}); each line "
+                                    "must hold one object {question, steps, labels}") from None
+                try:
+                    out.append(StepExample.from_dict(rec))
+                except ValueError as e:
+                    raise DataError(f"{path}:{lineno}: {e}") from None
+                found += 1
+        if not found:
+            raise DataError(f"{path}: no step examples (the file is empty); each line must hold one object "
+                            '{"question": ..., "steps": [...], "labels": [...]}')
+    return out
+
+
+def write_step_examples(path: str | os.PathLike, examples: Iterable[StepExample]) -> Path:
+    """Write ``examples`` as JSONL, atomically."""
+    from openrft.pipeline.rundir import atomic_write_text
+
+    return atomic_write_text(path, "".join(json.dumps(e.to_dict(), ensure_ascii=False) + "\n" for e in examples))
+
+
+# ---------------------------------------------------------------------------- CHAMP
+def champ_step_labels(text: str, wrong_start: int | None, step_rule: str = "newline") -> tuple[list[str], list[float]]:
+    """Steps of ``text`` and their labels given the first wrong step's start offset (None: no mistake).
+
+    A step that ends at or before ``wrong_start`` is labelled 1; the step holding ``wrong_start``
+    (the first wrong step, even when the annotated span starts inside it) and every later one 0.
+
+    >>> champ_step_labels("a=1\\nb=2\\nc=9\\nd", 8)
+    (['a=1', 'b=2', 'c=9', 'd'], [1.0, 1.0, 0.0, 0.0])
+    >>> champ_step_labels("a=1\\nb=2", None)
+    (['a=1', 'b=2'], [1.0, 1.0])
+    """
+    steps = split_steps(text, step_rule)
+    if wrong_start is None:
+        return [s.text for s in steps], [1.0] * len(steps)
+    return [s.text for s in steps], [1.0 if s.end <= wrong_start else 0.0 for s in steps]
+
+
+def load_champ(step_rule: str = "newline", include_correct: bool = True, version: str = "v0") -> list[StepExample]:
+    """CHAMP's first-wrong-step annotations as step labels (needs ``pip install champ-dataset``; no network).
+
+    Each annotated model solution is split into steps by ``step_rule``; steps before the
+    annotated first wrong step are labelled 1, that step and all after it 0; a solution
+    annotated "no mistake" has all steps 1 (``include_correct=False`` leaves those out).
+    ``source`` is ``champ:<model>|<prompt setting>``; ``meta`` keeps the problem id, its
+    gold answer and the annotated wrong span.
+    """
+    try:
+        import champ_dataset
+    except ImportError:
+        raise ImportError("CHAMP step labels need the champ-dataset package (MIT licence, data ships inside): "
+                          "pip install champ-dataset") from None
+    dataset = champ_dataset.load(version)
+    out: list[StepExample] = []
+    for pid, problem in dataset.problems.items():
+        for setting, ann in sorted((problem.fws_annotations or {}).items()):
+            if not ann.text or not ann.text.strip():
+                continue
+            if ann.start_idx is None and not include_correct:
+                continue
+            steps, labels = champ_step_labels(ann.text, ann.start_idx, step_rule)
+            if not steps:
+                continue
+            wrong = None if ann.start_idx is None else ann.text[ann.start_idx:ann.end_idx]
+            out.append(StepExample(problem.text, steps, labels, source=f"champ:{setting}",
+                                   meta={"problem": pid, "answer": problem.answer, "first_wrong_step": wrong,
+                                         "author": ann.author}))
+    if not out:
+        raise DataError(f"champ-dataset {version!r} holds no first-wrong-step annotations this loader can read; "
+                        "check the installed package version")
+    return out
+
+
+# ---------------------------------------------------------------------------- Math-Shepherd estimation
+def _adds_bos(tokenizer) -> bool:
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bool(ids) and ids[0] == bos and tokenizer("a", add_special_tokens=False)["input_ids"][:1] != [bos]
+
+
+def continuation_prompt(tokenizer, prompt: Prompt, prefix: str) -> str:
+    """A raw-string prompt that makes a generator continue ``prefix`` as the assistant's reply to ``prompt``.
+
+    Chat prompts are rendered the way :func:`openrft.models.backends.hf.render_prompt` renders
+    them (chat template with the generation prompt, or contents joined by blank lines when the
+    tokenizer has no template); a BOS the tokenizer adds again to raw strings is not doubled.
+    """
+    if isinstance(prompt, str):
+        text = prompt
+    elif getattr(tokenizer, "chat_template", None) is None:
+        text = "\n\n".join(m["content"] for m in prompt) + "\n\n"
+    else:
+        text = tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=False)
+        bos = tokenizer.bos_token
+        if bos and text.startswith(bos) and _adds_bos(tokenizer):
+            text = text[len(bos):]
+    return text + prefix
+
+
+def _seed(seed: int, tag: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{tag}:{seed}".encode(), digest_size=8).digest(), "little") & 0x7FFFFFFF
+
+
+def _progress_bar(total: int, desc: str, show: bool):
+    if not show:
+        return None, None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="seq", dynamic_ncols=True)
+    return bar, (lambda done, _tokens: bar.update(done))
+
+
+def _generate(generator: Generator, prompts: Sequence[Prompt], params: SamplingParams, desc: str, show: bool):
+    bar, progress = _progress_bar(len(prompts) * params.n, desc, show)
+    try:
+        outs = generator.generate(list(prompts), params, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    if len(outs) != len(prompts):
+        raise RuntimeError(f"{type(generator).__name__}.generate returned {len(outs)} results "
+                           f"for {len(prompts)} prompts")
+    return outs
+
+
+def estimate_step_labels(
+    generator: Generator,
+    samples: Sequence[Sample],
+    completions: Sequence[str],
+    n_rollouts: int = 4,
+    step_rule: str = "newline",
+    max_new_tokens: int = 512,
+    temperature: float = 0.7,
+    top_p: float = 1.0,
+    seed: int = 0,
+    tokenizer=None,
+    examples_for: Callable[[Sample], Sequence[Sample]] | None = None,
+    show_progress: bool = False,
+) -> list[StepExample]:
+    """Math-Shepherd soft labels for the steps of ``completions[i]`` (a policy's reply to ``samples[i]``).
+
+    The completion is split by ``step_rule``. For every step but the last, ``n_rollouts``
+    continuations are sampled from the prompt + the completion up to the end of that step
+    (all prefixes of all completions in one ``generate`` call); the label is the fraction of
+    ``prefix + continuation`` texts that the sample's task grades correct. The last step's
+    prefix is the whole completion, so its label is the completion's own grade (0 or 1).
+    Completions without steps yield no example. Each example's ``question`` is
+    ``task.render_question(sample)`` (options included), its ``meta`` the sample id, the
+    completion's index and grade, and the rollout count.
+    """
+    from openrft.synthesize.sampler import grade_all
+    from openrft.tasks import task_for
+
+    if len(samples) != len(completions):
+        raise ValueError(f"{len(completions)} completions for {len(samples)} samples")
+    if n_rollouts < 1:
+        raise ValueError(f"n_rollouts must be >= 1, got {n_rollouts}")
+    tokenizer = tokenizer if tokenizer is not None else getattr(generator, "tokenizer", None)
+    if tokenizer is None:
+        raise ValueError(f"{type(generator).__name__} exposes no tokenizer to render continuation prompts with; "
+                         "pass tokenizer= (the policy's tokenizer)")
+    tasks = {s.answer_type: task_for(s) for s in samples}
+    split = [split_steps(c, step_rule) for c in completions]
+    own = grade_all(tasks, list(completions), list(samples))
+    prompts: list[str] = []
+    where: list[tuple[int, int]] = []  # (completion index, step index) per rollout prompt
+    for i, (sample, completion, steps) in enumerate(zip(samples, completions, split)):
+        if len(steps) < 2:
+            continue
+        chat = tasks[sample.answer_type].messages(sample, examples_for(sample) if examples_for else ())
+        for k, step in enumerate(steps[:-1]):
+            prompts.append(continuation_prompt(tokenizer, chat, completion[:step.end]))
+            where.append((i, k))
+    fractions: dict[tuple[int, int], float] = {}
+    if prompts:
+        params = SamplingParams(n=n_rollouts, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                                seed=_seed(seed, "rollouts"))
+        outs = _generate(generator, prompts, params, "step rollouts", show_progress)
+        texts, graded_samples, owners = [], [], []
+        for (i, k), comps in zip(where, outs):
+            prefix = completions[i][:split[i][k].end]
+            for c in list(comps)[:n_rollouts]:
+                texts.append(prefix + (c.text or ""))
+                graded_samples.append(samples[i])
+                owners.append((i, k))
+        grades = grade_all(tasks, texts, graded_samples)
+        hits: dict[tuple[int, int], int] = {}
+        for owner, g in zip(owners, grades):
+            hits[owner] = hits.get(owner, 0) + int(g.correct)
+        fractions = {key: hits.get(key, 0) / n_rollouts for key in where}
+    out: list[StepExample] = []
+    for i, (sample, steps) in enumerate(zip(samples, split)):
+        if not steps:
+            continue
+        labels = [fractions[(i, k)] for k in range(len(steps) - 1)] + [own[i].score]
+        task = tasks[sample.answer_type]
+        out.append(StepExample(task.render_question(sample), [s.text for s in steps], labels,
+                               source="math_shepherd",
+                               meta={"sample_id": sample.id, "completion_correct": own[i].correct,
+                                     "n_rollouts": n_rollouts, "step_rule": step_rule}))
+    return out
+
+
+def rollout_step_examples(
+    generator: Generator,
+    samples: Sequence[Sample],
+    n_completions: int = 1,
+    n_rollouts: int = 4,
+    step_rule: str = "newline",
+    max_new_tokens: int = 512,
+    temperature: float = 0.7,
+    top_p: float = 1.0,
+    seed: int = 0,
+    tokenizer=None,
+    examples_for: Callable[[Sample], Sequence[Sample]] | None = None,
+    show_progress: bool = False,
+) -> list[StepExample]:
+    """Sample ``n_completions`` policy replies per sample (one ``generate`` call), then label their steps
+    with :func:`estimate_step_labels` (one more call). ``meta["completion_index"]`` numbers a sample's replies."""
+    from openrft.tasks import task_for
+
+    if n_completions < 1:
+        raise ValueError(f"n_completions must be >= 1, got {n_completions}")
+    tasks = {s.answer_type: task_for(s) for s in samples}
+    chats = [tasks[s.answer_type].messages(s, examples_for(s) if examples_for else ()) for s in samples]
+    params = SamplingParams(n=n_completions, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                            seed=_seed(seed, "policy"))
+    outs = _generate(generator, chats, params, "policy completions", show_progress)
+    flat_samples, flat_texts, index = [], [], []
+    for sample, comps in zip(samples, outs):
+        for j, c in enumerate(list(comps)[:n_completions]):
+            flat_samples.append(sample)
+            flat_texts.append(c.text or "")
+            index.append(j)
+    examples = estimate_step_labels(generator, flat_samples, flat_texts, n_rollouts=n_rollouts, step_rule=step_rule,
+                                    max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                                    tokenizer=tokenizer, examples_for=examples_for, show_progress=show_progress)
+    # estimate_step_labels keeps completion order and skips the step-less ones: number what is left
+    kept = [j for j, text in zip(index, flat_texts) if split_steps(text, step_rule)]
+    return [StepExample(e.question, e.steps, e.labels, e.source, e.meta | {"completion_index": j})
+            for e, j in zip(examples, kept)]

@@ -1,0 +1,188 @@
+"""``openrft prm train`` on the tiny random Llama: it learns a learnable step signal, resumes, and its CLI works.
+
+The synthetic signal: each step states a sum ("5 plus 3 gives 8") and opens with "Yes," (label 1)
+or "No," (label 0). Arithmetic correctness itself is beyond a 2-layer random model in seconds
+(held-out accuracy stays at chance), but carrying a marker from a step's start to its step
+token is learnable: the head reads the step-token position, so attention has to fetch it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import pytest
+import torch
+
+from openrft.cli.main import main
+from openrft.data.sample import Sample
+from openrft.rewards.labels import StepExample, read_step_examples, write_step_examples
+from openrft.rewards.prm.train import (
+    Item, PRMTrainConfig, auc_score, binary_metrics, run_prm_train, split_by_group,
+)
+from openrft.rewards.prm.value_head import ValueHeadPRM, is_value_head_checkpoint
+
+torch.set_num_threads(1)
+
+
+def synthetic_examples(n: int, seed: int = 0) -> list[StepExample]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        steps, labels = [], []
+        for _ in range(rng.randint(2, 4)):
+            a, b, good = rng.randint(1, 9), rng.randint(1, 9), rng.random() < 0.5
+            steps.append(f"{'Yes' if good else 'No'}, {a} plus {b} gives {a + b}")
+            labels.append(int(good))
+        out.append(StepExample(f"Question {i}: add the numbers.", steps, labels, source="synthetic"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def labels_file(tmp_path_factory):
+    return write_step_examples(tmp_path_factory.mktemp("labels") / "steps.jsonl", synthetic_examples(300))
+
+
+def test_split_and_metrics_helpers():
+    items = [Item([1], [0], [1.0], group=f"q{i % 10}") for i in range(40)]
+    train, held = split_by_group(items, 0.2, seed=0)
+    assert len(held) == 8 and not {i.group for i in train} & {i.group for i in held}
+    assert split_by_group(items, 0.0, 0) == (items, [])
+    assert auc_score([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75
+    assert auc_score([0.5, 0.5], [0, 1]) == 0.5 and auc_score([1, 2], [1, 1]) is None
+    m = binary_metrics([2.0, -1.0, 0.5, -3.0], [1, 0, 0, 0], majority_class=0)
+    assert m["accuracy"] == 0.75 and m["majority_baseline"] == 0.75 and m["auc"] == 1.0
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="no step labels"):
+        PRMTrainConfig()
+    with pytest.raises(ValueError, match="--auto-label needs --data"):
+        PRMTrainConfig(auto_label=True)
+    with pytest.raises(ValueError, match="label_mode 'fuzzy' is unknown"):
+        PRMTrainConfig(labels=["x"], label_mode="fuzzy")
+    with pytest.raises(ValueError, match="unknown step rule"):
+        PRMTrainConfig(labels=["x"], step_rule="sentences")
+    with pytest.raises(ValueError, match="unknown settings"):
+        PRMTrainConfig.from_dict({"labels": ["x"], "lr": 1})
+
+
+def test_prm_train_beats_majority_baseline_and_resumes(tiny_model_dir, labels_file, tmp_path):
+    config = PRMTrainConfig(model=str(tiny_model_dir), labels=[str(labels_file)], epochs=2, learning_rate=1e-3,
+                            batch_size=8, held_out=0.2, device="cpu")
+    t0 = time.perf_counter()
+    result = run_prm_train(config, tmp_path / "prm", show_progress=False)
+    seconds = time.perf_counter() - t0
+    held, before = result.metrics["held_out"], result.metrics["held_out_before_training"]
+    print(f"held-out step accuracy {held['accuracy']:.3f} vs majority {held['majority_baseline']:.3f}, "
+          f"AUC {held['auc']:.3f}, before training {before['accuracy']:.3f}; {seconds:.1f}s")
+    assert not result.skipped
+    assert held["count"] > 100
+    assert held["accuracy"] >= held["majority_baseline"] + 0.2
+    assert held["auc"] >= 0.9 and held["loss"] < before["loss"]
+    assert result.metrics["last_loss"] < result.metrics["first_loss"]
+    # outputs: metrics.jsonl per step, metrics.json, a loadable checkpoint that scores as trained
+    lines = [json.loads(x) for x in (tmp_path / "prm" / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == result.metrics["steps"] == 2 * 30  # 240 training solutions / batch 8, 2 epochs
+    assert json.loads((tmp_path / "prm" / "metrics.json").read_text())["held_out"] == held
+    assert is_value_head_checkpoint(tmp_path / "prm")
+    prm = ValueHeadPRM.from_pretrained(tmp_path / "prm", device="cpu")
+    yes, no = prm.score("Question 7: add the numbers.", ["Yes, 2 plus 2 gives 4", "No, 3 plus 1 gives 4"])
+    assert yes > 0.5 > no
+    # a rerun with the same settings and labels is skipped
+    t1 = time.perf_counter()
+    again = run_prm_train(config, tmp_path / "prm", show_progress=False)
+    assert again.skipped and again.metrics == result.metrics and time.perf_counter() - t1 < seconds
+
+
+def test_cli_prm_train_end_to_end(tiny_model_dir, tmp_path, capsys):
+    labels = write_step_examples(tmp_path / "small.jsonl", synthetic_examples(80, seed=1))
+    argv = ["prm", "train", "--labels", str(labels), "--model", str(tiny_model_dir), "--out", str(tmp_path / "run"),
+            "--epochs", "1", "--lr", "1e-3", "--rank", "4", "--held-out", "0.25", "--device", "cpu",
+            "--step-token", "\\n\\n", "--quiet"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "held-out steps:" in out and "checkpoint:" in out
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["config"]["lora_rank"] == 4
+    marker = json.loads((tmp_path / "run" / "checkpoint" / "prm_format.json").read_text())
+    assert marker["adapter"] is True and marker["step_token"] == "\n\n"
+    assert main(argv) == 0
+    assert "already finished" in capsys.readouterr().out
+
+
+def test_cli_prm_train_bad_labels(tiny_model_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"question": "q", "steps": ["a"], "labels": [1]}) + "\n"
+                   + json.dumps({"question": "q", "steps": ["a"], "label": [1]}) + "\n")
+    assert main(["prm", "train", "--labels", str(bad), "--model", str(tiny_model_dir), "--out",
+                 str(tmp_path / "o")]) == 2
+    assert f"{bad}:2: unknown field 'label'" in capsys.readouterr().err
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["prm", "train", "--labels", str(empty), "--out", str(tmp_path / "o")]) == 2
+    assert "no step examples (the file is empty)" in capsys.readouterr().err
+    assert main(["prm", "train", "--out", str(tmp_path / "o")]) == 2
+    assert "no step labels" in capsys.readouterr().err
+
+
+def test_prm_train_auto_label(tiny_model_dir, tiny_generator, tmp_path):
+    data = tmp_path / "samples.jsonl"
+    data.write_text("".join(json.dumps(Sample(id=f"s{i}", task="add", question=f"What is {i} + 2?", answer=str(i + 2),
+                                              answer_type="numeric").to_dict()) + "\n" for i in range(4)))
+    config = PRMTrainConfig(model=str(tiny_model_dir), auto_label=True, data=[str(data)], split=None,
+                            n_completions=2, n_rollouts=2, max_new_tokens=10, temperature=1.0, step_rule="re:\\s+",
+                            epochs=1, held_out=0.25, device="cpu")
+    result = run_prm_train(config, tmp_path / "auto", generator=tiny_generator, show_progress=False)
+    labels = read_step_examples(tmp_path / "auto" / "labels" / "step_labels.jsonl")
+    assert len(labels) >= 6 and all(e.source == "math_shepherd" for e in labels)
+    assert all(0.0 <= x <= 1.0 for e in labels for x in e.labels)
+    assert result.metrics["train"]["steps"] + result.metrics["held_out"]["count"] == sum(len(e.steps) for e in labels)
+    # the labels are reused, not regenerated, when only training settings change
+    mtime = (tmp_path / "auto" / "labels" / "step_labels.jsonl").stat().st_mtime_ns
+
+    class NoGenerate:
+        def generate(self, *a, **k):
+            raise AssertionError("labels should have been reused")
+
+    config.learning_rate = 2e-4
+    again = run_prm_train(config, tmp_path / "auto", generator=NoGenerate(), show_progress=False)
+    assert not again.skipped and (tmp_path / "auto" / "labels" / "step_labels.jsonl").stat().st_mtime_ns == mtime
+
+
+def test_init_adapter_is_merged_and_travels_with_the_checkpoint(tiny_model_dir, tmp_path):
+    """ReFT initialises its reward model from the SFT policy: that adapter is merged under the new LoRA and copied
+    into the checkpoint, so the checkpoint loads (and scores the same) without the original adapter directory."""
+    import shutil
+
+    from openrft.models.loading import load_model
+    from openrft.models.lora import LoraSettings, attach_lora
+    from openrft.rewards.prm.train import ValueHeadTrainSettings, build_value_head_model
+
+    base, _ = load_model(str(tiny_model_dir), device="cpu")
+    sft = attach_lora(base, LoraSettings(rank=4, dropout=0.0))
+    with torch.no_grad():
+        for name, p in sft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.3)
+    sft.save_pretrained(tmp_path / "sft" / "adapter")
+    settings = ValueHeadTrainSettings(model=str(tiny_model_dir), init_adapter=str(tmp_path / "sft"), device="cpu")
+    model, tok = build_value_head_model(settings)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    prm = ValueHeadPRM(model, tok)
+    steps = ["Yes, 1 plus 1 gives 2", "No, 2 plus 2 gives 5"]
+    scores = prm.score("Question: add.", steps)
+    out = prm.save_pretrained(tmp_path / "ckpt")
+    assert (out / "init_adapter" / "adapter_config.json").is_file()
+    shutil.rmtree(tmp_path / "sft")
+    loaded = ValueHeadPRM.from_pretrained(out, device="cpu", base_model="ignored", adapter=True)  # marker fields
+    assert loaded.score("Question: add.", steps) == pytest.approx(scores, abs=1e-5)
+    plain = build_value_head_model(ValueHeadTrainSettings(model=str(tiny_model_dir), device="cpu"))[0]
+    plain.v_head.load_state_dict(model.v_head.state_dict())
+    assert ValueHeadPRM(plain, tok).score("Question: add.", steps) != pytest.approx(scores, abs=1e-4)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'candidates'"):
+        ValueHeadPRM.from_pretrained(out, device="cpu", candidates=["+"])
