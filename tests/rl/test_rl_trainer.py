@@ -202,3 +202,25 @@ def test_two_processes_under_torchrun_share_the_step(tiny_model_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [m["step"] for m in read_metrics(out)] == [1, 2]
     assert _lora_b_norm(out / "adapter") > 0
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_process_rewards_from_a_value_head_prm(tiny_model_dir, samples, tmp_path, dense):
+    """RL with alpha*outcome + (1-alpha)*f(step scores) from a PRM checkpoint, and its dense form."""
+    from openrft.models.loading import load_model
+    from openrft.rewards.prm.value_head import ValueHeadModel, ValueHeadPRM
+
+    torch.set_num_threads(1)
+    backbone, tok = load_model(str(tiny_model_dir))
+    torch.manual_seed(1)
+    prm_dir = ValueHeadPRM(ValueHeadModel(backbone, base_model=str(tiny_model_dir)), tok).save_pretrained(tmp_path / "prm")
+    reward = RewardConfig(prm=str(prm_dir), alpha=0.7, agg="min", dense=dense, step_rule="re:[ .,]")
+    cfg = _config(tiny_model_dir, "x:y", reward=reward, steps=1, max_new_tokens=12)
+    result = run_rl(cfg, tmp_path / "rl", samples, show_progress=False)
+    row = result.metrics[0]
+    assert 0 < row["reward/process/mean"] < 1 and row["reward/n_steps/mean"] > 0
+    if dense:  # the process part sits at the step ends, the scalar reward is alpha * outcome (0 here)
+        assert row["reward"] == 0.0
+    else:
+        assert row["reward"] == pytest.approx(0.3 * row["reward/process/mean"], rel=1e-5)
+    assert _lora_b_norm(result.adapter_dir) > 0  # step scores differ between completions: something to learn

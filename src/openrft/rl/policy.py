@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from openrft.models.lora import STACK_FILE, LoraSettings, load_adapter, lora_config, resolve_adapter_dir
+from openrft.rewards.prm.value_head import ValueHead
 from openrft.rl.losses import entropy_from_logits, token_logprobs
 
 logger = logging.getLogger(__name__)
@@ -63,19 +64,6 @@ def response_slice(h: torch.Tensor, prompt_width: int, response_width: int) -> t
     return h[:, prompt_width - 1: prompt_width - 1 + response_width]
 
 
-class ValueHead(nn.Module):
-    """``Linear(hidden, 1)``: a scalar value per position, computed in fp32."""
-
-    def __init__(self, hidden_size: int):
-        super().__init__()
-        self.summary = nn.Linear(hidden_size, 1)
-        nn.init.normal_(self.summary.weight, std=1.0 / (hidden_size + 1))
-        nn.init.zeros_(self.summary.bias)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.summary(h.float()).squeeze(-1)
-
-
 class ActorCritic:
     """Policy (+ reference through disabled adapters) and, for PPO, a critic.
 
@@ -104,7 +92,7 @@ class ActorCritic:
 
             self.model.add_adapter(CRITIC_ADAPTER, copy.deepcopy(peft_cfg))
             self.model.set_adapter(POLICY_ADAPTER)
-            self.value_head = ValueHead(model.config.hidden_size).to(self.device)
+            self.value_head = ValueHead(model.config.hidden_size).to(self.device)  # fp32 head
         elif critic:
             from peft import get_peft_model as gpm
 
@@ -174,7 +162,7 @@ class ActorCritic:
         model = self.critic_model if self.critic_model is not None else self.model
         with self._adapter(CRITIC_ADAPTER):
             h = hidden_states(model, batch.input_ids, batch.attention_mask, batch.position_ids)
-            return self.value_head(response_slice(h, batch.prompt_width, batch.response_width))
+            return self.value_head(response_slice(h, batch.prompt_width, batch.response_width)).float()
 
     # ---- saving / loading ------------------------------------------------------------------------
     def save_policy(self, out_dir: str | os.PathLike, stacked_on: str | os.PathLike | None = None) -> Path:
