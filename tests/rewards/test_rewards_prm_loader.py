@@ -78,8 +78,8 @@ def test_forced_and_marked_formats(plain_lm):
     (plain_lm / MARKER).write_text(json.dumps({"format": "math_shepherd", "tag": "x"}))
     with pytest.raises(PRMFormatError, match="does not take an option"):
         load_scorer(str(plain_lm), device="cpu")
-    (plain_lm / MARKER).write_text(json.dumps({"format": "reward_model"}))
-    with pytest.raises(PRMFormatError, match="prm_format.json: expected"):
+    (plain_lm / MARKER).write_text(json.dumps({"format": "orm"}))
+    with pytest.raises(PRMFormatError, match="prm_format.json: expected .*outcome reward model"):
         detect_format(plain_lm)
 
 

@@ -78,7 +78,10 @@ def read_marker(root: Path) -> dict[str, Any] | None:
     if isinstance(data, dict) and data.get("format") in FORMAT_ALIASES:
         data = {**data, "format": FORMAT_ALIASES[data["format"]]}
     if not isinstance(data, dict) or data.get("format") not in FORMATS:
-        raise PRMFormatError(f"{marker}: expected {{\"format\": one of {', '.join(FORMATS)}, ...}}, got {data!r:.200}")
+        hint = " (an outcome reward model scores whole answers, not steps)" if isinstance(data, dict) \
+            and data.get("format") == "orm" else ""
+        raise PRMFormatError(
+            f"{marker}: expected {{\"format\": one of {', '.join(FORMATS)}, ...}}, got {data!r:.200}{hint}")
     return data
 
 
