@@ -27,7 +27,7 @@ from openrft.rewards.combine import AGGREGATORS, aggregate_steps, check_agg, che
 from openrft.rewards.functions import RewardFunction, call_reward_function, parse_function_spec
 from openrft.rewards.outcome import OutcomeReward
 from openrft.rewards.prm.base import ProcessScorer, check_scores
-from openrft.rewards.steps import Step, split_steps, step_rule
+from openrft.rewards.steps import Step, step_rule
 from openrft.tasks import task_for
 
 __all__ = ["CompositeReward", "RewardBatch", "RewardConfig", "build_reward", "check_probabilities"]
