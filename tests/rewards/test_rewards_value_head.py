@@ -185,3 +185,17 @@ def test_works_under_bf16_autocast_dtype(backbone_and_tok, tiny_model_dir):
     values = vh(torch.tensor([ids]))
     assert values.dtype == torch.float32 and values.shape == (1, len(ids))
     assert torch.isfinite(values[0, flags]).all()
+
+
+@pytest.mark.slow
+def test_bundled_smollm2_backbone(smollm2, tmp_path):
+    """The real bundled model as a backbone: causal one-pass scores, batch invariance, and a save/load round trip."""
+    model, tok = smollm2
+    torch.manual_seed(0)
+    prm = ValueHeadPRM(ValueHeadModel(model, base_model="smollm2-135m"), tok, batch_size=4)
+    full = prm.score(QUESTION, STEPS)
+    assert full == pytest.approx([prm.score(QUESTION, STEPS[:k + 1])[-1] for k in range(3)], abs=1e-4)
+    batch = prm.score_batch([QUESTION, "Short?", QUESTION], [STEPS, ["x"], STEPS[:2]])
+    assert batch[0] == pytest.approx(full, abs=1e-4) and batch[2] == pytest.approx(full[:2], abs=1e-4)
+    loaded = ValueHeadPRM.from_pretrained(prm.save_pretrained(tmp_path / "p"), device="cpu")
+    assert loaded.score(QUESTION, STEPS) == pytest.approx(full, abs=1e-5)
