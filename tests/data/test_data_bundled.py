@@ -22,7 +22,8 @@ from openrft.data.bundled import bundled_root
 
 def test_names() -> None:
     names = list_bundled()
-    assert names == [f"sciknoweval/{t}" for t in SCIKNOWEVAL_TASKS] + ["sciknoweval/all", "gsm8k", "svamp"]
+    assert names == [f"sciknoweval/{t}" for t in SCIKNOWEVAL_TASKS] + ["sciknoweval/all", "gsm8k", "svamp",
+                                                                        "arithmetic"]
     assert len(SCIKNOWEVAL_TASKS) == 8
 
 
@@ -51,7 +52,8 @@ def test_unknown_names_and_splits() -> None:
         get_bundled("svamps")
     with pytest.raises(DataError, match=r"did you mean: sciknoweval/chemical_calculation"):
         load_bundled("chemical_calculation")
-    with pytest.raises(DataError, match=r"valid names: sciknoweval/GB1_ftness_prediction, .*, gsm8k, svamp$"):
+    with pytest.raises(DataError,
+                       match=r"valid names: sciknoweval/GB1_ftness_prediction, .*, gsm8k, svamp, arithmetic$"):
         load_bundled("mmlu")
     with pytest.raises(DataError, match=r"'gsm8k' has no split 'train'; splits: test"):
         load_bundled("gsm8k", "train")
