@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "rl": ("openrft.cli.rl", "reinforcement fine-tuning: PPO (gae) or critic-free (grpo, rloo, reinforce_pp) with outcome and process rewards"),
     "prm": ("openrft.cli.prm", "process reward models: 'prm train' on step labels (given or estimated from rollouts)"),
     "orm": ("openrft.cli.orm", "outcome reward models: 'orm train' a correctness classifier for reranking"),
+    "export": ("openrft.cli.export", "export prompts and openrft's reward for verl or OpenRLHF (cluster-scale RL)"),
     "serve": ("openrft.serve", "serve a local model through an OpenAI-compatible HTTP API"),
 }
 
