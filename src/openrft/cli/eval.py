@@ -27,6 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--maj-k", type=int, default=None, help="k for maj@k (default: n)")
     ap.add_argument("--pass-k", type=int, default=None, help="k for pass@k (default: n)")
+    ap.add_argument("--rerank", default=None, metavar="SPEC",
+                    help="also score each completion and report rerank@k (best-of-k) and weighted_maj@k: "
+                         "prm:<checkpoint | judge:<model> | http(s)://url> or orm:<checkpoint>")
+    ap.add_argument("--rerank-agg", default="min", choices=["min", "mean", "last", "product"],
+                    help="PRM: a completion's score from its step scores (default: min)")
+    ap.add_argument("--step-rule", default="newline",
+                    help="PRM: how completions are cut into steps: newline|blank_line|step_k|re:<regex>")
+    ap.add_argument("--rerank-k", type=int, default=None, help="k for rerank@k and weighted_maj@k (default: n)")
+    ap.add_argument("--rerank-batch-size", type=int, default=None, help="completions per PRM/ORM forward pass")
     ap.add_argument("--backend", default="transformers", choices=["transformers", "openai", "vllm"])
     ap.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint for --backend openai")
     ap.add_argument("--batch-size", type=int, default=32, help="sequences decoded together (transformers backend)")
@@ -41,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from openrft.data import DataError
     from openrft.data.loaders import load_sources
+    from openrft.evaluate.rerank import load_reranker
     from openrft.evaluate.report import print_tables, write_report
     from openrft.evaluate.runner import EvalConfig, evaluate
     from openrft.models.backends import make_generator
@@ -50,25 +60,35 @@ def main(argv: list[str] | None = None) -> int:
     try:
         samples = load_sources(args.data, split=args.split, limit_per_task=args.limit)
         config = EvalConfig(n=args.n, temperature=0.0 if args.greedy else args.temperature, top_p=args.top_p,
-                            max_new_tokens=args.max_new_tokens, seed=args.seed, maj_k=args.maj_k, pass_k=args.pass_k)
+                            max_new_tokens=args.max_new_tokens, seed=args.seed, maj_k=args.maj_k, pass_k=args.pass_k,
+                            rerank=args.rerank, rerank_agg=args.rerank_agg, step_rule=args.step_rule,
+                            rerank_k=args.rerank_k, rerank_batch_size=args.rerank_batch_size)
         generator = make_generator(args.backend, args.model, base_url=args.base_url, batch_size=args.batch_size,
                                    dtype=args.dtype, cache_dir=os.path.join(args.out, "http-cache") if args.out else None)
         if args.adapter:
             generator = _with_adapter(generator, args.adapter)
+        reranker = None
+        if config.rerank:  # loaded before generating, so a bad checkpoint fails at once
+            reranker = load_reranker(config.rerank, agg=config.rerank_agg, step_rule=config.step_rule,
+                                     batch_size=config.rerank_batch_size)
     except (DataError, ModelNotFoundError, ValueError) as err:
         print(f"openrft eval: {err}", file=sys.stderr)
         return 2
     out = Path(args.out or f"runs/eval-{Path(args.model).name}-{time.strftime('%Y%m%d-%H%M%S')}")
     tasks = sorted({s.task for s in samples})
     print(f"evaluating {args.model} on {len(samples)} items ({len(tasks)} task(s)), n={config.n}, "
-          f"temperature={config.temperature}, max_new_tokens={config.max_new_tokens} -> {out}", file=sys.stderr)
+          f"temperature={config.temperature}, max_new_tokens={config.max_new_tokens}"
+          f"{f', reranked by {config.rerank}' if config.rerank else ''} -> {out}", file=sys.stderr)
     try:
         model_name = f"{args.model} + {args.adapter}" if args.adapter else args.model
         result = evaluate(generator, samples, config, out, label=args.label, model_name=model_name,
-                          show_progress=not args.quiet)
+                          show_progress=not args.quiet, reranker=reranker)
     except IncompatibleRunError as err:
         print(f"openrft eval: {err}", file=sys.stderr)
         return 2
+    finally:
+        if reranker is not None:
+            reranker.close()
     md, js = write_report([result], out)
     print_tables([result])
     print(f"completions: {out / 'completions.jsonl'}\nreport: {md}, {js}")

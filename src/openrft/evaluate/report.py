@@ -18,7 +18,8 @@ def _pct(x: float) -> str:
 def accuracy_table(results: Sequence[EvalResult], with_spread: bool = True) -> tuple[list[str], list[list[str]]]:
     """Header and rows: one row per result (method), one column per task, then Avg (macro mean over tasks).
 
-    The best value of each column is marked with ``*`` when several methods are compared.
+    A result evaluated with reranking adds a row ``<label> rerank@k`` (best-of-k by its scorer).
+    The best value of each column is marked with ``*`` when several rows are compared.
     """
     tasks: list[str] = []
     for r in results:
@@ -26,23 +27,26 @@ def accuracy_table(results: Sequence[EvalResult], with_spread: bool = True) -> t
             if t.task not in tasks:
                 tasks.append(t.task)
     header = ["Method", *tasks, "Avg"]
-    values = []
+    lines = []  # (label, values, per-task metrics for the spread or None)
     for r in results:
         by_task = {t.task: t for t in r.tasks}
-        values.append([by_task[t].accuracy if t in by_task else None for t in tasks] + [r.average])
-    best = [max((v[c] for v in values if v[c] is not None), default=None) for c in range(len(header) - 1)]
+        lines.append((r.label, [by_task[t].accuracy if t in by_task else None for t in tasks] + [r.average], by_task))
+        if r.rerank_average is not None:
+            k = r.tasks[0].rerank_k
+            lines.append((f"{r.label} rerank@{k}", [by_task[t].rerank_at_k if t in by_task else None for t in tasks]
+                          + [r.rerank_average], None))
+    best = [max((v[c] for _, v, _ in lines if v[c] is not None), default=None) for c in range(len(header) - 1)]
     rows = []
-    for r, vals in zip(results, values):
-        by_task = {t.task: t for t in r.tasks}
+    for label, vals, by_task in lines:
         cells = []
         for c, v in enumerate(vals):
             cell = _pct(v)
-            if with_spread and c < len(tasks) and v is not None and len(by_task[tasks[c]].per_run) > 1:
+            if with_spread and by_task and c < len(tasks) and v is not None and len(by_task[tasks[c]].per_run) > 1:
                 cell += f" ±{by_task[tasks[c]].accuracy_std:.3f}"
-            if len(results) > 1 and v is not None and v == best[c]:
+            if len(lines) > 1 and v is not None and v == best[c]:
                 cell += " *"
             cells.append(cell)
-        rows.append([r.label, *cells])
+        rows.append([label, *cells])
     return header, rows
 
 
@@ -52,6 +56,11 @@ def detail_table(result: EvalResult) -> tuple[list[str], list[list[str]]]:
               "Truncated"]
     rows = [[t.task, str(t.items), f"{t.accuracy:.3f} ± {t.accuracy_std:.3f}", _pct(t.maj_at_k), _pct(t.pass_at_k),
              f"{t.answered:.2f}", f"{t.mean_tokens:.0f}", f"{t.truncated:.2f}"] for t in result.tasks]
+    if result.rerank_average is not None:
+        kr = result.tasks[0].rerank_k
+        header[5:5] = [f"rerank@{kr}", f"weighted_maj@{kr}"]
+        for row, t in zip(rows, result.tasks):
+            row[5:5] = [_pct(t.rerank_at_k), _pct(t.weighted_maj_at_k)]
     return header, rows
 
 
@@ -69,9 +78,17 @@ def markdown_report(results: Sequence[EvalResult]) -> str:
         parts += [f"## {r.label}: {r.model}", "",
                   f"n={cfg['n']}, temperature={cfg['temperature']}, top_p={cfg['top_p']}, "
                   f"max_new_tokens={cfg['max_new_tokens']}, seed={cfg['seed']}; "
-                  f"{r.tokens} tokens in {r.seconds:.1f} s ({r.tokens / max(r.seconds, 1e-9):.1f} tok/s)", "",
+                  f"{r.tokens} tokens in {r.seconds:.1f} s ({r.tokens / max(r.seconds, 1e-9):.1f} tok/s)"
+                  + (_rerank_note(cfg) if cfg.get("rerank") else ""), "",
                   markdown_table(*detail_table(r)), ""]
     return "\n".join(parts)
+
+
+def _rerank_note(cfg: dict) -> str:
+    note = f"; reranked by {cfg['rerank']}"
+    if cfg["rerank"].startswith("prm:"):
+        note += f" (steps: {cfg['step_rule']}, agg: {cfg['rerank_agg']})"
+    return note
 
 
 def write_report(results: Sequence[EvalResult], out_dir: str | os.PathLike) -> tuple[Path, Path]:

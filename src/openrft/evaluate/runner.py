@@ -3,6 +3,13 @@
 Items are generated in chunks and each finished item is appended to
 ``completions.jsonl`` at once, so an interrupted evaluation resumes where it stopped
 (a rerun with the same settings skips the items already in the file).
+
+With ``rerank`` set, every completion is also scored by a PRM or an ORM
+(:mod:`openrft.evaluate.rerank`) before its item is appended: each sample gets ``score``
+(and, from a PRM, ``step_scores``) and the record names the scorer under ``"rerank"``.
+The rerank settings are not part of the stage's fingerprint: a rerun that adds or changes
+``rerank`` keeps the completions and scores only those not yet scored by the same scorer
+and step rule (a new ``rerank_agg`` is recomputed from the stored step scores).
 """
 
 from __future__ import annotations
@@ -13,17 +20,22 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from openrft.data.sample import Sample
 from openrft.evaluate.metrics import answered_rate, maj_at_k, pass_at_k, run_accuracy
+from openrft.evaluate.rerank import Reranker, check_rerank_spec, load_reranker, rerank_at_k, weighted_maj_at_k
 from openrft.models.backends.base import Generator, SamplingParams
 from openrft.pipeline.rundir import JsonlStore, begin_stage, finish_stage
+from openrft.rewards.combine import aggregate_steps, check_agg
+from openrft.rewards.steps import step_rule as get_step_rule
 from openrft.tasks import Task, task_for
 
 COMPLETIONS = "completions.jsonl"
+#: EvalConfig fields that choose how completions are scored, kept out of the stage fingerprint
+RERANK_FIELDS = ("rerank", "rerank_agg", "step_rule", "rerank_k", "rerank_batch_size")
 
 
 @dataclass
@@ -38,14 +50,36 @@ class EvalConfig:
     maj_k: int | None = field(default=None, metadata={"help": "k for maj@k (default: n)"})
     pass_k: int | None = field(default=None, metadata={"help": "k for pass@k (default: n)"})
     chunk_size: int = field(default=64, metadata={"help": "items generated between checkpoints of completions.jsonl"})
+    rerank: str | None = field(default=None, metadata={
+        "help": "score every completion for rerank@k and weighted_maj@k: prm:<checkpoint | judge:<model> | "
+                "http(s)://url> or orm:<checkpoint>; none = no reranking"})
+    rerank_agg: str = field(default="min", metadata={
+        "help": "PRM reranking: a completion's score from its step scores, min|mean|last|product"})
+    step_rule: str = field(default="newline", metadata={
+        "help": "PRM reranking: how completions are cut into steps, newline|blank_line|step_k|re:<separator regex>"})
+    rerank_k: int | None = field(default=None, metadata={"help": "k for rerank@k and weighted_maj@k (default: n)"})
+    rerank_batch_size: int | None = field(default=None, metadata={
+        "help": "completions per PRM/ORM forward pass (default: the scorer's own)"})
 
     def __post_init__(self) -> None:
         if self.temperature == 0:
             self.n = 1
-        for name in ("maj_k", "pass_k"):
+        for name in ("maj_k", "pass_k", "rerank_k"):
             k = getattr(self, name)
             if k is not None and not 1 <= k <= self.n:
                 raise ValueError(f"{name}={k} must be between 1 and n={self.n}")
+        if self.rerank is not None:
+            check_rerank_spec(self.rerank)
+        check_agg(self.rerank_agg)
+        get_step_rule(self.step_rule)
+
+    def rerank_identity(self) -> dict[str, Any] | None:
+        """What a record's scores must have been made with to count as scored for this config."""
+        if self.rerank is None:
+            return None
+        prm = check_rerank_spec(self.rerank)[0] == "prm"
+        return {"spec": self.rerank, "step_rule": self.step_rule if prm else None,
+                "agg": self.rerank_agg if prm else None}
 
     @property
     def sampling(self) -> SamplingParams:
@@ -66,6 +100,9 @@ class TaskMetrics:
     answered: float
     mean_tokens: float
     truncated: float
+    rerank_at_k: float | None = None
+    weighted_maj_at_k: float | None = None
+    rerank_k: int | None = None
 
 
 @dataclass
@@ -83,10 +120,17 @@ class EvalResult:
         """Macro average over tasks (the OpenRFT tables' 'Avg' column)."""
         return sum(t.accuracy for t in self.tasks) / len(self.tasks) if self.tasks else float("nan")
 
+    @property
+    def rerank_average(self) -> float | None:
+        """Macro average of rerank@k over tasks; None without reranking."""
+        vals = [t.rerank_at_k for t in self.tasks]
+        return sum(vals) / len(vals) if vals and None not in vals else None
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("records")
         d["average"] = self.average
+        d["rerank_average"] = self.rerank_average
         d["tokens_per_s"] = self.tokens / self.seconds if self.seconds else None
         return d
 
@@ -127,7 +171,48 @@ def aggregate(records: Sequence[dict[str, Any]], config: EvalConfig) -> list[Tas
             mean_tokens=sum(s["num_tokens"] for s in samples) / len(samples),
             truncated=sum(s["finish_reason"] == "length" for s in samples) / len(samples),
         ))
+        if config.rerank is not None:
+            k = config.rerank_k or config.n
+            scores = [[s["score"] for s in r["samples"]] for r in recs]
+            out[-1].rerank_at_k = rerank_at_k(scores, correct, k)
+            out[-1].weighted_maj_at_k = weighted_maj_at_k(answers, scores, correct, k)
+            out[-1].rerank_k = k
     return out
+
+
+def _scored(record: dict[str, Any], ident: dict[str, Any]) -> bool:
+    return record.get("rerank") == ident
+
+
+def _reaggregate(record: dict[str, Any], ident: dict[str, Any]) -> bool:
+    """Recompute a PRM record's scores for a new ``agg`` from its stored step scores; False when it cannot."""
+    old = record.get("rerank") or {}
+    if ident["agg"] is None or {**old, "agg": None} != {**ident, "agg": None}:
+        return False
+    if not all(isinstance(s.get("step_scores"), list) for s in record["samples"]):
+        return False
+    for s in record["samples"]:
+        s["score"] = aggregate_steps(s["step_scores"], ident["agg"])
+    record["rerank"] = dict(ident)
+    return True
+
+
+def score_records(reranker: Reranker, records: Sequence[dict[str, Any]], samples: dict[str, Sample],
+                  ident: dict[str, Any]) -> None:
+    """Score every completion of ``records`` in one batched call; writes ``score``/``step_scores`` in place."""
+    questions = []
+    for r in records:
+        s = samples[r["id"]]
+        questions.append(task_for(s).render_question(s))
+    scored = reranker.score(questions, [[x["text"] for x in r["samples"]] for r in records])
+    for r, group in zip(records, scored, strict=True):
+        for x, sc in zip(r["samples"], group, strict=True):
+            x["score"] = sc.score
+            if sc.steps is not None:
+                x["step_scores"] = list(sc.steps)
+            else:
+                x.pop("step_scores", None)
+        r["rerank"] = dict(ident)
 
 
 def evaluate(
@@ -140,15 +225,36 @@ def evaluate(
     model_name: str = "",
     examples_for=None,
     show_progress: bool = True,
+    reranker: Reranker | None = None,
 ) -> EvalResult:
     """Generate ``config.n`` completions per sample, grade them with the sample's task, aggregate per task.
 
     ``examples_for(sample) -> list[Sample]`` supplies few-shot examples (ICL) for the prompt.
     With ``out_dir``, every graded item is appended to ``completions.jsonl`` as soon as its
     chunk finishes, and a rerun with the same settings resumes from there.
+
+    With ``config.rerank`` (or a ``reranker``, whose ``spec``, step rule and aggregator then
+    replace the config's) every completion is scored for rerank@k and weighted_maj@k; a
+    reranker named only by ``config.rerank`` is loaded when the first completion needs
+    scoring and closed at the end.
     """
     if not samples:
         raise ValueError("no samples to evaluate")
+    if reranker is not None:
+        config = replace(config, rerank=reranker.spec, step_rule=reranker.step_rule or config.step_rule,
+                         rerank_agg=getattr(reranker, "agg", config.rerank_agg))
+    ident = config.rerank_identity()
+    owned: list[Reranker] = []
+
+    def get_reranker() -> Reranker:
+        if reranker is not None:
+            return reranker
+        if not owned:
+            assert config.rerank is not None
+            owned.append(load_reranker(config.rerank, agg=config.rerank_agg, step_rule=config.step_rule,
+                                       batch_size=config.rerank_batch_size))
+        return owned[0]
+
     tasks = {s.answer_type: task_for(s) for s in samples}
     prompts = {s.id: tasks[s.answer_type].messages(s, examples_for(s) if examples_for else ()) for s in samples}
     prompt_hash = hashlib.sha256(json.dumps([prompts[s.id] for s in samples]).encode()).hexdigest()
@@ -156,12 +262,13 @@ def evaluate(
     store = None
     if out_dir is not None:
         out_dir = Path(out_dir)
-        manifest, _ = begin_stage(out_dir, "eval", {"model": model_name, "label": label,
-                                                     **(asdict(config) | {"chunk_size": None})},
+        generation = {k: v for k, v in asdict(config).items() if k not in RERANK_FIELDS} | {"chunk_size": None}
+        manifest, _ = begin_stage(out_dir, "eval", {"model": model_name, "label": label, **generation},
                                   {"prompts": prompt_hash}, seed=config.seed, resume_keys=[COMPLETIONS])
         store = JsonlStore(out_dir / COMPLETIONS)
         done = store.load()
     todo = [s for s in samples if s.id not in done]
+    by_id = {s.id: s for s in samples}
     progress = _Progress(len(todo) * config.n, show_progress)
     t0 = time.perf_counter()
     tokens = 0
@@ -170,19 +277,48 @@ def evaluate(
             chunk = todo[start:start + config.chunk_size]
             outs = generator.generate([prompts[s.id] for s in chunk], config.sampling, progress=progress.update)
             recs = [grade_item(tasks[s.answer_type], s, o) for s, o in zip(chunk, outs)]
+            if ident is not None:
+                score_records(get_reranker(), recs, by_id, ident)
             tokens += sum(x["num_tokens"] for r in recs for x in r["samples"])
             for r in recs:
                 done[r["id"]] = r
             if store is not None:
                 store.append(recs)
+        progress.close()
+        if ident is not None:
+            _score_stale(get_reranker, [done[s.id] for s in samples], by_id, ident, config.chunk_size, store, done,
+                         show_progress)
     finally:
         progress.close()
+        for r in owned:
+            r.close()
     seconds = time.perf_counter() - t0
     records = [done[s.id] for s in samples]
     if out_dir is not None:
-        finish_stage(out_dir, manifest, items=len(records), tokens=tokens, seconds=round(seconds, 2))
+        finish_stage(out_dir, manifest, items=len(records), tokens=tokens, seconds=round(seconds, 2),
+                     rerank=config.rerank)
     return EvalResult(label=label, model=model_name, config=asdict(config), tasks=aggregate(records, config),
                       tokens=tokens, seconds=seconds, records=records)
+
+
+def _score_stale(get_reranker, records: list[dict[str, Any]], by_id: dict[str, Sample], ident: dict[str, Any],
+                 chunk_size: int, store: JsonlStore | None, done: dict[str, dict[str, Any]],
+                 show_progress: bool) -> None:
+    """Score the records of an earlier run that this scorer has not scored; rewrite the JSONL once."""
+    stale = [r for r in records if not _scored(r, ident)]
+    if not stale:
+        return
+    todo = [r for r in stale if not _reaggregate(r, ident)]
+    if todo:
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(todo), desc="scoring", unit="item", disable=not show_progress, dynamic_ncols=True) as bar:
+            for start in range(0, len(todo), chunk_size):
+                chunk = todo[start:start + chunk_size]
+                score_records(get_reranker(), chunk, by_id, ident)
+                bar.update(len(chunk))
+    if store is not None:
+        store.rewrite(done.values())
 
 
 class _Progress:
