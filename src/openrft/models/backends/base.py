@@ -45,12 +45,14 @@ class Completion:
 
     Local backends also return ``token_ids``: the sampled tokens, ending with the end-of-sequence token
     when the model stopped by itself, so RL trains on exactly what was sampled rather than a re-tokenization.
+    They are a transport detail, not part of a completion's identity: two completions with the same text,
+    length and finish reason compare equal whether or not a backend (the HTTP client, the cache) kept them.
     """
 
     text: str
     num_tokens: int
     finish_reason: str = "stop"
-    token_ids: tuple[int, ...] | None = None
+    token_ids: tuple[int, ...] | None = field(default=None, compare=False)
 
 
 class Generator(ABC):
