@@ -108,6 +108,14 @@ def test_cli_prm_train_end_to_end(tiny_model_dir, tmp_path, capsys):
     assert manifest["status"] == "finished" and manifest["config"]["lora_rank"] == 4
     marker = json.loads((tmp_path / "run" / "checkpoint" / "prm_format.json").read_text())
     assert marker["adapter"] is True and marker["step_token"] == "\n\n"
+    # the LoRA checkpoint (no config.json of its own) loads by the stage directory or the checkpoint directory
+    from openrft.rewards.prm.loader import load_scorer
+
+    for where in (tmp_path / "run", tmp_path / "run" / "checkpoint"):
+        scorer = load_scorer(str(where), device="cpu")
+        assert type(scorer).__name__ == "ValueHeadPRM"
+        (scores,) = scorer.score_batch(["Question 1: add."], [["2 plus 2 gives 4", "so 4"]])
+        assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores)
     assert main(argv) == 0
     assert "already finished" in capsys.readouterr().out
 

@@ -1,0 +1,433 @@
+"""``openrft run``: a recipe's stages in order, inside ``runs/<name>/``, skipping what is done.
+
+Layout of a run (``run.json`` is what reports and ``openrft compare`` read)::
+
+    runs/<name>/
+      run.json        method, recipe, status, cells with per-stage status and wall time
+      recipe.yaml     the resolved recipe (after --set, --tasks, --data-sizes)
+      <cell>/         one per (task, training-set size): e.g. arithmetic/, chemical_calculation-n25/
+        icl/          the few-shot index of the cell's training questions (when icl is set)
+        augment/  synthesize/  sft/  rl/  eval/     each stage's own outputs and manifest.json
+
+Every stage keeps its own manifest: a stage whose settings and inputs match a finished manifest is
+skipped, an interrupted one resumes (synthesis, evaluation per finished item; SFT and RL from their
+last checkpoint). A changed upstream output changes the inputs of every stage after it (traces
+hash, adapter hash), so those rerun and the ones before do not.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from openrft.pipeline.recipe import Recipe
+from openrft.pipeline.rundir import (
+    IncompatibleRunError, Manifest, StageInputError, atomic_write_json, atomic_write_text, file_hash,
+)
+
+logger = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+RECIPE_FILE = "recipe.yaml"
+RUN_FORMAT = 1
+SCIKNOWEVAL_TASKS = ("GB1_ftness_prediction", "retrosynthesis", "chemical_calculation", "molecule_structure_prediction",
+                     "high_school_physics_calculation", "material_calculation", "diffusion_rate_analysis",
+                     "perovskite_stability_prediction")
+
+
+@dataclass
+class Cell:
+    """One (task, training-set size) combination of a run; its stages live in ``<run>/<dir>/``."""
+
+    id: str
+    task: str
+    data_size: int | None
+    dir: str
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "task": self.task, "data_size": self.data_size, "dir": self.dir, "stages": self.stages}
+
+
+def expand_tasks(tasks: str | Sequence[str] | None, recipe: Recipe) -> list[str]:
+    """The datasets a run covers: the recipe's, or ``--tasks`` (``all`` = the 8 SciKnowEval L3 tasks).
+
+    >>> expand_tasks("all", None)[:2]
+    ['sciknoweval/GB1_ftness_prediction', 'sciknoweval/retrosynthesis']
+    >>> expand_tasks("arithmetic,svamp", None)
+    ['arithmetic', 'svamp']
+    """
+    if tasks is None:
+        return list(recipe.data)
+    if isinstance(tasks, str):
+        tasks = [t.strip() for t in tasks.split(",") if t.strip()]
+    out: list[str] = []
+    for t in tasks:
+        if t in ("all", "sciknoweval/all"):
+            out.extend(f"sciknoweval/{name}" for name in SCIKNOWEVAL_TASKS)
+        elif t in SCIKNOWEVAL_TASKS:
+            out.append(f"sciknoweval/{t}")
+        else:
+            out.append(t)
+    if not out:
+        raise ValueError("--tasks named no task")
+    return list(dict.fromkeys(out))
+
+
+def _cell_name(task: str) -> str:
+    """Directory-safe short name of a dataset: its last path part without a suffix."""
+    name = Path(task.rstrip("/")).name
+    for suffix in (".jsonl", ".json", ".parquet", ".csv"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "task"
+
+
+def plan_cells(recipe: Recipe, tasks: Sequence[str] | None = None,
+               data_sizes: Sequence[int] | None = None) -> list[Cell]:
+    """One cell per task and training-set size (``data_sizes`` default: the recipe's ``train_size``)."""
+    tasks = list(tasks) if tasks else list(recipe.data)
+    sizes: list[int | None] = list(data_sizes) if data_sizes else [recipe.train_size]
+    cells, seen = [], set()
+    for task in tasks:
+        base = _cell_name(task)
+        while base in seen:
+            base += "_"
+        seen.add(base)
+        for size in sizes:
+            cid = base if len(sizes) == 1 else f"{base}-n{size}"
+            cells.append(Cell(id=cid, task=task, data_size=size, dir=cid))
+    return cells
+
+
+# ----------------------------------------------------------------------------------- run.json
+class RunState:
+    """``run.json``: written atomically after every stage transition, so a report or a rerun always sees
+    which stages finished."""
+
+    def __init__(self, run_dir: Path, recipe: Recipe, cells: list[Cell]):
+        self.path = run_dir / RUN_FILE
+        self.recipe, self.cells = recipe, cells
+        from openrft import __version__
+
+        self.data: dict[str, Any] = {
+            "format_version": RUN_FORMAT, "openrft_version": __version__, "name": run_dir.name,
+            "method": recipe.method, "recipe": recipe.source, "status": "running", "stages": recipe.ordered_stages,
+            "started": time.time(), "finished": None, "cells": [],
+        }
+        old = read_run(run_dir) if self.path.exists() else None
+        if old is not None:
+            if old.get("method") != recipe.method:
+                raise IncompatibleRunError(
+                    f"{run_dir} holds a run of method {old.get('method')!r}, not {recipe.method!r}; use another "
+                    f"--name (or delete {run_dir}) rather than mixing the outputs of two methods")
+            self.data["started"] = old.get("started", self.data["started"])
+            previous = {c.get("id"): c for c in old.get("cells", [])}
+            for cell in cells:
+                if cell.id in previous:
+                    cell.stages = {k: v for k, v in previous[cell.id].get("stages", {}).items()
+                                   if k in recipe.stages}
+        self.save()
+
+    def save(self) -> None:
+        self.data["cells"] = [c.to_dict() for c in self.cells]
+        atomic_write_json(self.path, self.data)
+
+    def mark(self, cell: Cell, stage: str, status: str, seconds: float | None = None, **extra: Any) -> None:
+        entry = {"status": status}
+        if seconds is not None:
+            entry["seconds"] = round(seconds, 2)
+        cell.stages[stage] = entry | extra
+        self.save()
+
+    def finish(self, status: str) -> None:
+        self.data["status"] = status
+        self.data["finished"] = time.time() if status == "finished" else None
+        self.save()
+
+
+def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The ``run.json`` of ``run_dir``; an incompatible format is an :class:`IncompatibleRunError`."""
+    import json
+
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        raise StageInputError(f"{run_dir} is not an openrft run directory (no {RUN_FILE}; 'openrft run' writes it)")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if data.get("format_version") != RUN_FORMAT:
+        raise IncompatibleRunError(
+            f"{path} was written by openrft {data.get('openrft_version', '?')} with run format "
+            f"{data.get('format_version')} (this openrft writes format {RUN_FORMAT}); rerun into a new run directory "
+            "or use that version, rather than mixing outputs")
+    return data
+
+
+# ----------------------------------------------------------------------------------- stages
+@dataclass
+class CellContext:
+    recipe: Recipe
+    cell: Cell
+    dir: Path
+    train: list
+    test: list
+    examples_for: Callable | None = None
+    show_progress: bool = True
+    adapter: Path | None = None  # the latest policy adapter (SFT, then RL)
+    model: str | None = None  # a fully fine-tuned model replacing the recipe's (SFT with full: true)
+    train_samples: list = field(default_factory=list)  # after augmentation
+
+
+def _free_memory() -> None:
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        pass
+
+
+def _stage_augment(ctx: CellContext) -> dict[str, Any]:
+    from openrft.augment.stage import run_augment
+    from openrft.models.backends import make_generator
+
+    config = ctx.recipe.stage_config("augment")
+    generator = teacher = None
+    if config.k > 0:
+        generator = make_generator(config.backend, config.model or ctx.recipe.model, base_url=config.base_url,
+                                   dtype=ctx.recipe.dtype, cache_dir=str(ctx.dir / "augment" / "http-cache"))
+        if config.teacher_check and (config.teacher_model or config.teacher_backend or config.teacher_base_url):
+            teacher = make_generator(config.teacher_backend or config.backend, config.teacher_model or config.model,
+                                     base_url=config.teacher_base_url or config.base_url, dtype=ctx.recipe.dtype)
+    result = run_augment(ctx.train, generator, config, ctx.dir / "augment", teacher=teacher,
+                         show_progress=ctx.show_progress)
+    ctx.train_samples = list(result.samples)
+    return {"samples": len(result.samples), "from": len(ctx.train)}
+
+
+def _stage_synthesize(ctx: CellContext) -> dict[str, Any]:
+    from openrft.synthesize.stage import build_generator, run_synthesize
+
+    config = ctx.recipe.stage_config("synthesize")
+    generator = build_generator(config, cache_dir=ctx.dir / "synthesize" / "http-cache", dtype=ctx.recipe.dtype)
+    result = run_synthesize(ctx.train_samples, generator, config, ctx.dir / "synthesize",
+                            examples_for=ctx.examples_for, show_progress=ctx.show_progress)
+    solved = sum(1 for r in result.records if not r.get("fallback") and r.get("traces"))
+    return {"questions": len(result.records), "solved": solved}
+
+
+def _stage_sft(ctx: CellContext) -> dict[str, Any]:
+    from openrft.sft.stage import run_sft
+    from openrft.synthesize.stage import TRACES
+
+    config = ctx.recipe.stage_config("sft")
+    traces = ctx.recipe.pipeline_value("sft", "traces")
+    if traces is None:
+        traces = ctx.dir / "synthesize" / TRACES
+        if not traces.is_file():
+            raise StageInputError(f"sft needs {traces}, which the synthesize stage writes; it is missing "
+                                  "(was the synthesize stage interrupted? rerun to continue it)")
+    result = run_sft(traces, ctx.dir / "sft", config, examples_for=ctx.examples_for, show_progress=ctx.show_progress)
+    if config.full:  # the fine-tuned model replaces the base for the stages after
+        ctx.model, ctx.adapter = str(result.weights_dir), None
+    else:
+        ctx.adapter = Path(result.weights_dir)
+    return {"loss_before": result.loss_before, "loss_after": result.loss_after}
+
+
+def _stage_rl(ctx: CellContext) -> dict[str, Any]:
+    from openrft.rl.trainer import run_rl
+
+    adapter = ctx.recipe.pipeline_value("rl", "adapter")
+    if adapter is None and ctx.adapter is not None:
+        adapter = str(ctx.adapter)
+    if adapter is not None and not Path(adapter).exists():
+        raise StageInputError(f"rl starts from adapter {adapter}, which does not exist; the sft stage writes it "
+                              f"({ctx.dir / 'sft' / 'adapter'})")
+    config = ctx.recipe.stage_config("rl", adapter=adapter, output_dir=str(ctx.dir / "rl"),
+                                     **({"model": ctx.model} if ctx.model else {}))
+    result = run_rl(config, ctx.dir / "rl", ctx.train_samples, examples_for=ctx.examples_for,
+                    show_progress=ctx.show_progress)
+    ctx.adapter = Path(result.adapter_dir)
+    last = result.metrics[-1] if result.metrics else {}
+    first = result.metrics[0] if result.metrics else {}
+    return {"first_reward": first.get("reward"), "last_reward": last.get("reward")}
+
+
+def _stage_eval(ctx: CellContext) -> dict[str, Any]:
+    from openrft.evaluate.report import write_report
+    from openrft.evaluate.runner import evaluate
+    from openrft.models.backends import make_generator
+
+    recipe = ctx.recipe
+    config = recipe.stage_config("eval")
+    backend = recipe.pipeline_value("eval", "backend", "transformers")
+    model = ctx.model or recipe.model
+    generator = make_generator(backend, model, batch_size=recipe.pipeline_value("eval", "batch_size", 32),
+                               dtype=recipe.dtype)
+    model_name = f"{model} ({file_hash(model)})" if ctx.model else model
+    if ctx.adapter is not None:
+        from openrft.models.lora import load_adapter, resolve_adapter_dir
+
+        if not hasattr(generator, "model"):
+            raise StageInputError(f"eval with backend {backend!r} cannot apply the adapter {ctx.adapter}; "
+                                  "use backend transformers")
+        adapter_dir = resolve_adapter_dir(ctx.adapter)
+        generator.model = load_adapter(generator.model, adapter_dir)
+        # the adapter's bytes are part of what is evaluated: new weights upstream mean a new evaluation
+        model_name = f"{model_name} + {adapter_dir} ({file_hash(adapter_dir / 'adapter_model.safetensors')})"
+    label = recipe.pipeline_value("eval", "label") or recipe.method
+    result = evaluate(generator, ctx.test, config, ctx.dir / "eval", label=label, model_name=model_name,
+                      examples_for=ctx.examples_for, show_progress=ctx.show_progress)
+    write_report([result], ctx.dir / "eval")
+    return {"accuracy": result.average}
+
+
+STAGES: dict[str, Callable[[CellContext], dict[str, Any]]] = {
+    "augment": _stage_augment, "synthesize": _stage_synthesize, "sft": _stage_sft, "rl": _stage_rl,
+    "eval": _stage_eval,
+}
+
+
+def _finished_fingerprint(stage_dir: Path) -> str | None:
+    try:
+        m = Manifest.load(stage_dir)
+    except IncompatibleRunError:
+        raise
+    except Exception:  # unreadable manifest: the stage decides
+        return None
+    return m.fingerprint if m is not None and m.status == "finished" else None
+
+
+# ----------------------------------------------------------------------------------- run
+@dataclass
+class RunResult:
+    run_dir: Path
+    cells: list[Cell]
+    accuracy: dict[str, float]  # cell id -> eval accuracy
+    report: Path | None = None
+
+
+def _load_cell_data(recipe: Recipe, cell: Cell) -> tuple[list, list]:
+    """Training samples (the first ``data_size``) and held-out samples (the first ``test_size``) of a cell."""
+    from openrft.data.bundled import split_samples
+    from openrft.data.loaders import load_sources
+
+    kw = {"answer_type": recipe.answer_type} if recipe.answer_type else {}
+    needs_train = any(s != "eval" for s in recipe.stages) or recipe.icl is not None
+    if recipe.resplit is not None:  # one split, cut in two with a seeded, duplicate-aware split
+        pool = load_sources([cell.task], split=recipe.test_split, **kw)
+        train, test = split_samples(pool, recipe.resplit, seed=recipe.seed)
+        train, test = train[: cell.data_size] if cell.data_size else train, test[: recipe.test_size]
+    else:
+        train = load_sources([cell.task], split=recipe.train_split, limit_per_task=cell.data_size, **kw) \
+            if needs_train else []
+        test = load_sources([cell.task], split=recipe.test_split, limit_per_task=recipe.test_size, **kw)
+    if cell.data_size is not None and needs_train and len(train) < cell.data_size:
+        logger.warning("%s: asked for %d training samples, there are %d", cell.task, cell.data_size, len(train))
+    if needs_train and not train:
+        raise StageInputError(f"{cell.task}: no training samples in split {recipe.train_split!r}; name another "
+                              "train_split, or set resplit to cut the test split in two")
+    return train, test
+
+
+def _check_icl(recipe: Recipe, cell: Cell, train: list) -> None:
+    if recipe.icl is None or recipe.icl.allow_fewer:
+        return
+    if recipe.icl.k >= len(train):
+        raise ValueError(
+            f"icl.k={recipe.icl.k} but {cell.task} has {len(train)} training samples (the question itself is "
+            f"excluded, so at most {max(0, len(train) - 1)} examples exist); lower icl.k, raise train_size, or set "
+            "icl.allow_fewer: true")
+
+
+def run_recipe(recipe: Recipe, run_dir: str | os.PathLike, *, tasks: Sequence[str] | None = None,
+               data_sizes: Sequence[int] | None = None, show_progress: bool = True, report: bool = True,
+               log: Callable[[str], None] | None = None) -> RunResult:
+    """Run every cell's stages (see the module docstring); rerunning continues where it stopped."""
+    import yaml
+
+    say = log or (lambda msg: print(msg, file=sys.stderr))
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cells = plan_cells(recipe, tasks, data_sizes)
+    # data and ICL preconditions are checked for every cell before any stage runs
+    data = {c.id: _load_cell_data(recipe, c) for c in cells}
+    for c in cells:
+        _check_icl(recipe, c, data[c.id][0])
+    if recipe.icl is not None:
+        from openrft.retrieval.embedder import DEFAULT_EMBEDDER, load_embedder
+
+        embedder = load_embedder(recipe.icl.embedder or DEFAULT_EMBEDDER)  # fails now if it is not installed
+    state = RunState(run_dir, recipe, cells)
+    resolved = recipe.to_dict() | {"data": [c.task for c in cells] if tasks else recipe.data}
+    if data_sizes:
+        resolved["data_sizes"] = list(data_sizes)
+    atomic_write_text(run_dir / RECIPE_FILE, yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
+    accuracy: dict[str, float] = {}
+    current: tuple[Cell, str] | None = None
+    try:
+        for cell in cells:
+            train, test = data[cell.id]
+            cdir = run_dir / cell.dir
+            ctx = CellContext(recipe, cell, cdir, train, test, show_progress=show_progress, train_samples=list(train))
+            if recipe.icl is not None:
+                from openrft.retrieval.fewshot import make_examples_for
+
+                ctx.examples_for = make_examples_for(train, recipe.icl.k, embedder, index_dir=cdir / "icl",
+                                                     allow_fewer=recipe.icl.allow_fewer)
+            for stage in recipe.ordered_stages:
+                current = (cell, stage)
+                before = _finished_fingerprint(cdir / stage)
+                say(f"[{cell.id}] {stage} ...")
+                state.mark(cell, stage, "running")
+                t0 = time.perf_counter()
+                info = STAGES[stage](ctx)
+                seconds = time.perf_counter() - t0
+                after = _finished_fingerprint(cdir / stage)
+                skipped = before is not None and before == after
+                info = {k: v for k, v in info.items() if v is not None}
+                state.mark(cell, stage, "skipped" if skipped else "finished", seconds, **info)
+                say(f"[{cell.id}] {stage} {'skipped (finished earlier with the same settings)' if skipped else 'done'}"
+                    f" in {seconds:.1f}s" + "".join(f", {k} {v:.3f}" if isinstance(v, float) else f", {k} {v}"
+                                                   for k, v in info.items()))
+                if stage == "eval":
+                    accuracy[cell.id] = info["accuracy"]
+                _free_memory()
+            current = None
+    except BaseException as err:
+        if current is not None:
+            cell, stage = current
+            state.mark(cell, stage, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
+                       **({} if isinstance(err, KeyboardInterrupt) else {"error": f"{type(err).__name__}: {err}"[:500]}))
+        state.finish("interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
+        raise
+    state.finish("finished")
+    report_path = None
+    if report:
+        report_path = write_report_if_available(run_dir, say)
+    return RunResult(run_dir, cells, accuracy, report_path)
+
+
+def write_report_if_available(run_dir: Path, say: Callable[[str], None]) -> Path | None:
+    """The run's Markdown/HTML report (``openrft.report``), or None when reporting fails (the run stands)."""
+    try:
+        from openrft.report import write_run_report
+    except ImportError as err:
+        say(f"no report: {err}")
+        return None
+    try:
+        md, _html = write_run_report(run_dir)
+    except Exception as err:  # a failed plot must not fail a finished run; 'openrft report' retries it
+        logger.exception("writing the report of %s failed", run_dir)
+        say(f"the run finished but its report failed ({type(err).__name__}: {err}); retry with 'openrft report {run_dir}'")
+        return None
+    return Path(md)
