@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "rl": ("openrft.cli.rl", "reinforcement fine-tuning: PPO (gae) or critic-free (grpo, rloo, reinforce_pp) with outcome and process rewards"),
     "prm": ("openrft.cli.prm", "process reward models: 'prm train' on step labels (given or estimated from rollouts)"),
     "orm": ("openrft.cli.orm", "outcome reward models: 'orm train' a correctness classifier for reranking"),
+    "run": ("openrft.cli.run", "run a recipe end to end (augment, synthesize, sft, rl, eval) in runs/<name>/, resuming"),
     "report": ("openrft.cli.report", "write report.md/report.html with tables and plots for a run directory"),
     "compare": ("openrft.cli.compare", "method x task accuracy table over finished run directories"),
     "export": ("openrft.cli.export", "export prompts and openrft's reward for verl or OpenRLHF (cluster-scale RL)"),

@@ -144,6 +144,7 @@ def grade_item(task: Task, sample: Sample, completions) -> dict[str, Any]:
     return {
         "id": sample.id,
         "task": sample.task,
+        "question": task.render_question(sample),
         "gold": sample.answer,
         "samples": [
             {"text": c.text, "extracted": g.extracted, "correct": g.correct, "num_tokens": c.num_tokens,

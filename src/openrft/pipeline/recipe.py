@@ -18,10 +18,14 @@ all of them with ``icl`` set)::
       rl: {estimator: gae, steps: 8, reward: {prm: "judge:smollm2-135m", alpha: 0.7}}
       eval: {n: 3, max_new_tokens: 128}
 
+``extends: other.yaml`` starts from another recipe (path relative to this one) and merges this
+one over it; ``null`` removes an inherited key (``icl: null``, ``stages: {augment: null}``).
+
 Each stage section takes the fields of that stage's config (``openrft <stage> --help`` lists them,
 with ``_`` for ``-``), plus the pipeline keys in :data:`PIPELINE_KEYS`. An unknown key is named
 with its close matches. ``--set key=value`` overrides any key: ``rl.steps=2`` (short for
-``stages.rl.steps``), ``train_size=10``, ``icl.k=2``, ``icl=null``.
+``stages.rl.steps``), ``train_size=10``, ``icl.k=2``; ``null`` removes one (``icl=null``,
+``augment=null`` drops the stage).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import copy
 import dataclasses
 import difflib
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +55,7 @@ PIPELINE_KEYS: dict[str, dict[str, str]] = {
 PIPELINE_OWNED = {
     "rl": ("data", "split", "limit", "output_dir"),
 }
-TOP_KEYS = ("name", "method", "description", "paper", "model", "data", "answer_type", "train_split", "test_split",
+TOP_KEYS = ("extends", "name", "method", "description", "paper", "model", "data", "answer_type", "train_split", "test_split",
             "resplit", "train_size", "test_size", "seed", "dtype", "icl", "stages", "requires")
 
 
@@ -254,14 +259,36 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[tuple[list[str], An
             if not isinstance(child, dict):
                 raise RecipeError(f"--set {'.'.join(path)}: {'.'.join(path[:i + 1])} is not a mapping")
             node = child
-        node[path[-1]] = value
+        if value is None:  # null removes the key: icl=null, augment=null (the stage is not run)
+            node.pop(path[-1], None)
+        else:
+            node[path[-1]] = value
     return raw
+
+
+_EXP_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def _numbers(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-4`` (no dot) as a string; read it as the number the user meant.
+
+    >>> _numbers({"lr": "1e-4", "reward": {"alpha": "7E-1"}, "name": "e5", "rounds": ["2e1"]})
+    {'lr': 0.0001, 'reward': {'alpha': 0.7}, 'name': 'e5', 'rounds': [20.0]}
+    """
+    if isinstance(value, str) and _EXP_FLOAT.match(value.strip()):
+        return float(value)
+    if isinstance(value, Mapping):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    return value
 
 
 def recipe_from_mapping(raw: Mapping[str, Any], source: str | None = None) -> Recipe:
     where = source or "recipe"
     if not isinstance(raw, Mapping):
         raise RecipeError(f"{where}: expected a mapping of recipe keys, got {type(raw).__name__}")
+    raw = _numbers(raw)
     raw = {str(k).replace("-", "_"): v for k, v in raw.items()}
     check_keys(raw, TOP_KEYS, where)
     for key in ("name", "method", "data", "stages"):
@@ -283,13 +310,32 @@ def recipe_from_mapping(raw: Mapping[str, Any], source: str | None = None) -> Re
         raise RecipeError(f"{where}: {err}") from None
 
 
-def read_recipe_mapping(path: str | os.PathLike) -> dict[str, Any]:
+def merge_mappings(base: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
+    """``child`` over ``base``, recursively for mappings; a ``null`` in ``child`` removes the inherited key.
+
+    >>> merge_mappings({"a": 1, "s": {"rl": {"steps": 2, "lr": 1}, "sft": {}}}, {"s": {"rl": {"steps": 3}, "sft": None}})
+    {'a': 1, 's': {'rl': {'steps': 3, 'lr': 1}}}
+    """
+    out = copy.deepcopy(dict(base))
+    for key, value in child.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_mappings(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_recipe_mapping(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The recipe mapping at ``path``, merged over the recipe it ``extends`` (a path relative to it)."""
     import yaml
 
     path = Path(path)
     if not path.is_file():
-        found = sorted(p.relative_to(path.parent.parent) for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
-        hint = f"; recipes there: {', '.join(map(str, found))}" if found else ""
+        found = sorted(p.name for p in path.parent.glob("*.yaml") if not p.name.startswith("_")) \
+            if path.parent.is_dir() else []
+        hint = f"; recipes in {path.parent}: {', '.join(found)}" if found else ""
         raise RecipeError(f"recipe {path} does not exist{hint}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -297,7 +343,13 @@ def read_recipe_mapping(path: str | os.PathLike) -> dict[str, Any]:
         raise RecipeError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: expected a mapping of recipe keys, got {type(raw).__name__}")
-    return raw
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    parent_path = (path.parent / str(parent)).resolve()
+    if parent_path in _seen or parent_path == path.resolve():
+        raise RecipeError(f"{path}: 'extends' makes a cycle through {parent_path}")
+    return merge_mappings(read_recipe_mapping(parent_path, (*_seen, path.resolve())), raw)
 
 
 def load_recipe(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Recipe:

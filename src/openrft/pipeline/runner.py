@@ -282,8 +282,9 @@ def _stage_eval(ctx: CellContext) -> dict[str, Any]:
                                   "use backend transformers")
         adapter_dir = resolve_adapter_dir(ctx.adapter)
         generator.model = load_adapter(generator.model, adapter_dir)
-        # the adapter's bytes are part of what is evaluated: new weights upstream mean a new evaluation
-        model_name = f"{model_name} + {adapter_dir} ({file_hash(adapter_dir / 'adapter_model.safetensors')})"
+        # the adapter's bytes (a stacked RL adapter includes the SFT adapter it was trained on) are part of what
+        # is evaluated: new weights upstream mean a new evaluation
+        model_name = f"{model_name} + {adapter_dir} ({file_hash(adapter_dir)})"
     label = recipe.pipeline_value("eval", "label") or recipe.method
     result = evaluate(generator, ctx.test, config, ctx.dir / "eval", label=label, model_name=model_name,
                       examples_for=ctx.examples_for, show_progress=ctx.show_progress)
@@ -295,6 +296,17 @@ STAGES: dict[str, Callable[[CellContext], dict[str, Any]]] = {
     "augment": _stage_augment, "synthesize": _stage_synthesize, "sft": _stage_sft, "rl": _stage_rl,
     "eval": _stage_eval,
 }
+
+
+def _move_aside(stage_dir: Path) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = stage_dir.with_name(f"{stage_dir.name}.replaced-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = stage_dir.with_name(f"{stage_dir.name}.replaced-{stamp}-{n}")
+    stage_dir.rename(target)
+    return target
 
 
 def _finished_fingerprint(stage_dir: Path) -> str | None:
@@ -390,7 +402,14 @@ def run_recipe(recipe: Recipe, run_dir: str | os.PathLike, *, tasks: Sequence[st
                 say(f"[{cell.id}] {stage} ...")
                 state.mark(cell, stage, "running")
                 t0 = time.perf_counter()
-                info = STAGES[stage](ctx)
+                try:
+                    info = STAGES[stage](ctx)
+                except IncompatibleRunError as err:
+                    # outputs of earlier settings or inputs (the recipe or an upstream stage changed): keep them
+                    # aside, never mixed with the new ones, and run the stage again
+                    aside = _move_aside(cdir / stage)
+                    say(f"[{cell.id}] {stage}: {err}; moved the earlier outputs to {aside} and running it again")
+                    info = STAGES[stage](ctx)
                 seconds = time.perf_counter() - t0
                 after = _finished_fingerprint(cdir / stage)
                 skipped = before is not None and before == after

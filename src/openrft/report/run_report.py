@@ -72,7 +72,7 @@ def _plot_blocks(run: Run, results: list[tuple[int | None, EvalResult]], out_dir
     """Draw every plot the run's data allows; image blocks point at ``plots/*.png`` relative to the report."""
     blocks: list[Block] = [Heading(2, "Plots")]
     if not plots.have_matplotlib():
-        return blocks + [Para("Plots skipped: matplotlib is not installed (pip install 'openrft[plots]' or "
+        return blocks + [Para("Plots skipped: matplotlib is not installed ("
                               "pip install matplotlib, then run 'openrft report' again).")]
     drawn: list[tuple[str, str]] = []  # (file name, alt text)
 

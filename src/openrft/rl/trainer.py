@@ -548,7 +548,7 @@ def run_rl(config: RLConfig, out_dir: str | os.PathLike, samples: Sequence[Sampl
     if config.adapter:
         from openrft.models.lora import resolve_adapter_dir
 
-        inputs["adapter"] = file_hash(resolve_adapter_dir(config.adapter) / "adapter_model.safetensors")
+        inputs["adapter"] = file_hash(resolve_adapter_dir(config.adapter))  # a stacked adapter includes its base
     cfg_dict = config.to_dict()
     for volatile in ("output_dir", "threads", "tensorboard", "log_every"):
         cfg_dict.pop(volatile, None)
