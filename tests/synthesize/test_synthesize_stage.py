@@ -138,3 +138,26 @@ def test_load_traces_skips_a_torn_last_line_and_rejects_a_corrupt_middle(tmp_pat
         load_traces(path)
     with pytest.raises(StageInputError, match="run 'openrft synthesize'"):
         load_traces(tmp_path / "nowhere")
+
+
+def test_gold_source_uses_the_dataset_rationales_without_sampling(tmp_path):
+    """ReFT's SFT data: GSM8K rationales (SVAMP equations) + the answer line; no rationale -> bare-answer fallback."""
+    from openrft.data.loaders import load_sources
+    from openrft.synthesize.stage import SynthesizeConfig, load_traces, run_synthesize
+
+    gsm = load_sources(["gsm8k"], split="test", limit_per_task=4)
+    svamp = load_sources(["svamp"], split="test", limit_per_task=2)
+    bare = gsm[0].replace(id="no-rationale", meta={})
+    result = run_synthesize(gsm + svamp + [bare], None, SynthesizeConfig(source="gold"), tmp_path / "syn")
+    by_id = {r["id"]: r for r in result.records}
+    for s in gsm:
+        rec = by_id[s.id]
+        assert not rec["fallback"] and rec["teacher"] == "gold" and rec["attempts"] == 0
+        assert rec["traces"][0]["text"].startswith(s.meta["rationale"])
+    assert by_id[svamp[0].id]["traces"][0]["text"].startswith("( 76.0 - 25.0 ) = 51")
+    assert by_id["no-rationale"]["fallback"] and result.stats["fallback_fraction"] == 1 / 7
+    assert len(load_traces(tmp_path / "syn" / "traces.jsonl")) == 7
+    again = run_synthesize(gsm + svamp + [bare], None, SynthesizeConfig(source="gold"), tmp_path / "syn")
+    assert again.records == result.records
+    with pytest.raises(ValueError, match="needs a generator"):
+        run_synthesize(gsm, None, SynthesizeConfig(), tmp_path / "other")

@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0, help=_help("seed"))
     ap.add_argument("--questions-per-batch", type=int, default=64, help=_help("questions_per_batch"))
     ap.add_argument("--batch-size", type=int, default=32, help=_help("batch_size"))
+    ap.add_argument("--source", default="model", choices=["model", "gold"], help=_help("source"))
     ap.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16, fp16")
     ap.add_argument("--out", default=None, help="stage directory (default: runs/synthesize-<model>-<time>)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -71,12 +72,14 @@ def main(argv: list[str] | None = None) -> int:
             accept_truncated=args.accept_truncated, temperature=args.temperature, top_p=args.top_p,
             max_new_tokens=args.max_new_tokens, seed=args.seed, questions_per_batch=args.questions_per_batch,
             backend=args.backend, model=args.model, teacher=args.teacher, base_url=args.base_url,
-            batch_size=args.batch_size)
-        generator = build_generator(config, cache_dir=os.path.join(out, "http-cache"), dtype=args.dtype)
+            batch_size=args.batch_size, source=args.source)
+        generator = None if config.source == "gold" else \
+            build_generator(config, cache_dir=os.path.join(out, "http-cache"), dtype=args.dtype)
     except (DataError, ModelNotFoundError, ValueError) as err:
         print(f"openrft synthesize: {err}", file=sys.stderr)
         return 2
-    print(f"synthesizing with {config.sampled_model} ({config.backend}) on {len(samples)} items, "
+    print(f"traces from the dataset's annotated rationales for {len(samples)} items -> {out}" if generator is None else
+          f"synthesizing with {config.sampled_model} ({config.backend}) on {len(samples)} items, "
           f"budget={config.budget}, rounds={','.join(map(str, config.rounds))}, m={config.m}, "
           f"fallback={config.fallback} -> {out}", file=sys.stderr)
     try:
@@ -85,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"openrft synthesize: {err}", file=sys.stderr)
         return 2
     finally:
-        generator.close()
+        if generator is not None:
+            generator.close()
     print_summary(task_summary(result.records), result.stats)
     print(f"traces: {out / 'traces.jsonl'}\nmanifest: {out / 'manifest.json'}")
     return 0

@@ -217,7 +217,8 @@ def _stage_synthesize(ctx: CellContext) -> dict[str, Any]:
     from openrft.synthesize.stage import build_generator, run_synthesize
 
     config = ctx.recipe.stage_config("synthesize")
-    generator = build_generator(config, cache_dir=ctx.dir / "synthesize" / "http-cache", dtype=ctx.recipe.dtype)
+    generator = None if config.source == "gold" else \
+        build_generator(config, cache_dir=ctx.dir / "synthesize" / "http-cache", dtype=ctx.recipe.dtype)
     result = run_synthesize(ctx.train_samples, generator, config, ctx.dir / "synthesize",
                             examples_for=ctx.examples_for, show_progress=ctx.show_progress)
     solved = sum(1 for r in result.records if not r.get("fallback") and r.get("traces"))

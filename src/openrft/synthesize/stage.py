@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 STAGE = "synthesize"
 TRACES = "traces.jsonl"
+SOURCES = ("model", "gold")
+#: Sample.meta keys holding an annotated worked solution, in order of preference
+RATIONALE_KEYS = ("rationale", "solution", "explanation", "cot")
 OPEN_STATE = "open.json"
 
 
@@ -73,8 +76,13 @@ class SynthesizeConfig:
                                 default=None)
     base_url: str | None = _help("OpenAI-compatible endpoint for --backend openai", default=None)
     batch_size: int = _help("sequences decoded together (transformers backend)", default=32)
+    source: str = _help("model: sample traces (OpenRFT); gold: the dataset's own annotated rationale + the answer, "
+                        "no sampling (ReFT's SFT data, e.g. GSM8K rationales); questions without one fall back",
+                        default="model")
 
     def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"source={self.source!r} is unknown; valid: {', '.join(SOURCES)}")
         self.rounds = tuple(int(n) for n in self.rounds)
         if self.questions_per_batch < 1:
             raise ValueError(f"questions_per_batch must be >= 1, got {self.questions_per_batch}")
@@ -103,6 +111,8 @@ def build_generator(config: SynthesizeConfig, cache_dir: str | os.PathLike | Non
 
     if not config.sampled_model:
         raise ValueError("name a model (--model) or a teacher (--teacher) to sample from")
+    if config.source == "gold":
+        raise ValueError("source 'gold' reads the dataset's rationales and samples nothing; it needs no generator")
     return make_generator(config.backend, config.sampled_model, base_url=config.base_url,
                           batch_size=config.batch_size, cache_dir=str(cache_dir) if cache_dir else None, **kwargs)
 
@@ -118,7 +128,7 @@ class SynthesizeResult:
 
 def run_synthesize(
     samples: Sequence[Sample],
-    generator: Generator,
+    generator: Generator | None,
     config: SynthesizeConfig,
     out_dir: str | os.PathLike | None = None,
     *,
@@ -133,6 +143,10 @@ def run_synthesize(
     """
     if not samples:
         raise StageInputError("no samples to synthesize traces for")
+    if config.source == "gold":
+        return _gold_traces(samples, config, out_dir)
+    if generator is None:
+        raise ValueError("sampling traces (source 'model') needs a generator")
     ids = [s.id for s in samples]
     if len(set(ids)) != len(ids):
         dup = next(i for i, c in Counter(ids).items() if c > 1)
@@ -205,6 +219,64 @@ def run_synthesize(
         "traces_per_s": round(kept / seconds, 3) if seconds > 0 else None,
     }
     if out_dir is not None:
+        finish_stage(out_dir, manifest, **stats)
+    return SynthesizeResult(records, stats, out_dir)
+
+
+def gold_rationale(sample: Sample) -> str | None:
+    """The worked solution a dataset ships with ``sample`` (GSM8K's rationale, SVAMP's equation), or None.
+
+    >>> gold_rationale(Sample(id="1", task="svamp", question="?", answer="51", answer_type="numeric",
+    ...                       meta={"equation": "( 76.0 - 25.0 )"}))
+    '( 76.0 - 25.0 ) = 51'
+    """
+    meta = sample.meta if isinstance(sample.meta, dict) else {}
+    for key in RATIONALE_KEYS:
+        text = meta.get(key)
+        if isinstance(text, str) and text.strip():
+            return text.strip()
+    equation = meta.get("equation")
+    if isinstance(equation, str) and equation.strip():
+        return f"{equation.strip()} = {sample.answer}"
+    return None
+
+
+def _gold_traces(samples: Sequence[Sample], config: SynthesizeConfig,
+                 out_dir: str | os.PathLike | None) -> SynthesizeResult:
+    """One trace per sample from its annotated rationale followed by the task's answer line; graded by the
+    task like sampled traces, so a rationale that does not reach the gold answer falls back too."""
+    ids = [s.id for s in samples]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i, c in Counter(ids).items() if c > 1)
+        raise StageInputError(f"duplicate sample id {dup!r}; synthesis keys its output by id")
+    manifest = None
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        inputs = {"samples": stable_hash([s.to_dict() for s in samples])}
+        manifest, finished = begin_stage(out_dir, STAGE, config.fingerprint_fields(), inputs, seed=config.seed,
+                                         resume_keys=[TRACES])
+        done = JsonlStore(out_dir / TRACES).load()
+        if finished and all(i in done for i in ids):
+            return SynthesizeResult([done[i] for i in ids], dict(manifest.stats), out_dir)
+    t0 = time.perf_counter()
+    records = []
+    for s in samples:
+        task = task_for(s)
+        answer = task.render_answer(s)
+        rationale = gold_rationale(s)
+        text = f"{rationale}\n{answer}" if rationale else answer
+        grade = task.grade(text, s)
+        ok = rationale is not None and grade.correct
+        if rationale is not None and not grade.correct:
+            logger.warning("gold rationale of %s does not reach its answer (%r); using the bare answer", s.id,
+                           grade.extracted)
+        trace = {"text": text if ok else answer, "extracted": grade.extracted if ok else task.grade(answer, s).extracted}
+        records.append({"id": s.id, "task": s.task, "sample": s.to_dict(), "traces": [trace], "attempts": 0,
+                        "correct": int(ok), "pass_rate": float(ok), "first_correct": None, "truncated": 0,
+                        "fallback": not ok, "dropped": False, "teacher": "gold"})
+    stats = synthesis_stats(records) | {"seconds": round(time.perf_counter() - t0, 3), "source": "gold"}
+    if out_dir is not None:
+        JsonlStore(out_dir / TRACES).rewrite(records)
         finish_stage(out_dir, manifest, **stats)
     return SynthesizeResult(records, stats, out_dir)
 
