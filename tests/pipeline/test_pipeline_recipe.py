@@ -68,6 +68,10 @@ def test_set_overrides_and_their_errors(tmp_path):
     assert load_recipe(path, ["icl=null"]).icl is None
     with pytest.raises(RecipeError, match="unknown recipe key 'trian_size'; did you mean train_size"):
         load_recipe(path, ["trian_size=3"])
+    with pytest.raises(RecipeError, match="this recipe has no augment stage"):
+        load_recipe(path, ["augment.k=2"])
+    assert load_recipe(path, ["augment.k=2"], missing_stages="skip").ordered_stages == ["synthesize", "sft", "rl", "eval"]
+    assert load_recipe(path, ["augment={k: 0}"]).stage_config("augment").k == 0
     with pytest.raises(RecipeError, match="takes key=value"):
         load_recipe(path, ["rl.steps"])
     with pytest.raises(RecipeError, match="stages.rl: steps must be >= 1"):

@@ -117,3 +117,20 @@ def test_sft_without_traces_names_the_stage_that_makes_them(recipe_path, tmp_pat
     assert recipe.ordered_stages == ["sft", "rl", "eval"]
     with pytest.raises(Exception, match="none.jsonl"):
         run_recipe(recipe, tmp_path / "runs" / "x", show_progress=False, log=lambda m: None)
+
+
+def test_reuse_takes_matching_stages_of_another_run_only(recipe_path, tmp_path):
+    sft_run = tmp_path / "runs" / "sft"
+    run_recipe(load_recipe(recipe_path, ["rl=null", "method=SFT+ICL"]), sft_run, show_progress=False,
+               log=lambda m: None, report=False)
+    rl_run = tmp_path / "runs" / "rl"
+    lines: list[str] = []
+    run_recipe(load_recipe(recipe_path), rl_run, show_progress=False, log=lines.append, report=False,
+               reuse_from=[sft_run])
+    assert _stages(rl_run)[1] == {"synthesize": "skipped", "sft": "skipped", "rl": "finished", "eval": "finished"}
+    assert any("copied the finished stage" in m for m in lines)
+    # other SFT settings: the copied stage does not match, and SFT trains again
+    other = tmp_path / "runs" / "other"
+    run_recipe(load_recipe(recipe_path, ["sft.learning_rate=2e-3"]), other, show_progress=False, log=lines.append,
+               report=False, reuse_from=[sft_run])
+    assert _stages(other)[1] == {"synthesize": "skipped", "sft": "finished", "rl": "finished", "eval": "finished"}

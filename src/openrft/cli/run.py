@@ -28,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated datasets replacing the recipe's data; 'all' = the 8 SciKnowEval L3 tasks")
     ap.add_argument("--data-sizes", default=None, metavar="N,N,...",
                     help="run once per training-set size (first N training samples), e.g. 25,50,100,200")
+    ap.add_argument("--reuse", action="append", default=[], metavar="RUN_DIR",
+                    help="another run whose finished stages may stand in for this run's (repeatable), e.g. the "
+                         "synthesis and SFT of an SFT run for an SFT+RL run; a stage is reused only when its "
+                         "settings and inputs match")
     ap.add_argument("--dry-run", action="store_true", help="validate the recipe and print the plan; run nothing")
     ap.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         result = run_recipe(recipe, run_dir, tasks=tasks, data_sizes=sizes, show_progress=not args.quiet,
-                            report=not args.no_report)
+                            report=not args.no_report, reuse_from=args.reuse)
     except KeyboardInterrupt:
         print(f"\nopenrft run: interrupted; rerun the same command to continue ({run_dir / 'run.json'} says where)",
               file=sys.stderr)

@@ -244,13 +244,25 @@ def parse_set(items: Iterable[str]) -> list[tuple[list[str], Any]]:
     return out
 
 
-def apply_overrides(raw: dict[str, Any], overrides: Iterable[tuple[list[str], Any]]) -> dict[str, Any]:
-    """A copy of the raw recipe mapping with each override set (intermediate mappings created)."""
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[tuple[list[str], Any]],
+                    missing_stages: str = "error") -> dict[str, Any]:
+    """A copy of the raw recipe mapping with each override set (intermediate mappings created).
+
+    A setting of a stage the recipe does not run (``rl.steps=2`` on an SFT recipe) is an error, or
+    skipped with ``missing_stages="skip"`` (one override list for several recipes); a whole stage
+    given as a mapping (``rl={steps: 2}``) adds it.
+    """
     raw = copy.deepcopy(raw)
     for path, value in overrides:
         if path[0] not in TOP_KEYS:
             raise RecipeError(f"--set {'.'.join(path)}: unknown recipe key {path[0]!r}{_close(path[0], TOP_KEYS)}"
                               f" (stage settings: <stage>.<key>, stages: {', '.join(STAGE_ORDER)})")
+        if path[0] == "stages" and len(path) > 2 and path[1] not in (raw.get("stages") or {}):
+            if missing_stages == "skip":
+                continue
+            raise RecipeError(f"--set {'.'.join(path[1:])}: this recipe has no {path[1]} stage (its stages: "
+                              f"{', '.join(s for s in STAGE_ORDER if s in (raw.get('stages') or {}))}); add the "
+                              f"whole stage with --set {path[1]}={{...}} or use a recipe that has it")
         node = raw
         for i, part in enumerate(path[:-1]):
             child = node.get(part)
@@ -352,7 +364,7 @@ def read_recipe_mapping(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -
     return merge_mappings(read_recipe_mapping(parent_path, (*_seen, path.resolve())), raw)
 
 
-def load_recipe(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Recipe:
+def load_recipe(path: str | os.PathLike, overrides: Iterable[str] = (), missing_stages: str = "error") -> Recipe:
     """Read, override (``--set`` strings) and validate the recipe at ``path``."""
-    raw = apply_overrides(read_recipe_mapping(path), parse_set(overrides))
+    raw = apply_overrides(read_recipe_mapping(path), parse_set(overrides), missing_stages)
     return recipe_from_mapping(raw, source=str(path))

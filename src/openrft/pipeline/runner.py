@@ -362,10 +362,33 @@ def _check_icl(recipe: Recipe, cell: Cell, train: list) -> None:
             "icl.allow_fewer: true")
 
 
+def _reuse_stage(stage_dir: Path, cell: Cell, stage: str, reuse_from: Sequence[Path],
+                 say: Callable[[str], None]) -> None:
+    """Copy a finished stage of another run (same cell) into ``stage_dir`` when this run has none yet.
+
+    The copy is only a candidate: the stage itself compares its manifest's fingerprint (settings and
+    input hashes) with its own and reruns when they differ, so reuse can never change a result."""
+    import shutil
+
+    if stage_dir.exists():
+        return
+    for other in reuse_from:
+        src = Path(other) / cell.dir / stage
+        if src.resolve() == stage_dir.resolve() or _finished_fingerprint(src) is None:
+            continue
+        shutil.copytree(src, stage_dir, ignore=shutil.ignore_patterns("checkpoints", "*.replaced-*"))
+        say(f"[{cell.id}] {stage}: copied the finished stage of {other} (used only if its settings and inputs match)")
+        return
+
+
 def run_recipe(recipe: Recipe, run_dir: str | os.PathLike, *, tasks: Sequence[str] | None = None,
                data_sizes: Sequence[int] | None = None, show_progress: bool = True, report: bool = True,
+               reuse_from: Sequence[str | os.PathLike] = (),
                log: Callable[[str], None] | None = None) -> RunResult:
-    """Run every cell's stages (see the module docstring); rerunning continues where it stopped."""
+    """Run every cell's stages (see the module docstring); rerunning continues where it stopped.
+
+    ``reuse_from``: other run directories whose finished stages (same cell) may stand in for this run's,
+    e.g. the synthesis and SFT of an SFT run reused by SFT+RL; each stage checks the match itself."""
     import yaml
 
     say = log or (lambda msg: print(msg, file=sys.stderr))
@@ -399,6 +422,8 @@ def run_recipe(recipe: Recipe, run_dir: str | os.PathLike, *, tasks: Sequence[st
                                                      allow_fewer=recipe.icl.allow_fewer)
             for stage in recipe.ordered_stages:
                 current = (cell, stage)
+                if reuse_from:
+                    _reuse_stage(cdir / stage, cell, stage, [Path(p) for p in reuse_from], say)
                 before = _finished_fingerprint(cdir / stage)
                 say(f"[{cell.id}] {stage} ...")
                 state.mark(cell, stage, "running")
