@@ -10,6 +10,7 @@ others give min/median/max.
 
     python bench/rl_speed.py                     # 8 prompts x 4, 64 new tokens, r=8, 3 steps each
     python bench/rl_speed.py --estimator gae     # our PPO step (critic adapter) next to trl's GRPO step
+    python bench/rl_speed.py --trl-checkpointing off   # trl without its default activation checkpointing
 """
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ import time
 from pathlib import Path
 
 
-def _samples(task: str, n: int):
+def train_samples(task: str, n: int) -> list:
+    """The first ``n`` training samples of a bundled task (the prompts every side of a comparison uses)."""
     from openrft.data.loaders import load_sources
 
     return load_sources([task], split="train", limit_per_task=n)[:n]
 
 
-def _rss_gb() -> float:
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far, in GB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # Linux: KiB
 
 
@@ -42,7 +45,7 @@ def run_ours(args) -> dict:
     from openrft.rl.config import RLConfig
     from openrft.rl.trainer import RLTrainer
 
-    samples = _samples(args.task, args.prompts)
+    samples = train_samples(args.task, args.prompts)
     config = RLConfig(model=args.model, estimator=args.estimator, steps=args.steps, prompts_per_step=args.prompts,
                       n_samples=args.n, max_new_tokens=args.max_new_tokens, temperature=1.0, lr=args.lr,
                       kl_coef=args.beta, lora_rank=args.rank, lora_alpha=2 * args.rank,
@@ -51,14 +54,14 @@ def run_ours(args) -> dict:
                       tensorboard=False, reward=RewardConfig(), seed=args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = RLTrainer(config, samples, tmp, show_progress=False)
-        rss_loaded = _rss_gb()
+        rss_loaded = peak_rss_gb()
         steps = []
         for k in range(args.steps):
             t0 = time.perf_counter()
             row = trainer.step(k)
             steps.append({"total": time.perf_counter() - t0, "generation": row["time/generation"],
                           "tokens": row["response_length"] * args.prompts * args.n})
-    return {"steps": steps, "peak_rss_gb": _rss_gb(), "rss_after_load_gb": rss_loaded}
+    return {"steps": steps, "peak_rss_gb": peak_rss_gb(), "rss_after_load_gb": rss_loaded}
 
 
 def run_trl(args) -> dict:
@@ -71,7 +74,7 @@ def run_trl(args) -> dict:
     from openrft.rewards.outcome import OutcomeReward
     from openrft.tasks import task_for
 
-    samples = _samples(args.task, args.prompts)
+    samples = train_samples(args.task, args.prompts)
     by_id = {s.id: s for s in samples}
     rows = [{"prompt": task_for(s).messages(s), "sample_id": s.id} for s in samples]
     dataset = datasets.Dataset.from_list(rows * (args.steps + 1))
@@ -82,7 +85,7 @@ def run_trl(args) -> dict:
         return outcome([by_id[i] for i in sample_id], texts)
 
     model, tokenizer = load_model(args.model)
-    rss_loaded = _rss_gb()
+    rss_loaded = peak_rss_gb()
     times: list[dict] = []
 
     class Clock(TrainerCallback):
@@ -101,18 +104,24 @@ def run_trl(args) -> dict:
                          max_completion_length=args.max_new_tokens, max_steps=args.steps, learning_rate=args.lr,
                          beta=args.beta, temperature=1.0, logging_steps=1, report_to=[], use_cpu=True, bf16=False,
                          save_strategy="no", seed=args.seed, shuffle_dataset=False, gradient_accumulation_steps=1,
-                         disable_tqdm=True)
+                         disable_tqdm=True, activation_checkpointing=args.trl_checkpointing == "on")
         lora = LoraConfig(r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.0,
                           target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM")
         trainer = GRPOTrainer(model=model, reward_funcs=reward, args=cfg, train_dataset=dataset,
                               processing_class=tokenizer, peft_config=lora, callbacks=[Clock()])
         trainer.train()
-    return {"steps": times, "peak_rss_gb": _rss_gb(), "rss_after_load_gb": rss_loaded}
+    return {"steps": times, "peak_rss_gb": peak_rss_gb(), "rss_after_load_gb": rss_loaded}
 
 
-def _child(which: str, argv: list[str], threads: int) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else dict(os.environ)
-    out = subprocess.run([sys.executable, __file__, "--child", which, *argv], capture_output=True, text=True, env=env)
+def run_child(which: str, argv: list[str], threads: int, script: str | os.PathLike = __file__,
+              env: dict[str, str] | None = None) -> dict:
+    """Run ``python <script> --child <which> <argv>`` in a fresh process (so its peak RSS is its own) and
+    return the JSON dict it prints on its last stdout line. bench/speed.py reuses this for its sides."""
+    env = dict(os.environ, **(env or {}))
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    out = subprocess.run([sys.executable, str(script), "--child", which, *argv], capture_output=True, text=True,
+                         env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{which} child failed:\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -134,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--beta", type=float, default=0.0, help="KL coefficient for both (0 = no reference pass)")
     ap.add_argument("--estimator", default="grpo", help="our estimator (trl runs GRPO)")
     ap.add_argument("--micro-batch", type=int, default=8, help="our completions per forward/backward")
+    ap.add_argument("--trl-checkpointing", choices=["on", "off"], default="on",
+                    help="activation checkpointing in trl (on: trl's default; ours never recomputes activations)")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads in each child (0 = torch default)")
@@ -156,10 +167,10 @@ def main(argv=None) -> dict:
         return result
     child_argv = [a for a in argv]
     sides = [args.only] if args.only else ["ours", "trl"]
-    results = {side: _child(side, child_argv, args.threads) for side in sides}
+    results = {side: run_child(side, child_argv, args.threads) for side in sides}
     print(f"machine: {platform.machine()} {os.cpu_count()} cores; {args.prompts} prompts x {args.n} completions, "
           f"{args.max_new_tokens} new tokens, LoRA r={args.rank} q/k/v/o, beta={args.beta}, fp32, "
-          f"ours: {args.estimator}")
+          f"ours: {args.estimator}, trl activation checkpointing {args.trl_checkpointing}")
     summary: dict = {"settings": vars(args)}
     for side, res in results.items():
         steps = res["steps"]
