@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from openrft.cli.options import add_icl_args, examples_for_from_args
+
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="openrft eval", description=__doc__)
@@ -43,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--label", default="Vanilla", help="method name for the table row")
     ap.add_argument("--out", default=None, help="output directory (default: runs/eval-<model>-<time>)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_icl_args(ap)
     return ap
 
 
@@ -56,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from openrft.models.backends import make_generator
     from openrft.models.loading import ModelNotFoundError
     from openrft.pipeline.rundir import IncompatibleRunError
+    from openrft.retrieval.embedder import EmbedderNotAvailableError
 
     try:
         samples = load_sources(args.data, split=args.split, limit_per_task=args.limit)
@@ -67,11 +71,12 @@ def main(argv: list[str] | None = None) -> int:
                                    dtype=args.dtype, cache_dir=os.path.join(args.out, "http-cache") if args.out else None)
         if args.adapter:
             generator = _with_adapter(generator, args.adapter)
+        examples_for = examples_for_from_args(args, args.data)
         reranker = None
         if config.rerank:  # loaded before generating, so a bad checkpoint fails at once
             reranker = load_reranker(config.rerank, agg=config.rerank_agg, step_rule=config.step_rule,
                                      batch_size=config.rerank_batch_size)
-    except (DataError, ModelNotFoundError, ValueError) as err:
+    except (DataError, ModelNotFoundError, EmbedderNotAvailableError, ValueError) as err:
         print(f"openrft eval: {err}", file=sys.stderr)
         return 2
     out = Path(args.out or f"runs/eval-{Path(args.model).name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -82,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model_name = f"{args.model} + {args.adapter}" if args.adapter else args.model
         result = evaluate(generator, samples, config, out, label=args.label, model_name=model_name,
-                          show_progress=not args.quiet, reranker=reranker)
+                          show_progress=not args.quiet, reranker=reranker, examples_for=examples_for)
     except IncompatibleRunError as err:
         print(f"openrft eval: {err}", file=sys.stderr)
         return 2

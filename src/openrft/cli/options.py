@@ -65,3 +65,37 @@ def load_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise ValueError(f"{path}: expected a mapping of {what} settings, got {type(loaded).__name__}")
     return {str(k).replace("-", "_"): v for k, v in loaded.items()}
+
+
+def add_icl_args(ap: argparse.ArgumentParser) -> None:
+    """``--icl-k`` and friends: few-shot retrieval (OpenRFT 2.3.1), the same in every stage's CLI."""
+    group = ap.add_argument_group("few-shot ICL (the same prompts as 'openrft run' with icl set)")
+    group.add_argument("--icl-k", type=int, default=0,
+                       help="put the k most similar training Q/A pairs before each question (OpenRFT: 3; 0 = off)")
+    group.add_argument("--icl-train", nargs="+", default=None,
+                       help="datasets whose training questions are retrieved (default: --data, split 'train')")
+    group.add_argument("--icl-split", default="train", help="split of --icl-train to retrieve from")
+    group.add_argument("--icl-embedder", default=None,
+                       help="sentence-transformers model name or path (default: the bundled all-MiniLM-L6-v2)")
+    group.add_argument("--icl-index", default=None,
+                       help="directory to save the index in and reuse it from (e.g. a run's <cell>/icl)")
+
+
+def examples_for_from_args(args: argparse.Namespace, data: list[str] | None):
+    """The ``examples_for`` hook the ICL flags ask for, or None when ``--icl-k`` is 0."""
+    if not args.icl_k:
+        return None
+    if args.icl_k < 0:
+        raise ValueError(f"--icl-k must be >= 0, got {args.icl_k}")
+    from openrft.data.loaders import load_sources
+    from openrft.retrieval.embedder import DEFAULT_EMBEDDER
+    from openrft.retrieval.fewshot import make_examples_for
+
+    sources = args.icl_train or data
+    if not sources:
+        raise ValueError("--icl-k needs --icl-train (the datasets to retrieve examples from)")
+    if not args.icl_train and any(Path(d).is_file() for d in sources):
+        raise ValueError("--icl-k with a data file: name the training data to retrieve examples from with "
+                         "--icl-train (a split folder or bundled name is read at --icl-split itself)")
+    train = load_sources(sources, split=args.icl_split)
+    return make_examples_for(train, args.icl_k, args.icl_embedder or DEFAULT_EMBEDDER, index_dir=args.icl_index)

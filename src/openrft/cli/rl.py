@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from openrft.cli.options import add_config_args, explicit_values, load_yaml_mapping
+from openrft.cli.options import (
+    add_config_args, add_icl_args, examples_for_from_args, explicit_values, load_yaml_mapping,
+)
 
 ALIASES = {"n_samples": ["-n"], "lora_rank": ["--rank"]}
 REWARD_ALIASES = {"functions": ["--reward-fn"]}
@@ -36,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--quiet", action="store_true", help="no progress bar; one log line per step")
     add_config_args(ap.add_argument_group("RL settings"), RLConfig, ALIASES, skip=("output_dir",))
     add_config_args(ap.add_argument_group("reward settings"), RewardConfig, REWARD_ALIASES)
+    add_icl_args(ap)
     return ap
 
 
@@ -58,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from openrft.models.loading import ModelNotFoundError
     from openrft.pipeline.rundir import IncompatibleRunError, StageInputError
+    from openrft.retrieval.embedder import EmbedderNotAvailableError
     from openrft.rewards.prm.base import PRMFormatError
     from openrft.rl.trainer import run_rl
 
@@ -67,9 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rl: {config.estimator} on {config.model}{' + ' + config.adapter if config.adapter else ''}, "
               f"{config.steps} steps x {config.prompts_per_step} prompts x {config.n_samples} samples, "
               f"reward {reward}{' (dense)' if config.reward.dense else ''} -> {args.out}", file=sys.stderr)
-        result = run_rl(config, args.out, show_progress=not args.quiet)
+        examples_for = examples_for_from_args(args, list(config.data))
+        result = run_rl(config, args.out, show_progress=not args.quiet, examples_for=examples_for)
     except (StageInputError, IncompatibleRunError, ModelNotFoundError, PRMFormatError, FileNotFoundError,
-            ValueError) as err:
+            EmbedderNotAvailableError, ValueError) as err:
         print(f"openrft rl: {err}", file=sys.stderr)
         return 2
     if result.skipped:

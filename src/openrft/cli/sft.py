@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from openrft.cli.options import add_config_args, explicit_values, load_yaml_mapping
+from openrft.cli.options import (
+    add_config_args, add_icl_args, examples_for_from_args, explicit_values, load_yaml_mapping,
+)
 
 ALIASES = {"learning_rate": ["--lr"], "lora_rank": ["--rank"], "lora_alpha": ["--alpha"]}
 
@@ -30,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     group = ap.add_argument_group("training settings (default: OpenRFT's SFT warm-up)")
     add_config_args(group, _config_cls(), ALIASES)
+    add_icl_args(ap)
     return ap
 
 
@@ -45,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from openrft.models.loading import ModelNotFoundError
     from openrft.pipeline.rundir import IncompatibleRunError, StageInputError
+    from openrft.retrieval.embedder import EmbedderNotAvailableError
     from openrft.sft.stage import run_sft
 
     try:
@@ -52,8 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sft: {'full fine-tuning' if config.full else f'LoRA r={config.lora_rank}'} of {config.model} on "
               f"{args.traces}, {config.epochs:g} epochs, lr {config.learning_rate:g}, batch {config.batch_size} "
               f"-> {args.out}", file=sys.stderr)
-        result = run_sft(args.traces, args.out, config, show_progress=not args.quiet)
-    except (StageInputError, IncompatibleRunError, ModelNotFoundError, FileNotFoundError, ValueError) as err:
+        examples_for = examples_for_from_args(args, None)
+        result = run_sft(args.traces, args.out, config, show_progress=not args.quiet, examples_for=examples_for)
+    except (StageInputError, IncompatibleRunError, ModelNotFoundError, FileNotFoundError, ValueError,
+            EmbedderNotAvailableError) as err:
         print(f"openrft sft: {err}", file=sys.stderr)
         return 2
     if result.skipped:

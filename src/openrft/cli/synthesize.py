@@ -9,6 +9,8 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+from openrft.cli.options import add_icl_args, examples_for_from_args
+
 
 def _help(name: str) -> str:
     from openrft.synthesize.stage import SynthesizeConfig
@@ -52,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16, fp16")
     ap.add_argument("--out", default=None, help="stage directory (default: runs/synthesize-<model>-<time>)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_icl_args(ap)
     return ap
 
 
@@ -61,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from openrft.data.loaders import load_sources
     from openrft.models.loading import ModelNotFoundError
     from openrft.pipeline.rundir import IncompatibleRunError, StageInputError
+    from openrft.retrieval.embedder import EmbedderNotAvailableError
     from openrft.synthesize.stage import SynthesizeConfig, build_generator, run_synthesize, task_summary
 
     sampled = Path(args.teacher or args.model).name
@@ -75,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size, source=args.source)
         generator = None if config.source == "gold" else \
             build_generator(config, cache_dir=os.path.join(out, "http-cache"), dtype=args.dtype)
-    except (DataError, ModelNotFoundError, ValueError) as err:
+        examples_for = examples_for_from_args(args, args.data)
+    except (DataError, ModelNotFoundError, EmbedderNotAvailableError, ValueError) as err:
         print(f"openrft synthesize: {err}", file=sys.stderr)
         return 2
     print(f"traces from the dataset's annotated rationales for {len(samples)} items -> {out}" if generator is None else
@@ -83,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
           f"budget={config.budget}, rounds={','.join(map(str, config.rounds))}, m={config.m}, "
           f"fallback={config.fallback} -> {out}", file=sys.stderr)
     try:
-        result = run_synthesize(samples, generator, config, out, show_progress=not args.quiet)
+        result = run_synthesize(samples, generator, config, out, show_progress=not args.quiet,
+                                examples_for=examples_for)
     except (IncompatibleRunError, StageInputError) as err:
         print(f"openrft synthesize: {err}", file=sys.stderr)
         return 2
