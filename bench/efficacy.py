@@ -100,6 +100,10 @@ def report(rows: list[dict]) -> dict:
         rel_s = f"{rel:+.1%}" if rel is not None else "-"
         print(f"{r['method']:<22} {r['accuracy']:>9.3f} {r['spread']:>8.3f} {r['maj']:>7.3f} {rel_s:>11} "
               f"{r['seconds'] / 60:>6.1f} m")
+    print("\nwall time per stage (s; skipped = reused from an earlier row):")
+    for r in rows:
+        print(f"  {r['method']:<22} " + ", ".join(f"{k} {v:.0f}" if v is not None else f"{k} -"
+                                              for k, v in r["stage_seconds"].items()))
     checks = {}
     order = [n for n in ("vanilla", "sft", "sft_rl_prm_da_icl") if n in by]
     for lo, hi in zip(order, order[1:]):
