@@ -464,11 +464,8 @@ def run_recipe(recipe: Recipe, run_dir: str | os.PathLike, *, tasks: Sequence[st
 
 def write_report_if_available(run_dir: Path, say: Callable[[str], None]) -> Path | None:
     """The run's Markdown/HTML report (``openrft.report``), or None when reporting fails (the run stands)."""
-    try:
-        from openrft.report import write_run_report
-    except ImportError as err:
-        say(f"no report: {err}")
-        return None
+    from openrft.report import write_run_report
+
     try:
         md, _html = write_run_report(run_dir)
     except Exception as err:  # a failed plot must not fail a finished run; 'openrft report' retries it
