@@ -29,14 +29,13 @@ from typing import Any
 
 from openrft.pipeline.recipe import Recipe
 from openrft.pipeline.rundir import (
-    IncompatibleRunError, Manifest, StageInputError, atomic_write_json, atomic_write_text, file_hash,
+    RUN_FILE, RUN_FORMAT, IncompatibleRunError, Manifest, StageInputError, atomic_write_json, atomic_write_text,
+    file_hash,
 )
 
 logger = logging.getLogger(__name__)
 
-RUN_FILE = "run.json"
 RECIPE_FILE = "recipe.yaml"
-RUN_FORMAT = 1
 SCIKNOWEVAL_TASKS = ("GB1_ftness_prediction", "retrosynthesis", "chemical_calculation", "molecule_structure_prediction",
                      "high_school_physics_calculation", "material_calculation", "diffusion_rate_analysis",
                      "perovskite_stability_prediction")

@@ -16,10 +16,8 @@ from typing import Any
 
 from openrft.evaluate.runner import COMPLETIONS, EvalResult, TaskMetrics
 from openrft.pipeline.rundir import MANIFEST, IncompatibleRunError
-
-RUN_JSON = "run.json"
-#: the run.json format this openrft reads
-RUN_FORMAT_VERSION = 1
+from openrft.pipeline.rundir import RUN_FILE as RUN_JSON
+from openrft.pipeline.rundir import RUN_FORMAT as RUN_FORMAT_VERSION  # the run.json format this openrft reads
 METRICS = "metrics.jsonl"  # rl/ and sft/ both log one JSON line per step here
 EVAL_REPORT = "report.json"
 
