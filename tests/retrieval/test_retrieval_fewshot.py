@@ -109,3 +109,32 @@ def test_every_stage_builds_the_same_prompt_with_k_shots(embedder, train, test_i
                       lora_rank=2, tensorboard=False, seed=0)
     trainer = RLTrainer(config, samples, tmp_path / "rl", examples_for=examples_for, show_progress=False)
     assert [json.dumps(p) for p in trainer.prompts] == expected
+
+
+def test_with_traces_shows_verified_traces_in_shots_and_shares_retrieval(counting, train, test_items, tmp_path):
+    """SciKnowEval ships no worked solutions: a shot shows its question's correct synthesized trace once the
+    pipeline attaches them, the bare answer otherwise; retrieval is not redone."""
+    from openrft.synthesize.stage import verified_traces
+    from openrft.tasks import TRACE_KEY
+
+    plain = make_examples_for(train, k=3, embedder=counting).prefetch(test_items)
+    shots = plain(test_items[0])
+    solved, unsolved = shots[0], shots[1]
+    records = [
+        {"id": solved.id, "task": solved.task, "sample": solved.to_dict(), "fallback": False,
+         "traces": [{"text": "Two moles react, so \\boxed{%s}" % solved.answer}, {"text": "second trace"}]},
+        {"id": unsolved.id, "task": unsolved.task, "sample": unsolved.to_dict(), "fallback": True,
+         "traces": [{"text": "The answer is \\boxed{%s}." % unsolved.answer}]},
+    ]
+    (tmp_path / "traces.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    traces = verified_traces(tmp_path)
+    assert traces == {solved.id: "Two moles react, so \\boxed{%s}" % solved.answer}  # first correct one only
+    encoded = counting.texts
+    worked = plain.with_traces(traces)
+    got = worked(test_items[0])
+    assert counting.texts == encoded and got == shots  # same shots (Sample equality ignores meta), no re-encoding
+    task = task_for(test_items[0])
+    replies = [m["content"] for m in task.messages(test_items[0], got)[1::2]]
+    assert replies[0] == traces[solved.id] and replies[1] == task.render_answer(unsolved)
+    assert TRACE_KEY not in plain(test_items[0])[0].meta  # the original hook is unchanged
+    assert "1 verified traces" in repr(worked)

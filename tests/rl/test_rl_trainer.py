@@ -68,6 +68,10 @@ def test_gae_trains_policy_and_critic_with_ppo_epochs(tiny_model_dir, samples, l
     cfg = _config(tiny_model_dir, length_fn, estimator="gae", n_samples=2, ppo_epochs=2, minibatch_size=2,
                   micro_batch_size=1)
     result = run_rl(cfg, tmp_path / "rl", samples, show_progress=False)
+    # the critic starts at 0 (zero-initialised value head), so step 1's values are 0 and its value loss is
+    # half the mean squared return, whatever the backbone's hidden states
+    first = result.metrics[0]
+    assert first["critic/values_mean"] == 0.0
     row = result.metrics[-1]
     for key in ("critic/loss", "critic/vf_clipfrac", "critic/explained_variance", "kl", "policy/approx_kl"):
         assert key in row and math.isfinite(row[key]), key
@@ -197,7 +201,9 @@ def test_two_processes_under_torchrun_share_the_step(tiny_model_dir, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "openrft.cli.main", "rl",
            "--data", "svamp", "--split", "test", "--limit", "8", "--model", str(tiny_model_dir), "--out", str(out),
            "--steps", "2", "--prompts-per-step", "2", "-n", "2", "--max-new-tokens", "6", "--no-tensorboard",
-           "--quiet", "--estimator", "gae"]
+           "--quiet", "--estimator", "gae", "--entropy-coef", "0.01"]
+    # a tiny random model earns reward 0 everywhere and the critic starts at 0, so every advantage is 0: the
+    # entropy bonus gives both ranks a gradient to average
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [m["step"] for m in read_metrics(out)] == [1, 2]

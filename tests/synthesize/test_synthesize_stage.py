@@ -153,9 +153,11 @@ def test_gold_source_uses_the_dataset_rationales_without_sampling(tmp_path):
     for s in gsm:
         rec = by_id[s.id]
         assert not rec["fallback"] and rec["teacher"] == "gold" and rec["attempts"] == 0
-        assert rec["traces"][0]["text"].startswith(s.meta["rationale"])
+        text = rec["traces"][0]["text"]
+        assert text == f"{s.meta['rationale']}\nThe answer is \\boxed{{{s.answer}}}."  # the rationale once
     assert by_id[svamp[0].id]["traces"][0]["text"].startswith("( 76.0 - 25.0 ) = 51")
     assert by_id["no-rationale"]["fallback"] and result.stats["fallback_fraction"] == 1 / 7
+    assert by_id["no-rationale"]["traces"][0]["text"] == f"The answer is \\boxed{{{gsm[0].answer}}}."
     assert len(load_traces(tmp_path / "syn" / "traces.jsonl")) == 7
     again = run_synthesize(gsm + svamp + [bare], None, SynthesizeConfig(source="gold"), tmp_path / "syn")
     assert again.records == result.records

@@ -107,6 +107,22 @@ def test_few_shot_messages_use_reference_replies() -> None:
     assert msgs[1]["content"] == "The answer is \\boxed{C}."
 
 
+def test_few_shot_replies_show_worked_steps_when_any_are_known() -> None:
+    """Dataset solution first, then a verified trace, then the bare answer; the asked question never shows one."""
+    from openrft.tasks import TRACE_KEY
+
+    task = NumericTask()
+    worked = numeric("18", rationale="9 * 2 = 18")
+    traced = numeric("18").replace(meta={TRACE_KEY: "Nine times two is 18. \\boxed{18}"})
+    both = numeric("18", rationale="9 * 2 = 18").replace(meta={"rationale": "9 * 2 = 18", TRACE_KEY: "other"})
+    bare = numeric("18")
+    msgs = task.messages(numeric("20", rationale="secret"), examples=[worked, traced, both, bare])
+    assert [m["content"] for m in msgs[1:8:2]] == [
+        "9 * 2 = 18\nThe answer is \\boxed{18}.", "Nine times two is 18. \\boxed{18}",
+        "9 * 2 = 18\nThe answer is \\boxed{18}.", "The answer is \\boxed{18}."]
+    assert "secret" not in msgs[-1]["content"]
+
+
 # ---- grading --------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("completion", "extracted", "correct"),

@@ -220,8 +220,18 @@ def _stage_synthesize(ctx: CellContext) -> dict[str, Any]:
         build_generator(config, cache_dir=ctx.dir / "synthesize" / "http-cache", dtype=ctx.recipe.dtype)
     result = run_synthesize(ctx.train_samples, generator, config, ctx.dir / "synthesize",
                             examples_for=ctx.examples_for, show_progress=ctx.show_progress)
+    _show_traces_in_shots(ctx, ctx.dir / "synthesize")
     solved = sum(1 for r in result.records if not r.get("fallback") and r.get("traces"))
     return {"questions": len(result.records), "solved": solved}
+
+
+def _show_traces_in_shots(ctx: CellContext, traces: Path) -> None:
+    """From here on, few-shot examples without a worked solution of their own show their question's correct
+    synthesized trace (synthesis itself could not: it is what finds them)."""
+    if ctx.examples_for is not None and hasattr(ctx.examples_for, "with_traces"):
+        from openrft.synthesize.stage import verified_traces
+
+        ctx.examples_for = ctx.examples_for.with_traces(verified_traces(traces))
 
 
 def _stage_sft(ctx: CellContext) -> dict[str, Any]:
@@ -235,6 +245,8 @@ def _stage_sft(ctx: CellContext) -> dict[str, Any]:
         if not traces.is_file():
             raise StageInputError(f"sft needs {traces}, which the synthesize stage writes; it is missing "
                                   "(was the synthesize stage interrupted? rerun to continue it)")
+    else:
+        _show_traces_in_shots(ctx, Path(traces))
     result = run_sft(traces, ctx.dir / "sft", config, examples_for=ctx.examples_for, show_progress=ctx.show_progress)
     if config.full:  # the fine-tuned model replaces the base for the stages after
         ctx.model, ctx.adapter = str(result.weights_dir), None

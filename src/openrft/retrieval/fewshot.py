@@ -17,18 +17,24 @@ most-similar-first, the usual retrieval order.)
 
 Exclusions (the sample itself, its augmented variants and parent, duplicate questions), per-task
 search, tie-breaking and the ``k`` too large error are those of :mod:`openrft.retrieval.index`.
+
+What a shot's reply shows: :meth:`Task.render_example <openrft.tasks.base.Task.render_example>`, i.e.
+the dataset's worked solution, else a verified trace attached with :meth:`FewShotExamples.with_traces`
+(the pipeline attaches each training question's first correct synthesized trace once synthesis has
+run), else the bare answer.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from openrft.data.sample import Sample
 from openrft.retrieval.embedder import DEFAULT_EMBEDDER, Embedder, load_embedder
 from openrft.retrieval.index import MANIFEST_FILE, FewShotIndex, IndexMismatchError, family_id
+from openrft.tasks.base import TRACE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +65,26 @@ class FewShotExamples:
     (optional: a single call encodes one question).
     """
 
-    def __init__(self, index: FewShotIndex, k: int = 3, *, allow_fewer: bool = False, batch_size: int = 64):
+    def __init__(self, index: FewShotIndex, k: int = 3, *, allow_fewer: bool = False, batch_size: int = 64,
+                 traces: Mapping[str, str] | None = None):
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
         self.index, self.k, self.allow_fewer, self.batch_size = index, k, allow_fewer, batch_size
+        self.traces: dict[str, str] = dict(traces or {})
         self._cache: dict[tuple, list[Sample]] = {}
+
+    def with_traces(self, traces: Mapping[str, str]) -> "FewShotExamples":
+        """The same retrieval, with ``traces`` (training sample id -> a verified worked reply) attached to the
+        shots they belong to (``meta["verified_trace"]``), so shots without a dataset solution show worked
+        steps instead of the bare answer. Retrieval results are shared, not recomputed."""
+        other = FewShotExamples(self.index, self.k, allow_fewer=self.allow_fewer, batch_size=self.batch_size,
+                                traces={**self.traces, **traces})
+        other._cache = self._cache
+        return other
+
+    def _attach(self, shot: Sample) -> Sample:
+        trace = self.traces.get(shot.id)
+        return shot if trace is None else shot.replace(meta={**shot.meta, TRACE_KEY: trace})
 
     @staticmethod
     def _key(sample: Sample) -> tuple:
@@ -83,10 +104,11 @@ class FewShotExamples:
         key = self._key(sample)
         if key not in self._cache:
             self.prefetch([sample])
-        return list(self._cache[key])
+        return [self._attach(shot) for shot in self._cache[key]]
 
     def __repr__(self) -> str:
-        return f"FewShotExamples(k={self.k}, {len(self.index)} training samples, embedder={self.index.embedder.name!r})"
+        return (f"FewShotExamples(k={self.k}, {len(self.index)} training samples, {len(self.traces)} verified traces, "
+                f"embedder={self.index.embedder.name!r})")
 
 
 def make_examples_for(train_samples: Sequence[Sample], k: int = 3, embedder: Embedder | str = DEFAULT_EMBEDDER,

@@ -92,7 +92,7 @@ class ActorCritic:
 
             self.model.add_adapter(CRITIC_ADAPTER, copy.deepcopy(peft_cfg))
             self.model.set_adapter(POLICY_ADAPTER)
-            self.value_head = ValueHead(model.config.hidden_size).to(self.device)  # fp32 head
+            self.value_head = ValueHead(model.config.hidden_size, zero_init=True).to(self.device)  # fp32 head
         elif critic:
             from peft import get_peft_model as gpm
 
@@ -100,7 +100,7 @@ class ActorCritic:
 
             cmodel, _ = load_model(critic, dtype=dtype, device=self.device)
             self.critic_model = gpm(cmodel, lora_config(cmodel, lora), adapter_name=CRITIC_ADAPTER)
-            self.value_head = ValueHead(cmodel.config.hidden_size).to(self.device)
+            self.value_head = ValueHead(cmodel.config.hidden_size, zero_init=True).to(self.device)
         self.model.train()
 
     # ---- parameters -------------------------------------------------------------------------

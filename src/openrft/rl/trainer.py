@@ -364,6 +364,8 @@ class RLTrainer:
         row["time/update"] = time.perf_counter() - t0
         if batch.values is not None and batch.returns is not None:
             row["critic/explained_variance"] = explained_variance(batch.values, batch.returns, batch.response_mask)
+            row["critic/values_mean"] = float(masked_mean(batch.values.float(), batch.response_mask))
+            row["critic/returns_mean"] = float(masked_mean(batch.returns.float(), batch.response_mask))
         row.update({f"adv/{k}": v for k, v in adv.stats.items()})
         summary = rb.summary()
         row.update({f"reward/{k}": v for k, v in summary.items()})
@@ -545,6 +547,8 @@ def run_rl(config: RLConfig, out_dir: str | os.PathLike, samples: Sequence[Sampl
         samples = load_sources(config.data, split=config.split, limit_per_task=config.limit)
     samples = list(samples)
     inputs = {"data": stable_hash([s.to_dict() if hasattr(s, "to_dict") else repr(s) for s in samples])}
+    if examples_for is not None:  # few-shot prompts: other shots (or shot replies) are other training inputs
+        inputs["prompts"] = stable_hash([task_for(s).messages(s, list(examples_for(s))) for s in samples])
     if config.adapter:
         from openrft.models.lora import resolve_adapter_dir
 

@@ -185,7 +185,7 @@ def sample_round(
 
 def finalize(states: Sequence[QuestionState], tasks: Mapping[str, Task], settings: LoopSettings,
              teacher: str) -> list[dict[str, Any]]:
-    """One ``traces.jsonl`` record per closed question; the unsolved fall back to the bare answer or are dropped.
+    """One ``traces.jsonl`` record per closed question; the unsolved fall back to the reference reply or are dropped.
 
     A dropped question still gets a record (``"dropped": true``, no traces), so a rerun
     knows it is done; :func:`~openrft.synthesize.stage.load_traces` skips it.

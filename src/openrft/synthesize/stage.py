@@ -32,15 +32,13 @@ from openrft.pipeline.rundir import (
     IncompatibleRunError, JsonlStore, StageInputError, atomic_write_json, begin_stage, finish_stage, stable_hash,
 )
 from openrft.synthesize.sampler import FALLBACK_MODES, LoopSettings, QuestionState, finalize, sample_round
-from openrft.tasks import Task, task_for
+from openrft.tasks import Task, task_for, without_rationale
 
 logger = logging.getLogger(__name__)
 
 STAGE = "synthesize"
 TRACES = "traces.jsonl"
 SOURCES = ("model", "gold")
-#: Sample.meta keys holding an annotated worked solution, in order of preference
-RATIONALE_KEYS = ("rationale", "solution", "explanation", "cot")
 OPEN_STATE = "open.json"
 
 
@@ -58,8 +56,9 @@ class SynthesizeConfig:
         default=(4, 8, 16, 32))
     m: int = _help("correct traces wanted per question; a question closes once it holds m distinct ones",
                    default=1)
-    fallback: str = _help("for a question with no correct trace after the budget: 'answer' keeps the bare "
-                          "gold answer (task.render_answer, the paper's choice), 'drop' leaves it out",
+    fallback: str = _help("for a question with no correct trace after the budget: 'answer' keeps the task's "
+                          "reference reply (task.render_answer: the bare gold answer, the paper's choice, or the "
+                          "dataset's worked solution + answer when it ships one), 'drop' leaves it out",
                           default="answer")
     accept_truncated: bool = _help("accept a correct trace cut off at max_new_tokens (finish_reason 'length')",
                                    default=False)
@@ -223,24 +222,6 @@ def run_synthesize(
     return SynthesizeResult(records, stats, out_dir)
 
 
-def gold_rationale(sample: Sample) -> str | None:
-    """The worked solution a dataset ships with ``sample`` (GSM8K's rationale, SVAMP's equation), or None.
-
-    >>> gold_rationale(Sample(id="1", task="svamp", question="?", answer="51", answer_type="numeric",
-    ...                       meta={"equation": "( 76.0 - 25.0 )"}))
-    '( 76.0 - 25.0 ) = 51'
-    """
-    meta = sample.meta if isinstance(sample.meta, dict) else {}
-    for key in RATIONALE_KEYS:
-        text = meta.get(key)
-        if isinstance(text, str) and text.strip():
-            return text.strip()
-    equation = meta.get("equation")
-    if isinstance(equation, str) and equation.strip():
-        return f"{equation.strip()} = {sample.answer}"
-    return None
-
-
 def _gold_traces(samples: Sequence[Sample], config: SynthesizeConfig,
                  out_dir: str | os.PathLike | None) -> SynthesizeResult:
     """One trace per sample from its annotated rationale followed by the task's answer line; graded by the
@@ -262,15 +243,16 @@ def _gold_traces(samples: Sequence[Sample], config: SynthesizeConfig,
     records = []
     for s in samples:
         task = task_for(s)
-        answer = task.render_answer(s)
-        rationale = gold_rationale(s)
-        text = f"{rationale}\n{answer}" if rationale else answer
+        text = task.render_answer(s)  # the dataset's worked solution, then the answer line
         grade = task.grade(text, s)
-        ok = rationale is not None and grade.correct
-        if rationale is not None and not grade.correct:
+        ok = task.has_reference_solution(s) and grade.correct
+        if task.has_reference_solution(s) and not grade.correct:
             logger.warning("gold rationale of %s does not reach its answer (%r); using the bare answer", s.id,
                            grade.extracted)
-        trace = {"text": text if ok else answer, "extracted": grade.extracted if ok else task.grade(answer, s).extracted}
+        if not ok:
+            text = task.render_answer(without_rationale(s))
+            grade = task.grade(text, s)
+        trace = {"text": text, "extracted": grade.extracted}
         records.append({"id": s.id, "task": s.task, "sample": s.to_dict(), "traces": [trace], "attempts": 0,
                         "correct": int(ok), "pass_rate": float(ok), "first_correct": None, "truncated": 0,
                         "fallback": not ok, "dropped": False, "teacher": "gold"})
@@ -346,6 +328,17 @@ def load_traces(path: str | os.PathLike) -> list[tuple[Sample, str, bool]]:
             out += [(sample, t["text"], bool(rec["fallback"])) for t in rec["traces"]]
         except (KeyError, TypeError) as e:
             raise StageInputError(f"{path}:{i}: not a synthesize record (missing field {e})") from None
+    return out
+
+
+def verified_traces(path: str | os.PathLike) -> dict[str, str]:
+    """Question id -> its first correct trace (fallbacks left out) from a ``traces.jsonl`` or its stage
+    directory: the worked replies few-shot examples show (:meth:`FewShotExamples.with_traces
+    <openrft.retrieval.fewshot.FewShotExamples.with_traces>`)."""
+    out: dict[str, str] = {}
+    for sample, text, fallback in load_traces(path):
+        if not fallback:
+            out.setdefault(sample.id, text)
     return out
 
 

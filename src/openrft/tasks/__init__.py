@@ -4,13 +4,18 @@ Importing this package registers every built-in task (``mcq``, ``numeric``, ``te
 ``program``), so :func:`get_task` and :func:`task_for` find them by name.
 """
 
-from openrft.tasks.base import Grade, Task, get_task, register_task, task_for, task_names
+from openrft.tasks.base import (
+    RATIONALE_KEYS, TRACE_KEY, Grade, Task, get_task, gold_rationale, register_task, task_for, task_names,
+    without_rationale,
+)
 from openrft.tasks.mcq import MCQTask
 from openrft.tasks.numeric import NumericTask
 from openrft.tasks.program import ProgramTask
 from openrft.tasks.text import TextTask
 
 __all__ = [
+    "RATIONALE_KEYS",
+    "TRACE_KEY",
     "Grade",
     "MCQTask",
     "NumericTask",
@@ -18,7 +23,9 @@ __all__ = [
     "Task",
     "TextTask",
     "get_task",
+    "gold_rationale",
     "register_task",
     "task_for",
     "task_names",
+    "without_rationale",
 ]

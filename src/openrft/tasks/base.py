@@ -17,6 +17,36 @@ from openrft.data.sample import Sample
 
 Message = dict[str, str]
 
+#: ``meta`` fields a dataset may carry a worked solution in (GSM8K: ``rationale``)
+RATIONALE_KEYS = ("rationale", "solution", "explanation", "cot")
+#: ``meta`` field of a grader-verified trace attached to a training sample (a synthesized correct
+#: solution); few-shot examples show it when the dataset ships no worked solution of its own
+TRACE_KEY = "verified_trace"
+
+
+def gold_rationale(sample: Sample) -> str | None:
+    """The worked solution a dataset ships with ``sample`` (GSM8K's rationale, SVAMP's equation), or None.
+
+    >>> gold_rationale(Sample(id="1", task="svamp", question="?", answer="51", answer_type="numeric",
+    ...                       meta={"equation": "( 76.0 - 25.0 )"}))
+    '( 76.0 - 25.0 ) = 51'
+    """
+    meta = sample.meta if isinstance(sample.meta, dict) else {}
+    for key in RATIONALE_KEYS:
+        text = meta.get(key)
+        if isinstance(text, str) and text.strip():
+            return text.strip()
+    equation = meta.get("equation")
+    if isinstance(equation, str) and equation.strip():
+        return f"{equation.strip()} = {sample.answer}"
+    return None
+
+
+def without_rationale(sample: Sample) -> Sample:
+    """``sample`` with its worked solutions removed from ``meta`` (so the reference reply is the bare answer)."""
+    drop = {*RATIONALE_KEYS, "equation", TRACE_KEY}
+    return sample.replace(meta={k: v for k, v in sample.meta.items() if k not in drop})
+
 
 @dataclass(frozen=True)
 class Grade:
@@ -48,17 +78,45 @@ class Task(ABC):
 
     @abstractmethod
     def render_answer(self, sample: Sample) -> str:
-        """A reference assistant reply for ``sample`` (used for few-shot examples and bare-answer fallback)."""
+        """The reference assistant reply for ``sample``: the dataset's worked solution (:func:`gold_rationale`)
+        when it ships one, then the final-answer line; the bare answer line otherwise. Synthesis falls back
+        to it for a question it could not solve."""
+
+    def has_reference_solution(self, sample: Sample) -> bool:
+        """Whether :meth:`render_answer` shows worked steps (the dataset's own), not only the answer."""
+        return gold_rationale(sample) is not None
+
+    def render_example(self, sample: Sample) -> str:
+        r"""The assistant turn of a few-shot example: worked steps whenever any are known.
+
+        The dataset's own solution first (:meth:`render_answer`), else a verified trace attached to the
+        sample (``meta["verified_trace"]``, e.g. the correct trace synthesis found for it), else the bare
+        answer. A small model copies what its examples show, so bare-answer shots teach it to answer
+        without working.
+
+        >>> from openrft.tasks import get_task
+        >>> s = Sample(id="q", task="t", question="2+3?", answer="5", answer_type="numeric",
+        ...            meta={TRACE_KEY: "2 + 3 = 5. The answer is \\boxed{5}."})
+        >>> t = get_task("numeric")
+        >>> t.render_example(s), t.render_example(without_rationale(s))
+        ('2 + 3 = 5. The answer is \\boxed{5}.', 'The answer is \\boxed{5}.')
+        """
+        if not self.has_reference_solution(sample):
+            trace = sample.meta.get(TRACE_KEY)
+            if isinstance(trace, str) and trace.strip():
+                return trace.strip()
+        return self.render_answer(sample)
 
     def user_prompt(self, sample: Sample) -> str:
         return f"{self.instruction}\n\n{self.render_question(sample)}"
 
     def messages(self, sample: Sample, examples: Sequence[Sample] = ()) -> list[Message]:
-        """Chat messages for ``sample``; ``examples`` are few-shot Q/A pairs placed before it as earlier turns."""
+        """Chat messages for ``sample``; ``examples`` are few-shot Q/A pairs placed before it as earlier turns
+        (their replies: :meth:`render_example`)."""
         msgs: list[Message] = []
         for ex in examples:
             msgs.append({"role": "user", "content": self.user_prompt(ex)})
-            msgs.append({"role": "assistant", "content": self.render_answer(ex)})
+            msgs.append({"role": "assistant", "content": self.render_example(ex)})
         msgs.append({"role": "user", "content": self.user_prompt(sample)})
         return msgs
 

@@ -13,7 +13,7 @@ import re
 from typing import ClassVar
 
 from openrft.data.sample import LETTERS, DataError, Sample
-from openrft.tasks.base import Task, register_task
+from openrft.tasks.base import Task, gold_rationale, register_task
 from openrft.tasks.extract import clean_latex, find_boxed, strip_markup
 from openrft.tasks.prompts import MCQ_INSTRUCTION, render_options, render_reply
 
@@ -221,7 +221,7 @@ class MCQTask(Task):
         return f"{sample.question.strip()}\n\n{render_options(sample.choices)}"
 
     def render_answer(self, sample: Sample) -> str:
-        return render_reply(sample.answer, sample.meta.get("rationale"))
+        return render_reply(sample.answer, gold_rationale(sample))
 
     def extract(self, completion: str, sample: Sample) -> str | None:
         return extract_letter(completion, sample.choices)

@@ -7,7 +7,7 @@ from fractions import Fraction
 from typing import ClassVar
 
 from openrft.data.sample import DataError, Sample
-from openrft.tasks.base import Task, register_task
+from openrft.tasks.base import Task, gold_rationale, register_task
 from openrft.tasks.extract import ABS_TOL, REL_TOL, extract_number, format_number, numbers_close, parse_number
 from openrft.tasks.prompts import NUMERIC_INSTRUCTION, render_reply
 
@@ -43,7 +43,7 @@ class NumericTask(Task):
         return sample.question.strip()
 
     def render_answer(self, sample: Sample) -> str:
-        rationale = re.sub(r"\s*####[^\n]*\s*$", "", sample.meta.get("rationale") or "")
+        rationale = re.sub(r"\s*####[^\n]*\s*$", "", gold_rationale(sample) or "")
         return render_reply(format_number(self._gold(sample)), rationale)
 
     def extract(self, completion: str, sample: Sample) -> str | None:

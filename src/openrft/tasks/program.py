@@ -138,6 +138,9 @@ class ProgramTask(Task):
     def render_question(self, sample: Sample) -> str:
         return sample.question.strip()
 
+    def has_reference_solution(self, sample: Sample) -> bool:
+        return isinstance(sample.meta.get("program"), str) and extract_code(sample.meta["program"], self.entry) is not None
+
     def render_answer(self, sample: Sample) -> str:
         """The reference program (``meta["program"]``, if it defines ``solution``), else one returning the gold, fenced."""
         program = sample.meta.get("program")

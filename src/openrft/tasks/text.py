@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from openrft.data.sample import Sample
-from openrft.tasks.base import Task, register_task
+from openrft.tasks.base import Task, gold_rationale, register_task
 from openrft.tasks.extract import extract_text, texts_match
 from openrft.tasks.prompts import TEXT_INSTRUCTION, render_reply
 
@@ -35,7 +35,7 @@ class TextTask(Task):
         return sample.question.strip()
 
     def render_answer(self, sample: Sample) -> str:
-        return render_reply(sample.answer, sample.meta.get("rationale"))
+        return render_reply(sample.answer, gold_rationale(sample))
 
     def extract(self, completion: str, sample: Sample) -> str | None:
         return extract_text(completion)

@@ -57,12 +57,20 @@ _MARKER_FIELDS = {"base_model", "adapter", "init_adapter", "hidden_size", "score
 
 
 class ValueHead(nn.Module):
-    """``summary``: one scalar per position from the backbone's last hidden state (kept in fp32)."""
+    """``summary``: one scalar per position from the backbone's last hidden state (kept in fp32).
 
-    def __init__(self, hidden_size: int):
+    ``zero_init``: start at 0 everywhere (weight and bias zero). A PPO critic wants that: returns of a 0/1
+    reward lie in [0, 1], while a random head on an LM's hidden states starts at values of order 1 with
+    the wrong sign and spends the first steps unlearning them (explained variance far below 0).
+    """
+
+    def __init__(self, hidden_size: int, *, zero_init: bool = False):
         super().__init__()
         self.summary = nn.Linear(hidden_size, 1)
-        nn.init.normal_(self.summary.weight, std=1.0 / math.sqrt(hidden_size))
+        if zero_init:
+            nn.init.zeros_(self.summary.weight)
+        else:
+            nn.init.normal_(self.summary.weight, std=1.0 / math.sqrt(hidden_size))
         nn.init.zeros_(self.summary.bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
