@@ -79,6 +79,10 @@ def add_icl_args(ap: argparse.ArgumentParser) -> None:
                        help="sentence-transformers model name or path (default: the bundled all-MiniLM-L6-v2)")
     group.add_argument("--icl-index", default=None,
                        help="directory to save the index in and reuse it from (e.g. a run's <cell>/icl)")
+    group.add_argument("--icl-traces", default=None,
+                       help="a synthesize traces.jsonl (or its directory): shots of training questions without a "
+                            "worked solution of their own show their correct trace, as 'openrft run' does after "
+                            "its synthesize stage")
 
 
 def examples_for_from_args(args: argparse.Namespace, data: list[str] | None):
@@ -98,4 +102,10 @@ def examples_for_from_args(args: argparse.Namespace, data: list[str] | None):
         raise ValueError("--icl-k with a data file: name the training data to retrieve examples from with "
                          "--icl-train (a split folder or bundled name is read at --icl-split itself)")
     train = load_sources(sources, split=args.icl_split)
-    return make_examples_for(train, args.icl_k, args.icl_embedder or DEFAULT_EMBEDDER, index_dir=args.icl_index)
+    examples_for = make_examples_for(train, args.icl_k, args.icl_embedder or DEFAULT_EMBEDDER,
+                                     index_dir=args.icl_index)
+    if getattr(args, "icl_traces", None):
+        from openrft.synthesize.stage import verified_traces
+
+        examples_for = examples_for.with_traces(verified_traces(args.icl_traces))
+    return examples_for
