@@ -245,8 +245,9 @@ def _gold_traces(samples: Sequence[Sample], config: SynthesizeConfig,
         task = task_for(s)
         text = task.render_answer(s)  # the dataset's worked solution, then the answer line
         grade = task.grade(text, s)
-        ok = task.has_reference_solution(s) and grade.correct
-        if task.has_reference_solution(s) and not grade.correct:
+        worked = task.has_reference_solution(s)
+        ok = worked and grade.correct
+        if worked and not grade.correct:
             logger.warning("gold rationale of %s does not reach its answer (%r); using the bare answer", s.id,
                            grade.extracted)
         if not ok:
