@@ -129,6 +129,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--progress", action="store_true", help="progress bars")
     ap.add_argument("--quiet", action="store_true", help="no per-stage lines")
     args = ap.parse_args(argv)
+    from openrft.models.allocator import keep_freed_memory
+
+    keep_freed_memory()  # what 'openrft run' does on CPU: freed memory stays in the process
     if args.threads:
         import torch
 

@@ -11,6 +11,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest
 import torch
 
+from openrft.models.allocator import keep_freed_memory
+
+keep_freed_memory()  # as every 'openrft' command that trains or generates does on CPU
+
 
 def pytest_collection_modifyitems(config, items):
     if not torch.cuda.is_available():

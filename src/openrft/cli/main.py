@@ -21,6 +21,8 @@ SUBCOMMANDS = {
     "export": ("openrft.cli.export", "export prompts and openrft's reward for verl or OpenRLHF (cluster-scale RL)"),
     "serve": ("openrft.serve", "serve a local model through an OpenAI-compatible HTTP API"),
 }
+# subcommands that train or generate: their processes keep freed memory (openrft.models.allocator)
+COMPUTE = frozenset({"eval", "augment", "synthesize", "sft", "rl", "prm", "orm", "run", "serve"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"openrft: unknown subcommand {name!r}{hint} (valid: {', '.join(SUBCOMMANDS)})", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if name in COMPUTE and not any(a in ("-h", "--help") for a in rest):
+        from openrft.models.allocator import keep_freed_memory
+
+        keep_freed_memory()
     module = importlib.import_module(SUBCOMMANDS[name][0])
     return int(module.main(rest) or 0)
 
