@@ -15,6 +15,10 @@ from openrft.models.allocator import keep_freed_memory
 
 keep_freed_memory()  # as every 'openrft' command that trains or generates does on CPU
 
+# --doctest-modules would import every folder's conftest.py as a module named "conftest" and fail on the
+# second one when one pytest call names several test folders; conftests hold fixtures, not doctests
+collect_ignore_glob = ["*/conftest.py"]
+
 
 def pytest_collection_modifyitems(config, items):
     if not torch.cuda.is_available():

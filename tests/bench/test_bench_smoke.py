@@ -31,3 +31,15 @@ def test_graders_bench_agrees_fully_with_gold():
     assert rows["traces/all"]["agreement_pct"] == 100.0
     for name, row in rows.items():
         assert row["false_positives"] == 0, name
+
+
+def test_allocator_bench_compares_both_malloc_modes(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "allocator.json"
+    summary = load("allocator").main(["--model", str(tiny_model_dir), "--batch", "2", "--length", "8", "--steps", "3",
+                                      "--warmup", "1", "--gen-batch", "2", "--gen-tokens", "4", "--json", str(out)])
+    assert set(summary) >= {"system", "kept", "step_ratio", "gen_ratio"}
+    assert summary["system"]["active"] is False
+    assert summary["kept"]["active"] is True  # CPU-only Linux with glibc, as in CI
+    assert summary["step_ratio"] > 0 and summary["kept"]["peak_rss_mb"] > 0
+    assert "steady-state step time kept/system" in capsys.readouterr().out
+    assert out.is_file()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import record, short_samples, trace_for, write_traces
+from sft_fixtures import record, short_samples, trace_for, write_traces
 
 from openrft.pipeline.rundir import StageInputError
 from openrft.sft.dataset import LoadReport, build_dataset, load_sft_examples, to_rows

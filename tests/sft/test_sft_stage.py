@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import short_samples, write_traces
+from sft_fixtures import short_samples, write_traces
 from transformers import TrainerCallback
 
 from openrft.cli.main import main as cli
