@@ -128,7 +128,10 @@ def test_reuse_takes_matching_stages_of_another_run_only(recipe_path, tmp_path):
     run_recipe(load_recipe(recipe_path), rl_run, show_progress=False, log=lines.append, report=False,
                reuse_from=[sft_run])
     assert _stages(rl_run)[1] == {"synthesize": "skipped", "sft": "skipped", "rl": "finished", "eval": "finished"}
-    assert any("copied the finished stage" in m for m in lines)
+    assert any("sft: copied the finished stage" in m for m in lines)
+    # the SFT run's evaluation follows other upstream stages (no rl): not even copied as a candidate
+    assert not any("eval: copied" in m for m in lines)
+    assert not list(rl_run.rglob("*.replaced-*"))
     # other SFT settings: the copied stage does not match, and SFT trains again
     other = tmp_path / "runs" / "other"
     run_recipe(load_recipe(recipe_path, ["sft.learning_rate=2e-3"]), other, show_progress=False, log=lines.append,

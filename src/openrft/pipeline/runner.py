@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from openrft.pipeline.recipe import Recipe
+from openrft.pipeline.recipe import STAGE_ORDER, Recipe
 from openrft.pipeline.rundir import (
     RUN_FILE, RUN_FORMAT, IncompatibleRunError, Manifest, StageInputError, atomic_write_json, atomic_write_text,
     file_hash,
@@ -377,15 +377,21 @@ def _reuse_stage(stage_dir: Path, cell: Cell, stage: str, reuse_from: Sequence[P
                  say: Callable[[str], None]) -> None:
     """Copy a finished stage of another run (same cell) into ``stage_dir`` when this run has none yet.
 
-    The copy is only a candidate: the stage itself compares its manifest's fingerprint (settings and
-    input hashes) with its own and reruns when they differ, so reuse can never change a result."""
+    Only from a run whose earlier stages are this run's (the same stages, finished with the same
+    fingerprints): a stage downstream of different inputs cannot match. The copy is still only a
+    candidate: the stage itself compares its manifest's fingerprint (settings and input hashes) with
+    its own and reruns when they differ, so reuse can never change a result."""
     import shutil
 
     if stage_dir.exists():
         return
+    upstream = STAGE_ORDER[:STAGE_ORDER.index(stage)]
+    ours = [_finished_fingerprint(stage_dir.parent / s) for s in upstream]
     for other in reuse_from:
         src = Path(other) / cell.dir / stage
         if src.resolve() == stage_dir.resolve() or _finished_fingerprint(src) is None:
+            continue
+        if [_finished_fingerprint(src.parent / s) for s in upstream] != ours:
             continue
         shutil.copytree(src, stage_dir, ignore=shutil.ignore_patterns("checkpoints", "*.replaced-*"))
         say(f"[{cell.id}] {stage}: copied the finished stage of {other} (used only if its settings and inputs match)")
