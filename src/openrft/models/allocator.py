@@ -1,8 +1,8 @@
 """Host memory allocator settings for CPU training and generation.
 
 glibc's ``malloc`` serves every block above 32 MB with its own ``mmap`` and hands it back to
-the kernel on ``free``. A CPU training step allocates and frees several such blocks (the
-logits alone are ``tokens x vocab x 4`` bytes, 300 MB for 16 x 96 tokens with SmolLM2's 49k
+the kernel on ``free``. A CPU training step allocates and frees several such blocks (full
+logits are ``tokens x vocab x 4`` bytes: 300 MB for 16 x 96 tokens with SmolLM2's 49k
 vocabulary), so every step faults its working set in again page by page, and in a virtual
 machine each fault is expensive: measured on the project's 2-core VM, an SFT step of
 SmolLM2-135M (LoRA, 16 x 96 tokens) took 7.4-12.9 s with a third to a half of it in the kernel,
@@ -49,9 +49,8 @@ def _user_tuned() -> str | None:
 
 
 def _cuda_in_use() -> bool:
-    torch = sys.modules.get("torch")
-    if torch is None:
-        import torch
+    import torch
+
     return torch.cuda.is_available()
 
 
