@@ -54,10 +54,10 @@ def _cuda_in_use() -> bool:
     return torch.cuda.is_available()
 
 
-def keep_freed_memory(*, force: bool = False) -> bool:
+def keep_freed_memory() -> bool:
     """Keep freed memory in the process (see the module doc); ``True`` if the setting is now active.
 
-    Idempotent and cheap after the first call. ``force`` applies it even when CUDA is available.
+    Idempotent and cheap after the first call.
     """
     global _applied
     if _applied is not None:
@@ -69,7 +69,7 @@ def keep_freed_memory(*, force: bool = False) -> bool:
     if reason:
         logger.debug("allocator: left to the system (%s)", reason)
         return False
-    if not force and _cuda_in_use():
+    if _cuda_in_use():
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
