@@ -23,7 +23,7 @@ from openrft.data.bundled import bundled_root
 def test_names() -> None:
     names = list_bundled()
     assert names == [f"sciknoweval/{t}" for t in SCIKNOWEVAL_TASKS] + ["sciknoweval/all", "gsm8k", "svamp",
-                                                                        "arithmetic"]
+                                                                        "arithmetic", "multistep"]
     assert len(SCIKNOWEVAL_TASKS) == 8
 
 
@@ -53,7 +53,7 @@ def test_unknown_names_and_splits() -> None:
     with pytest.raises(DataError, match=r"did you mean: sciknoweval/chemical_calculation"):
         load_bundled("chemical_calculation")
     with pytest.raises(DataError,
-                       match=r"valid names: sciknoweval/GB1_ftness_prediction, .*, gsm8k, svamp, arithmetic$"):
+                       match=r"valid names: sciknoweval/GB1_ftness_prediction, .*, gsm8k, svamp, arithmetic, multistep$"):
         load_bundled("mmlu")
     with pytest.raises(DataError, match=r"'gsm8k' has no split 'train'; splits: test"):
         load_bundled("gsm8k", "train")

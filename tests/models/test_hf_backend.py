@@ -96,3 +96,29 @@ def test_bad_sampling_params():
         SamplingParams(temperature=-1)
     with pytest.raises(ValueError, match="n must"):
         SamplingParams(n=0)
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.8])
+def test_batched_sampler_draws_from_the_distribution(top_p):
+    """sample_next's one inverse-CDF draw per row matches the (nucleus-truncated) softmax it samples from,
+    never picks a zero-probability token, and gives the same token for the same row seed."""
+    from openrft.models.backends.hf import _Row, sample_next
+
+    logits = torch.log(torch.tensor([[0.5, 0.0, 0.2, 0.3], [0.05, 0.05, 0.6, 0.3]]))
+    params = SamplingParams(temperature=1.0, top_p=top_p, seed=0)
+    draws = 4000
+    counts = torch.zeros(2, 4)
+    rows = [_Row(0, 0, torch.Generator().manual_seed(1)), _Row(1, 0, torch.Generator().manual_seed(2))]
+    for _ in range(draws):
+        tok = sample_next(logits, rows, params)
+        counts[0, tok[0]] += 1
+        counts[1, tok[1]] += 1
+    expected = torch.softmax(logits, dim=-1)
+    if top_p < 1.0:  # keep the smallest top set reaching top_p, renormalised
+        expected = torch.tensor([[0.5 / 0.8, 0.0, 0.0, 0.3 / 0.8], [0.0, 0.0, 0.6 / 0.9, 0.3 / 0.9]])
+    freq = counts / draws
+    assert counts[0, 1] == 0  # zero probability: never drawn
+    assert torch.allclose(freq, expected, atol=0.03), (freq, expected)
+    again = [_Row(0, 0, torch.Generator().manual_seed(1)), _Row(1, 0, torch.Generator().manual_seed(2))]
+    first = [_Row(0, 0, torch.Generator().manual_seed(1)), _Row(1, 0, torch.Generator().manual_seed(2))]
+    assert sample_next(logits, again, params).tolist() == sample_next(logits, first, params).tolist()

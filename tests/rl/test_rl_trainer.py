@@ -230,3 +230,32 @@ def test_process_rewards_from_a_value_head_prm(tiny_model_dir, samples, tmp_path
     else:
         assert row["reward"] == pytest.approx(0.3 * row["reward/process/mean"], rel=1e-5)
     assert _lora_b_norm(result.adapter_dir) > 0  # step scores differ between completions: something to learn
+
+
+def test_rollouts_sample_from_the_merged_policy_and_restore_the_exact_base(tiny_model_dir):
+    """merged_policy folds the adapter in for generation (same greedy text as the unmerged adapter) and puts the
+    base weights back bit for bit, so no drift builds up over steps."""
+    from openrft.models.backends.base import SamplingParams
+    from openrft.models.backends.hf import TransformersGenerator
+    from openrft.models.loading import load_model
+    from openrft.models.lora import LoraSettings
+    from openrft.rl.policy import ActorCritic
+
+    torch.manual_seed(0)
+    model, tok = load_model(str(tiny_model_dir))
+    ac = ActorCritic(model, tok, LoraSettings(4, 8, 0.0, "all-linear"), critic="adapter")
+    for name, p in ac.model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.5)  # a non-trivial adapter
+    before = {n: p.detach().clone() for n, p in ac.model.named_parameters()}
+    gen = TransformersGenerator(ac.model, tok, batch_size=4)
+    prompts = [[{"role": "user", "content": f"{i} + {i}?"}] for i in range(4)]
+    params = SamplingParams(temperature=0, max_new_tokens=8)
+    plain = gen.generate(prompts, params)
+    with ac.merged_policy():
+        assert all(m.merged for m in ac.model.modules() if hasattr(m, "merged_adapters") and m.lora_A)
+        merged = gen.generate(prompts, params)
+    assert [c[0].text for c in merged] == [c[0].text for c in plain]
+    after = dict(ac.model.named_parameters())
+    assert all(torch.equal(before[n], after[n]) for n in before)
+    assert not any(m.merged_adapters for m in ac.model.modules() if hasattr(m, "merged_adapters"))

@@ -106,7 +106,7 @@ def _with_adapter(generator, adapter: str):
     if not hasattr(generator, "model"):
         raise ValueError("--adapter works with the transformers backend; serve the adapter for other backends")
     try:
-        generator.model = load_adapter(generator.model, adapter)
+        generator.model = load_adapter(generator.model, adapter, merge=True)
     except FileNotFoundError as err:
         raise ValueError(str(err)) from err
     return generator

@@ -181,28 +181,37 @@ def stacked_base(adapter_dir: str | os.PathLike) -> Path | None:
     return resolve_adapter_dir(marker.parent / rel)
 
 
-def load_adapter(model: torch.nn.Module, adapter_dir: str | os.PathLike, *, trainable: bool = False):
+def load_adapter(model: torch.nn.Module, adapter_dir: str | os.PathLike, *, trainable: bool = False,
+                 merge: bool = False):
     """Apply a saved LoRA adapter to ``model``; frozen and in eval mode unless ``trainable``.
 
     A stacked adapter (see :func:`stacked_base`) first merges the adapter it was trained on into ``model``.
+    ``merge=True`` (inference only) folds the adapter into the weights and returns the plain model: the same
+    function, without two extra small matmuls per adapted layer (generation with an unmerged rank-8 adapter on
+    every linear layer of SmolLM2 decodes ~20% slower on CPU).
     """
     from peft import PeftModel
 
     base = stacked_base(adapter_dir)
     if base is not None:
         model = load_adapter(model, base).merge_and_unload()
+    if merge and trainable:
+        raise ValueError("load_adapter: a merged adapter cannot be trained; use merge=False with trainable=True")
     peft_model = PeftModel.from_pretrained(model, str(resolve_adapter_dir(adapter_dir)), is_trainable=trainable)
+    if merge:
+        return peft_model.merge_and_unload().eval()
     return peft_model if trainable else peft_model.eval()
 
 
 def load_model_with_adapter(name_or_path: str, adapter_dir: str | os.PathLike | None = None, dtype="auto",
-                            device=None):
-    """``(model, tokenizer)`` like :func:`openrft.models.loading.load_model`, with ``adapter_dir`` applied if given."""
+                            device=None, merge: bool = True):
+    """``(model, tokenizer)`` like :func:`openrft.models.loading.load_model`, with ``adapter_dir`` applied if given
+    (merged into the weights unless ``merge=False``: this is the model a generator samples from)."""
     from openrft.models.loading import load_model
 
     model, tokenizer = load_model(name_or_path, dtype=dtype, device=device)
     if adapter_dir is not None:
-        model = load_adapter(model, adapter_dir)
+        model = load_adapter(model, adapter_dir, merge=merge)
     return model, tokenizer
 
 

@@ -293,7 +293,7 @@ def _stage_eval(ctx: CellContext) -> dict[str, Any]:
             raise StageInputError(f"eval with backend {backend!r} cannot apply the adapter {ctx.adapter}; "
                                   "use backend transformers")
         adapter_dir = resolve_adapter_dir(ctx.adapter)
-        generator.model = load_adapter(generator.model, adapter_dir)
+        generator.model = load_adapter(generator.model, adapter_dir, merge=True)
         # the adapter's bytes (a stacked RL adapter includes the SFT adapter it was trained on) are part of what
         # is evaluated: new weights upstream mean a new evaluation
         model_name = f"{model_name} + {adapter_dir} ({file_hash(adapter_dir)})"

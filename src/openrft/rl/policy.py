@@ -122,6 +122,39 @@ class ActorCritic:
             p.requires_grad_(True)
         return params + list(self.value_head.parameters())
 
+    @contextmanager
+    def merged_policy(self):
+        """Generate from the policy with its adapter folded into the base weights (CPU only), then put the exact
+        base weights back.
+
+        An unmerged rank-r adapter on every linear layer adds two small matmuls per layer to every decode step
+        (~20% of a SmolLM2 decode step on CPU). The base weights are copied before the merge and copied back
+        after, rather than unmerged by subtraction, so no rounding drift builds up over steps and a resumed run
+        samples exactly what an uninterrupted one does. On CUDA (where the copy would cost a second set of
+        weights in GPU memory and the adapter's matmuls are cheap) this does nothing.
+        """
+        if self.device.type != "cpu":
+            yield
+            return
+        from peft.tuners.lora import LoraLayer
+
+        saved: list[tuple[LoraLayer, torch.Tensor]] = []
+        try:
+            with torch.no_grad():
+                for module in self.model.modules():
+                    if (isinstance(module, LoraLayer) and POLICY_ADAPTER in module.lora_A
+                            and not module.merged_adapters):
+                        weight = module.get_base_layer().weight
+                        saved.append((module, weight.detach().clone()))
+                        weight.add_(module.get_delta_weight(POLICY_ADAPTER).to(weight.dtype))
+                        module.merged_adapters.append(POLICY_ADAPTER)
+            yield
+        finally:
+            with torch.no_grad():
+                for module, weight in saved:
+                    module.get_base_layer().weight.copy_(weight)
+                    module.merged_adapters.remove(POLICY_ADAPTER)
+
     # ---- forward passes -------------------------------------------------------------------------
     @contextmanager
     def _adapter(self, name: str):

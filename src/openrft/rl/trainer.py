@@ -14,6 +14,7 @@ The stage directory holds ``adapter/`` (the policy LoRA, loadable by ``openrft e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -216,7 +217,8 @@ class RLTrainer:
         params = SamplingParams(n=cfg.n_samples, temperature=cfg.temperature, top_p=cfg.top_p,
                                 max_new_tokens=cfg.max_new_tokens, seed=cfg.seed * 1_000_003 + step)
         t0 = time.perf_counter()
-        outs = self.generator.generate([self.prompts[i] for i in idx], params)
+        with self.ac.merged_policy() if isinstance(self.generator, TransformersGenerator) else contextlib.nullcontext():
+            outs = self.generator.generate([self.prompts[i] for i in idx], params)
         timings["time/generation"] = time.perf_counter() - t0
         samples, texts, responses, prompt_ids, groups, truncated = [], [], [], [], [], []
         for g, (i, comps) in enumerate(zip(idx, outs)):

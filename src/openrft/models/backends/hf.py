@@ -109,7 +109,15 @@ class _Row:
 
 
 def sample_next(logits: torch.Tensor, rows: Sequence[_Row], params: SamplingParams) -> torch.Tensor:
-    """Next token per row: argmax when greedy, else temperature + nucleus sampling with each row's RNG."""
+    """Next token per row: argmax when greedy, else temperature + nucleus sampling with each row's RNG.
+
+    Sampling is one batched inverse-CDF draw: each row's generator (a CPU ``torch.Generator`` seeded per
+    sequence) gives one uniform number ``u``, and the row's token is the first whose cumulative probability
+    exceeds ``u`` times the row's total. That is an exact draw from the categorical distribution (tokens of
+    zero probability are never picked), costs one cumulative sum over the batch instead of one
+    ``torch.multinomial`` per row (which drew an exponential variate for every vocabulary entry of every
+    row), and works for logits on any device: only the uniforms come from the CPU generators.
+    """
     if params.greedy:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits.float() / params.temperature, dim=-1)
@@ -118,10 +126,10 @@ def sample_next(logits: torch.Tensor, rows: Sequence[_Row], params: SamplingPara
         keep = sorted_p.cumsum(dim=-1) - sorted_p < params.top_p  # always keeps the top token
         sorted_p = sorted_p * keep
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
-    out = torch.empty(len(rows), dtype=torch.long)
-    for i, row in enumerate(rows):
-        out[i] = torch.multinomial(probs[i], 1, generator=row.rng)[0]
-    return out.to(logits.device)
+    u = torch.cat([torch.rand(1, generator=row.rng, dtype=torch.float64) for row in rows])
+    cdf = probs.double().cumsum(dim=-1)
+    target = (u.to(cdf.device) * cdf[:, -1]).unsqueeze(-1)
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
 
 
 class TransformersGenerator(Generator):
