@@ -143,12 +143,12 @@ def test_prm_train_auto_label(tiny_model_dir, tiny_generator, tmp_path):
                             n_completions=2, n_rollouts=2, max_new_tokens=10, temperature=1.0, step_rule="re:\\s+",
                             epochs=1, held_out=0.25, device="cpu")
     result = run_prm_train(config, tmp_path / "auto", generator=tiny_generator, show_progress=False)
-    labels = read_step_examples(tmp_path / "auto" / "labels" / "step_labels.jsonl")
+    labels = read_step_examples(tmp_path / "auto" / "labels" / "steps.jsonl")
     assert len(labels) >= 6 and all(e.source == "math_shepherd" for e in labels)
     assert all(0.0 <= x <= 1.0 for e in labels for x in e.labels)
     assert result.metrics["train"]["steps"] + result.metrics["held_out"]["count"] == sum(len(e.steps) for e in labels)
     # the labels are reused, not regenerated, when only training settings change
-    mtime = (tmp_path / "auto" / "labels" / "step_labels.jsonl").stat().st_mtime_ns
+    mtime = (tmp_path / "auto" / "labels" / "steps.jsonl").stat().st_mtime_ns
 
     class NoGenerate:
         def generate(self, *a, **k):
@@ -156,7 +156,7 @@ def test_prm_train_auto_label(tiny_model_dir, tiny_generator, tmp_path):
 
     config.learning_rate = 2e-4
     again = run_prm_train(config, tmp_path / "auto", generator=NoGenerate(), show_progress=False)
-    assert not again.skipped and (tmp_path / "auto" / "labels" / "step_labels.jsonl").stat().st_mtime_ns == mtime
+    assert not again.skipped and (tmp_path / "auto" / "labels" / "steps.jsonl").stat().st_mtime_ns == mtime
 
 
 def test_init_adapter_is_merged_and_travels_with_the_checkpoint(tiny_model_dir, tmp_path):

@@ -40,7 +40,9 @@ logger = logging.getLogger(__name__)
 
 AUGMENTED = "augmented.jsonl"
 REWRITES = "rewrites.jsonl"
-METHODS = ("original", "rewrite", "shuffle", "rewrite+shuffle")
+METHODS = ("original", "rewrite", "shuffle", "rewrite+shuffle", "renumber", "reword")
+#: the model-free rewriter of arithmetic questions (openrft.augment.template)
+TEMPLATE = "template"
 
 
 def _f(default: Any, help: str) -> Any:  # noqa: A002 - the help string of a config field
@@ -68,7 +70,9 @@ class AugmentConfig:
     require_tokens: bool = _f(True, "drop variants losing numbers, units, formulas, LaTeX, SMILES/IUPAC, sequences")
     forbid_new_numbers: bool = _f(True, "drop variants that introduce numbers the original does not have")
     seed: int = _f(0, "seed of the rewriter's sampling and of every option shuffle")
-    backend: str = _f("transformers", "rewriter backend: transformers, openai (any OpenAI-compatible server), vllm")
+    backend: str = _f("transformers", "rewriter backend: transformers, openai (any OpenAI-compatible server), vllm, "
+                                      "or template (no model: verified renumbered and reworded variants of "
+                                      "arithmetic questions with meta.expression; see openrft.augment.template)")
     model: str | None = _f(None, "rewriter model: bundled name, local path, hub id, or the server's model name")
     base_url: str | None = _f(None, "OpenAI-compatible endpoint for --backend openai, e.g. http://127.0.0.1:8000/v1")
     teacher_backend: str | None = _f(None, "teacher backend for --teacher-check (default: the rewriter's)")
@@ -93,6 +97,9 @@ class AugmentConfig:
             raise ValueError(f"unknown mode {self.mode!r}; valid: joint, single")
         if self.mode == "single" and self.temperature == 0 and self.k > 1:
             raise ValueError("mode 'single' samples k replies per question: it needs temperature > 0")
+        if self.backend == TEMPLATE and self.teacher_check:
+            raise ValueError("the template rewriter's variants are verified by evaluating them; teacher_check "
+                             "does not apply (use an LLM backend for teacher-checked rewrites)")
 
     @property
     def rules(self) -> ValidationRules:
@@ -316,6 +323,8 @@ def run_augment(samples: Sequence[Sample], generator: Generator | None, config: 
         if s.id in seen:
             raise ValueError(f"duplicate sample id {s.id!r}; augmented ids are derived from it")
         seen.add(s.id)
+    if config.backend == TEMPLATE:
+        return _run_template(samples, config, out_dir)
     if config.k > 0 and generator is None:
         raise ValueError("rewriting (k > 0) needs a generator; pass k=0 to only shuffle options")
     label = generator_label(generator, config.backend, config.model) if config.k else None
@@ -363,6 +372,45 @@ def run_augment(samples: Sequence[Sample], generator: Generator | None, config: 
         assert manifest is not None
         finish_stage(out_dir, manifest, **stats)
     return AugmentResult(outputs, stats, {s.id: done[s.id] for s in samples if s.id in done})
+
+
+def _run_template(samples: Sequence[Sample], config: AugmentConfig, out_dir) -> AugmentResult:
+    """``backend: template``: the original plus up to ``expansion - 1`` verified renumbered / reworded variants."""
+    from openrft.augment.template import template_variants
+
+    manifest = None
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        manifest_config = {k: v for k, v in asdict(config).items() if k not in ("batch_size", "base_url",
+                                                                                "teacher_base_url")}
+        manifest, finished = begin_stage(out_dir, "augment", manifest_config,
+                                         {"samples": stable_hash([s.to_dict() for s in samples])}, seed=config.seed)
+        if finished and (out_dir / AUGMENTED).exists():
+            return AugmentResult(load_samples(out_dir / AUGMENTED), dict(manifest.stats))
+    t0 = time.perf_counter()
+    outputs: list[Sample] = []
+    per_parent: list[int] = []
+    for s in samples:
+        variants = template_variants(s, min(config.k, config.expansion - 1), seed=config.seed) if config.k else []
+        per_parent.append(len(variants))
+        outputs.append(s.replace(meta={**s.meta, "parent_id": s.id, "method": "original", "variant": 0,
+                                       "generator": None}))
+        for j, v in enumerate(variants, 1):
+            outputs.append(v.replace(id=f"{s.id}#aug{j}", meta={**v.meta, "parent_id": s.id, "variant": j,
+                                                                 "generator": TEMPLATE}))
+    methods = Counter(o.meta["method"] for o in outputs)
+    stats = {"samples_in": len(samples), "samples_out": len(outputs),
+             "expansion": round(len(outputs) / len(samples), 3), "variants_requested": config.k * len(samples),
+             "variants_parsed": sum(per_parent), "variants_kept": sum(per_parent),
+             "kept_fraction": 1.0 if sum(per_parent) else None, "reasons": {}, "failed_rules": {}, "replies": 0,
+             "reply_errors": {}, "questions_without_variant": sum(1 for n in per_parent if not n),
+             "variants_per_question": round(sum(per_parent) / len(samples), 3), "methods": dict(methods),
+             "not_shuffled": {}, "gold_letters": {}, "llm_calls": 0, "teacher_calls": 0,
+             "seconds": round(time.perf_counter() - t0, 3)}
+    if out_dir is not None:
+        save_samples(outputs, out_dir / AUGMENTED)
+        finish_stage(out_dir, manifest, **stats)
+    return AugmentResult(outputs, stats)
 
 
 def _rewrite_all(samples, generator, teacher, config, done, store, keys, label, counter, show_progress) -> None:

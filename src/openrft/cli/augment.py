@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from openrft.augment.stage import AUGMENTED, REWRITES, AugmentConfig
+from openrft.augment.stage import AUGMENTED, REWRITES, TEMPLATE, AugmentConfig
 
 _TYPES = {"int": int, "float": float, "str": str, "str | None": str}
 _CLI_DEFAULTS = {"model": "smollm2-135m"}
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         config = AugmentConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(AugmentConfig)})
         samples = load_sources(args.data, split=args.split, limit_per_task=args.limit)
         generator = teacher = None
-        if config.k > 0:
+        if config.k > 0 and config.backend != TEMPLATE:
             generator = make_generator(config.backend, config.model, base_url=config.base_url,
                                        batch_size=config.batch_size, dtype=args.dtype,
                                        cache_dir=os.path.join(out, "http-cache"))
@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from openrft.augment.stage import run_augment
 
-    how = f"rewriting with {config.backend}:{config.model}, k={config.k}" if config.k else "no rewriting (k=0)"
+    how = (f"verified renumbered/reworded variants (template), k={config.k}" if config.backend == TEMPLATE
+           else f"rewriting with {config.backend}:{config.model}, k={config.k}") if config.k else "no rewriting (k=0)"
     print(f"augmenting {len(samples)} questions: {how}, expansion={config.expansion} -> {out}", file=sys.stderr)
     try:
         result = run_augment(samples, generator, config, out, teacher=teacher, show_progress=not args.quiet)

@@ -77,9 +77,21 @@ class EvalConfig:
         """What a record's scores must have been made with to count as scored for this config."""
         if self.rerank is None:
             return None
-        prm = check_rerank_spec(self.rerank)[0] == "prm"
-        return {"spec": self.rerank, "step_rule": self.step_rule if prm else None,
-                "agg": self.rerank_agg if prm else None}
+        kind, target = check_rerank_spec(self.rerank)
+        prm = kind == "prm"
+        ident = {"spec": self.rerank, "step_rule": self.step_rule if prm else None,
+                 "agg": self.rerank_agg if prm else None}
+        from openrft.pipeline.rundir import path_fingerprint
+
+        if prm:
+            from openrft.rewards.prm.stage import prm_fingerprint
+
+            weights = prm_fingerprint(target)
+        else:
+            weights = path_fingerprint(target)
+        if weights and weights != target:  # a local checkpoint: new weights behind the same path are rescored
+            ident["weights"] = weights
+        return ident
 
     @property
     def sampling(self) -> SamplingParams:

@@ -40,12 +40,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-STAGE_ORDER = ("augment", "synthesize", "sft", "rl", "eval")
+STAGE_ORDER = ("augment", "synthesize", "sft", "prm", "rl", "eval")
 #: keys a stage section takes besides its config's fields (handled by the pipeline, not the stage)
 PIPELINE_KEYS: dict[str, dict[str, str]] = {
-    "augment": {},
+    "augment": {"feed": "which stages train on the augmented questions: rl (OpenRFT: RL only; synthesis, SFT and "
+                        "the PRM use the originals) or all (every training stage)"},
     "synthesize": {},
     "sft": {"traces": "traces.jsonl to train on when the recipe has no synthesize stage"},
+    "prm": {},
     "rl": {},
     "eval": {"label": "row name in the tables (default: the recipe's method)",
              "backend": "generation backend: transformers | vllm (default: transformers)",
@@ -54,6 +56,7 @@ PIPELINE_KEYS: dict[str, dict[str, str]] = {
 #: config fields the pipeline sets itself; a recipe that sets them is told so
 PIPELINE_OWNED = {
     "rl": ("data", "split", "limit", "output_dir"),
+    "prm": ("init_adapter",),  # the policy's SFT adapter, when policy_backbone is true
 }
 TOP_KEYS = ("extends", "name", "method", "description", "paper", "model", "data", "answer_type", "train_split", "test_split",
             "resplit", "train_size", "test_size", "seed", "dtype", "icl", "stages", "requires")
@@ -91,21 +94,34 @@ class ICLSettings:
         "help": "sentence-transformers model name or path (default: the bundled all-MiniLM-L6-v2)"})
     allow_fewer: bool = field(default=False, metadata={
         "help": "give fewer than k examples when a task has too few training samples, instead of failing"})
+    stages: list[str] | None = field(default=None, metadata={
+        "help": "the stages whose prompts carry the examples (default: every stage); e.g. [rl, eval] keeps the "
+                "warm-up and the PRM without shots"})
 
     def __post_init__(self) -> None:
         if not isinstance(self.k, int) or self.k < 1:
             raise RecipeError(f"icl.k must be a positive integer, got {self.k!r}")
+        if self.stages is not None:
+            if isinstance(self.stages, str):
+                self.stages = [self.stages]
+            if not isinstance(self.stages, list) or not self.stages:
+                raise RecipeError(f"icl.stages must be a list of stage names, got {self.stages!r}")
+            for stage in self.stages:
+                if stage not in STAGE_ORDER or stage == "augment":
+                    raise RecipeError(f"icl.stages: unknown stage {stage!r}{_close(str(stage), STAGE_ORDER)} "
+                                      f"(stages that take few-shot prompts: {', '.join(STAGE_ORDER[1:])})")
 
 
 def _stage_classes() -> dict[str, type]:
     from openrft.augment.stage import AugmentConfig
     from openrft.evaluate.runner import EvalConfig
+    from openrft.rewards.prm.stage import PRMStageConfig
     from openrft.rl.config import RLConfig
     from openrft.sft.stage import SFTStageConfig
     from openrft.synthesize.stage import SynthesizeConfig
 
-    return {"augment": AugmentConfig, "synthesize": SynthesizeConfig, "sft": SFTStageConfig, "rl": RLConfig,
-            "eval": EvalConfig}
+    return {"augment": AugmentConfig, "synthesize": SynthesizeConfig, "sft": SFTStageConfig, "prm": PRMStageConfig,
+            "rl": RLConfig, "eval": EvalConfig}
 
 
 def stage_fields(stage: str) -> list[str]:
@@ -162,6 +178,9 @@ class Recipe:
             raise RecipeError(f"recipe {self.name!r}: 'stages' must map stage names to settings "
                               f"(stages: {', '.join(STAGE_ORDER)})")
         check_keys(self.stages, STAGE_ORDER, "stages")
+        feed = (self.stages.get("augment") or {}).get("feed", "rl")
+        if feed not in ("rl", "all"):
+            raise RecipeError(f"stages.augment.feed must be 'rl' or 'all', got {feed!r}")
         if "eval" not in self.stages:
             raise RecipeError(f"recipe {self.name!r} has no eval stage; every method row ends with one")
         for stage, settings in self.stages.items():
@@ -178,8 +197,21 @@ class Recipe:
             raise RecipeError("stage 'sft' trains on the traces that the 'synthesize' stage produces: add "
                               "stages.synthesize to the recipe, or name a traces.jsonl in stages.sft.traces")
         # build every stage config once, so a bad value fails now and not an hour into the run
-        for stage in self.ordered_stages:
-            self.stage_config(stage)
+        configs = {stage: self.stage_config(stage) for stage in self.ordered_stages}
+        self._check_prm_from_stage(configs)
+
+    def _check_prm_from_stage(self, configs: dict[str, Any]) -> None:
+        """``rl.reward.prm: stage`` and ``eval.rerank: prm:stage`` name the PRM this recipe's ``prm`` stage trains."""
+        from openrft.rewards.prm.stage import PRM_FROM_STAGE
+
+        users = []
+        if "rl" in configs and configs["rl"].reward.prm == PRM_FROM_STAGE:
+            users.append("stages.rl.reward.prm")
+        if "eval" in configs and configs["eval"].rerank == f"prm:{PRM_FROM_STAGE}":
+            users.append("stages.eval.rerank")
+        if users and "prm" not in configs:
+            raise RecipeError(f"{users[0]} is {PRM_FROM_STAGE!r} (the PRM this recipe's prm stage trains), but the "
+                              "recipe has no prm stage: add stages.prm, or name a PRM checkpoint or judge:<model>")
 
     @property
     def ordered_stages(self) -> list[str]:

@@ -92,6 +92,20 @@ def file_hash(path: str | os.PathLike, length: int = 16) -> str:
     return h.hexdigest()[:length]
 
 
+def path_fingerprint(value: str | os.PathLike | None) -> str | None:
+    """The content hash (:func:`file_hash`) of ``value`` when it names a local file or directory, else None (a hub
+    id, a bundled model name, a URL). Stage fingerprints add it for every path among their inputs, so new bytes
+    behind an unchanged path (a retrained model, a rewritten adapter) rerun the stage.
+
+    >>> path_fingerprint("smollm2-135m") is None
+    True
+    """
+    if value is None:
+        return None
+    path = Path(str(value)).expanduser()
+    return file_hash(path) if path.exists() else None
+
+
 def library_versions() -> dict[str, str]:
     from importlib import metadata
 

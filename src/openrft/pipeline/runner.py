@@ -7,7 +7,7 @@ Layout of a run (``run.json`` is what reports and ``openrft compare`` read)::
       recipe.yaml     the resolved recipe (after --set, --tasks, --data-sizes)
       <cell>/         one per (task, training-set size): e.g. arithmetic/, chemical_calculation-n25/
         icl/          the few-shot index of the cell's training questions (when icl is set)
-        augment/  synthesize/  sft/  rl/  eval/     each stage's own outputs and manifest.json
+        augment/  synthesize/  sft/  prm/  rl/  eval/     each stage's own outputs and manifest.json
 
 Every stage keeps its own manifest: a stage whose settings and inputs match a finished manifest is
 skipped, an interrupted one resumes (synthesis, evaluation per finished item; SFT and RL from their
@@ -180,7 +180,16 @@ class CellContext:
     show_progress: bool = True
     adapter: Path | None = None  # the latest policy adapter (SFT, then RL)
     model: str | None = None  # a fully fine-tuned model replacing the recipe's (SFT with full: true)
-    train_samples: list = field(default_factory=list)  # after augmentation
+    train_samples: list = field(default_factory=list)  # what synthesis (and so SFT) trains on
+    rl_samples: list | None = None  # what RL trains on (augmented questions by default); None = train_samples
+    prm: Path | None = None  # the PRM the prm stage trained
+
+    def shots(self, stage: str) -> Callable | None:
+        """The few-shot hook for ``stage``: the recipe's ICL, when it applies to that stage (``icl.stages``)."""
+        icl = self.recipe.icl
+        if self.examples_for is None or icl is None or (icl.stages is not None and stage not in icl.stages):
+            return None
+        return self.examples_for
 
 
 def _free_memory() -> None:
@@ -208,8 +217,33 @@ def _stage_augment(ctx: CellContext) -> dict[str, Any]:
                                      base_url=config.teacher_base_url or config.base_url, dtype=ctx.recipe.dtype)
     result = run_augment(ctx.train, generator, config, ctx.dir / "augment", teacher=teacher,
                          show_progress=ctx.show_progress)
-    ctx.train_samples = list(result.samples)
-    return {"samples": len(result.samples), "from": len(ctx.train)}
+    samples, leaked = drop_test_questions(result.samples, ctx.test)
+    if ctx.recipe.pipeline_value("augment", "feed", "rl") == "all":
+        ctx.train_samples = samples
+    ctx.rl_samples = samples
+    return {"samples": len(samples), "from": len(ctx.train), "variants_per_question":
+            round((len(samples) - len(ctx.train)) / len(ctx.train), 3), "dropped_as_test_questions": leaked}
+
+
+def drop_test_questions(samples: Sequence, test: Sequence) -> tuple[list, int]:
+    """``samples`` without augmented variants that ask a held-out question (same text up to case and spacing, or
+    the same arithmetic expression up to operand order), and how many were dropped. Originals always stay."""
+    from openrft.data.expressions import canonical_key
+
+    def text(s) -> str:
+        return " ".join(s.question.lower().split())
+
+    def expression(s) -> str | None:
+        expr = (s.meta or {}).get("expression")
+        try:
+            return canonical_key(expr) if isinstance(expr, str) else None
+        except (SyntaxError, ValueError):
+            return None
+
+    held = {text(s) for s in test} | {e for e in map(expression, test) if e is not None}
+    kept = [s for s in samples if (s.meta or {}).get("variant", 0) == 0
+            or (text(s) not in held and expression(s) not in held)]
+    return kept, len(samples) - len(kept)
 
 
 def _stage_synthesize(ctx: CellContext) -> dict[str, Any]:
@@ -219,7 +253,7 @@ def _stage_synthesize(ctx: CellContext) -> dict[str, Any]:
     generator = None if config.source == "gold" else \
         build_generator(config, cache_dir=ctx.dir / "synthesize" / "http-cache", dtype=ctx.recipe.dtype)
     result = run_synthesize(ctx.train_samples, generator, config, ctx.dir / "synthesize",
-                            examples_for=ctx.examples_for, show_progress=ctx.show_progress)
+                            examples_for=ctx.shots("synthesize"), show_progress=ctx.show_progress)
     _show_traces_in_shots(ctx, ctx.dir / "synthesize")
     solved = sum(1 for r in result.records if not r.get("fallback") and r.get("traces"))
     return {"questions": len(result.records), "solved": solved}
@@ -247,12 +281,39 @@ def _stage_sft(ctx: CellContext) -> dict[str, Any]:
                                   "(was the synthesize stage interrupted? rerun to continue it)")
     else:
         _show_traces_in_shots(ctx, Path(traces))
-    result = run_sft(traces, ctx.dir / "sft", config, examples_for=ctx.examples_for, show_progress=ctx.show_progress)
+    result = run_sft(traces, ctx.dir / "sft", config, examples_for=ctx.shots("sft"), show_progress=ctx.show_progress)
     if config.full:  # the fine-tuned model replaces the base for the stages after
         ctx.model, ctx.adapter = str(result.weights_dir), None
     else:
         ctx.adapter = Path(result.weights_dir)
     return {"loss_before": result.loss_before, "loss_after": result.loss_after}
+
+
+def _stage_prm(ctx: CellContext) -> dict[str, Any]:
+    from openrft.rewards.prm.stage import run_prm_stage
+
+    config = ctx.recipe.stage_config("prm")
+    result = run_prm_stage(config, ctx.train, ctx.dir / "prm", policy_model=ctx.model or ctx.recipe.model,
+                           policy_adapter=ctx.adapter, quality_samples=ctx.test, examples_for=ctx.shots("prm"),
+                           show_progress=ctx.show_progress)
+    ctx.prm = result.out_dir
+    held = result.metrics.get("held_out") or {}
+    info = {"solutions": result.labels.get("solutions"), "good_steps": result.labels.get("good_step_fraction"),
+            "held_out_auc": held.get("auc")}
+    if result.quality:
+        info["quality_auc"] = result.quality["scorers"]["trained"]["steps"]["auc"]
+    return info
+
+
+def _prm_path(ctx: CellContext, who: str) -> str:
+    """The checkpoint of this cell's prm stage, for ``prm: stage`` in ``who``."""
+    from openrft.rewards.prm.value_head import CHECKPOINT_SUBDIR
+
+    prm = ctx.prm or ctx.dir / "prm"
+    if not (prm / CHECKPOINT_SUBDIR).is_dir():
+        raise StageInputError(f"{who} uses the PRM of the prm stage, but {prm / CHECKPOINT_SUBDIR} does not exist "
+                              "(was the prm stage interrupted? rerun to continue it)")
+    return str(prm)
 
 
 def _stage_rl(ctx: CellContext) -> dict[str, Any]:
@@ -266,7 +327,12 @@ def _stage_rl(ctx: CellContext) -> dict[str, Any]:
                               f"({ctx.dir / 'sft' / 'adapter'})")
     config = ctx.recipe.stage_config("rl", adapter=adapter, output_dir=str(ctx.dir / "rl"),
                                      **({"model": ctx.model} if ctx.model else {}))
-    result = run_rl(config, ctx.dir / "rl", ctx.train_samples, examples_for=ctx.examples_for,
+    from openrft.rewards.prm.stage import PRM_FROM_STAGE
+
+    if config.reward.prm == PRM_FROM_STAGE:
+        config.reward.prm = _prm_path(ctx, "rl.reward.prm")
+    samples = ctx.rl_samples if ctx.rl_samples is not None else ctx.train_samples
+    result = run_rl(config, ctx.dir / "rl", samples, examples_for=ctx.shots("rl"),
                     show_progress=ctx.show_progress)
     ctx.adapter = Path(result.adapter_dir)
     last = result.metrics[-1] if result.metrics else {}
@@ -281,6 +347,10 @@ def _stage_eval(ctx: CellContext) -> dict[str, Any]:
 
     recipe = ctx.recipe
     config = recipe.stage_config("eval")
+    from openrft.rewards.prm.stage import PRM_FROM_STAGE
+
+    if config.rerank == f"prm:{PRM_FROM_STAGE}":
+        config.rerank = f"prm:{_prm_path(ctx, 'eval.rerank')}"
     backend = recipe.pipeline_value("eval", "backend", "transformers")
     model = ctx.model or recipe.model
     generator = make_generator(backend, model, batch_size=recipe.pipeline_value("eval", "batch_size", 32),
@@ -299,14 +369,14 @@ def _stage_eval(ctx: CellContext) -> dict[str, Any]:
         model_name = f"{model_name} + {adapter_dir} ({file_hash(adapter_dir)})"
     label = recipe.pipeline_value("eval", "label") or recipe.method
     result = evaluate(generator, ctx.test, config, ctx.dir / "eval", label=label, model_name=model_name,
-                      examples_for=ctx.examples_for, show_progress=ctx.show_progress)
+                      examples_for=ctx.shots("eval"), show_progress=ctx.show_progress)
     write_report([result], ctx.dir / "eval")
     return {"accuracy": result.average}
 
 
 STAGES: dict[str, Callable[[CellContext], dict[str, Any]]] = {
-    "augment": _stage_augment, "synthesize": _stage_synthesize, "sft": _stage_sft, "rl": _stage_rl,
-    "eval": _stage_eval,
+    "augment": _stage_augment, "synthesize": _stage_synthesize, "sft": _stage_sft, "prm": _stage_prm,
+    "rl": _stage_rl, "eval": _stage_eval,
 }
 
 

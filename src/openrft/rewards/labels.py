@@ -41,7 +41,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "CHAMP_LICENSE", "StepExample", "champ_step_labels", "continuation_prompt", "estimate_step_labels",
-    "hard_labels", "load_champ", "read_step_examples", "rollout_step_examples", "write_step_examples",
+    "hard_labels", "label_policy_rollouts", "load_champ", "read_step_examples", "rollout_step_examples",
+    "write_step_examples",
 ]
 
 CHAMP_LICENSE = "MIT (champ-dataset 1.0.0, Copyright 2024 Yujun Mao, Yoon Kim, Yilun Zhou)"
@@ -366,3 +367,101 @@ def rollout_step_examples(
     kept = [j for j, text in zip(index, flat_texts) if split_steps(text, step_rule)]
     return [StepExample(e.question, e.steps, e.labels, e.source, e.meta | {"completion_index": j})
             for e, j in zip(examples, kept)]
+
+
+#: :func:`label_policy_rollouts`' per-question stores, and the flat StepExample file written from them
+COMPLETIONS_FILE, STEP_LABELS_FILE, FLAT_STEPS_FILE = "completions.jsonl", "step_labels.jsonl", "steps.jsonl"
+
+
+def label_policy_rollouts(
+    generator: Generator,
+    samples: Sequence[Sample],
+    out_dir: str | os.PathLike,
+    *,
+    n_completions: int = 4,
+    n_rollouts: int = 4,
+    step_rule: str = "newline",
+    max_new_tokens: int = 512,
+    temperature: float = 0.7,
+    top_p: float = 1.0,
+    seed: int = 0,
+    chunk: int = 4,
+    label_first: int | None = None,
+    tokenizer=None,
+    examples_for: Callable[[Sample], Sequence[Sample]] | None = None,
+    show_progress: bool = False,
+) -> list[StepExample]:
+    """:func:`rollout_step_examples`, resumable: a killed run loses at most the questions in flight.
+
+    Two append-only stores in ``out_dir`` (a :class:`~openrft.pipeline.rundir.JsonlStore` each):
+
+    * ``completions.jsonl``: per question, the policy's ``n_completions`` replies, sampled ``4 * chunk``
+      questions per ``generate`` call;
+    * ``step_labels.jsonl``: per question, its labelled solutions (``StepExample`` dicts; empty when no
+      reply had a step), estimated ``chunk`` questions at a time (their step prefixes x ``n_rollouts``
+      continuations decode together).
+
+    ``label_first``: label only the first that many replies of each question (all are kept in
+    ``completions.jsonl``, e.g. for best-of-k). A rerun skips the questions already in each store. Every call's sampling seed derives from ``seed`` and
+    the first question of its chunk, and chunks keep their boundaries across a resume (the remaining
+    questions keep their order), so a resumed run labels exactly what an uninterrupted one does. Returns
+    the examples of ``samples`` in order; ``meta`` carries ``sample_id`` and ``completion_index``.
+    """
+    from openrft.pipeline.rundir import JsonlStore
+    from openrft.tasks import task_for
+
+    if n_completions < 1:
+        raise ValueError(f"n_completions must be >= 1 (policy completions labelled per question), got {n_completions}")
+    if n_rollouts < 1:
+        raise ValueError(f"n_rollouts must be >= 1 (continuations sampled from each step prefix to estimate its "
+                         f"label), got {n_rollouts}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    if not samples:
+        raise ValueError("no questions to label")
+    ids = [s.id for s in samples]
+    if len(set(ids)) != len(ids):
+        raise ValueError("sample ids must be unique: labels are stored per question id")
+    out = Path(out_dir)
+    completions = JsonlStore(out / COMPLETIONS_FILE)
+    labelled = JsonlStore(out / STEP_LABELS_FILE)
+    done_c, done_l = completions.load(), labelled.load()
+    tasks = {s.answer_type: task_for(s) for s in samples}
+
+    todo = [s for s in samples if s.id not in done_c]
+    step = 4 * chunk
+    for start in range(0, len(todo), step):
+        part = todo[start:start + step]
+        chats = [tasks[s.answer_type].messages(s, examples_for(s) if examples_for else ()) for s in part]
+        params = SamplingParams(n=n_completions, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                                seed=_seed(seed, f"policy:{part[0].id}"))
+        outs = _generate(generator, chats, params, "policy completions", show_progress)
+        records = [{"id": s.id, "texts": [c.text or "" for c in list(comps)[:n_completions]]}
+                   for s, comps in zip(part, outs)]
+        completions.append(records)
+        done_c.update({r["id"]: r for r in records})
+
+    todo = [s for s in samples if s.id not in done_l]
+    for start in range(0, len(todo), chunk):
+        part = todo[start:start + chunk]
+        flat_samples, flat_texts, index = [], [], []
+        for s in part:
+            for j, text in enumerate(done_c[s.id]["texts"][:label_first]):
+                flat_samples.append(s)
+                flat_texts.append(text)
+                index.append(j)
+        examples = estimate_step_labels(
+            generator, flat_samples, flat_texts, n_rollouts=n_rollouts, step_rule=step_rule,
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+            seed=_seed(seed, f"rollouts:{part[0].id}"), tokenizer=tokenizer, examples_for=examples_for,
+            show_progress=show_progress)
+        kept = [(s, j) for s, j, text in zip(flat_samples, index, flat_texts) if split_steps(text, step_rule)]
+        per_question: dict[str, list[dict[str, Any]]] = {s.id: [] for s in part}
+        for e, (s, j) in zip(examples, kept, strict=True):
+            per_question[s.id].append(StepExample(e.question, e.steps, e.labels, e.source,
+                                                  e.meta | {"completion_index": j}).to_dict())
+        records = [{"id": sid, "examples": exs} for sid, exs in per_question.items()]
+        labelled.append(records)
+        done_l.update({r["id"]: r for r in records})
+    return [StepExample.from_dict(d) for s in samples for d in done_l[s.id]["examples"]]
+

@@ -34,7 +34,9 @@ from openrft.data.sample import Sample
 from openrft.models.backends.base import SamplingParams
 from openrft.models.backends.hf import TransformersGenerator, render_prompt
 from openrft.models.lora import save_atomic
-from openrft.pipeline.rundir import atomic_write_json, begin_stage, file_hash, finish_stage, stable_hash
+from openrft.pipeline.rundir import (
+    atomic_write_json, begin_stage, file_hash, finish_stage, path_fingerprint, stable_hash,
+)
 from openrft.rewards.base import CompositeReward, RewardBatch, build_reward
 from openrft.rl.advantages import AdvantageConfig, compute_advantages, masked_mean
 from openrft.rl.config import RLConfig
@@ -555,6 +557,12 @@ def run_rl(config: RLConfig, out_dir: str | os.PathLike, samples: Sequence[Sampl
         from openrft.models.lora import resolve_adapter_dir
 
         inputs["adapter"] = file_hash(resolve_adapter_dir(config.adapter))  # a stacked adapter includes its base
+    if config.reward.prm:  # a local PRM's weights, not only its path: a retrained PRM reruns the stage
+        from openrft.rewards.prm.stage import prm_fingerprint
+
+        inputs["prm"] = prm_fingerprint(config.reward.prm)
+    if path_fingerprint(config.model):  # a fully fine-tuned SFT model at an unchanged path
+        inputs["model"] = path_fingerprint(config.model)
     cfg_dict = config.to_dict()
     for volatile in ("output_dir", "threads", "tensorboard", "log_every"):
         cfg_dict.pop(volatile, None)

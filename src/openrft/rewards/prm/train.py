@@ -5,7 +5,8 @@ The loss is binary cross-entropy with logits at each step's step token only (the
 by default, the value head always trained. Questions are split into train and held-out
 sets (every solution of a question on the same side). The stage directory holds::
 
-    labels/         step_labels.jsonl + manifest.json   (--auto-label only; reused by a rerun)
+    labels/         steps.jsonl + manifest.json (--auto-label only; reused by a rerun), and the per-question
+                    stores completions.jsonl, step_labels.jsonl that a killed labelling resumes from
     checkpoint/     the PRM (ValueHeadPRM.from_pretrained reads it, or the stage directory)
     metrics.jsonl   one line per optimizer step: step, epoch, loss, learning_rate, grad_norm
     metrics.json    held-out step accuracy (threshold 0.5), majority-class baseline, AUC, loss; before and after
@@ -31,9 +32,12 @@ from typing import Any
 import torch
 
 from openrft.pipeline.rundir import (
-    JsonlStore, atomic_write_json, begin_stage, file_hash, finish_stage, stable_hash,
+    JsonlStore, atomic_write_json, begin_stage, file_hash, finish_stage, path_fingerprint, stable_hash,
 )
-from openrft.rewards.labels import StepExample, hard_labels, read_step_examples, write_step_examples
+from openrft.rewards.labels import (
+    COMPLETIONS_FILE, FLAT_STEPS_FILE, STEP_LABELS_FILE, StepExample, hard_labels, label_policy_rollouts,
+    read_step_examples, write_step_examples,
+)
 from openrft.rewards.prm.value_head import (
     CHECKPOINT_SUBDIR, DEFAULT_STEP_TOKEN, FORMAT_FILE, ValueHeadModel, ValueHeadPRM, encode_steps, pad_id_of,
     pad_right, values_at,
@@ -42,7 +46,7 @@ from openrft.rewards.prm.value_head import (
 logger = logging.getLogger(__name__)
 
 STAGE = "prm_train"
-LABELS_DIR, LABELS_FILE = "labels", "step_labels.jsonl"
+LABELS_DIR, LABELS_FILE = "labels", FLAT_STEPS_FILE
 METRICS, METRICS_JSON = "metrics.jsonl", "metrics.json"
 LABEL_MODES = ("hard", "soft")
 
@@ -103,7 +107,46 @@ class ValueHeadTrainSettings:
 
 
 @dataclass
-class PRMTrainConfig(ValueHeadTrainSettings):
+class StepLabelSettings:
+    """How a policy's own solutions are labelled Math-Shepherd style and how steps are laid out for the PRM:
+    shared by ``openrft prm train --auto-label`` and the pipeline's ``prm`` stage."""
+
+    n_completions: int = _help("policy completions per question to label", default=1)
+    n_rollouts: int = _help("continuations sampled from each step prefix", default=4)
+    temperature: float = _help("sampling temperature of completions and rollouts", default=0.7)
+    max_new_tokens: int = _help("generation budget of completions and rollouts", default=512)
+    generation_batch_size: int = _help("sequences decoded together while labelling", default=32)
+    step_rule: str = _help("how solutions are split into steps (CHAMP, auto-labelling): newline, blank_line, "
+                           "step_k, re:<regex>", default="newline")
+    step_token: str = _help("text appended after each step; the PRM reads its score there (Skywork: newline)",
+                            default=DEFAULT_STEP_TOKEN)
+    label_mode: str = _help("hard: a label > 0 is 1 (Math-Shepherd HE); soft: train on the fraction itself",
+                            default="hard")
+
+    def check_label_settings(self) -> None:
+        if self.label_mode not in LABEL_MODES:
+            raise ValueError(f"label_mode {self.label_mode!r} is unknown; valid: {', '.join(LABEL_MODES)}")
+        if self.n_completions < 1:
+            raise ValueError(f"n_completions must be >= 1 (policy completions labelled per question), got "
+                             f"{self.n_completions}")
+        if self.n_rollouts < 1:
+            raise ValueError(f"n_rollouts must be >= 1 (continuations sampled from each step prefix to estimate "
+                             f"its label), got {self.n_rollouts}")
+        for name in ("max_new_tokens", "generation_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0 (labelling samples completions and rollouts), got "
+                             f"{self.temperature}")
+        from openrft.rewards.steps import step_rule
+
+        step_rule(self.step_rule)  # validates the rule name / regex
+        if not self.step_token:
+            raise ValueError("step_token must be a non-empty string")
+
+
+@dataclass
+class PRMTrainConfig(ValueHeadTrainSettings, StepLabelSettings):
     """Settings of ``openrft prm train``: where the step labels come from, how steps are laid out, and training.
 
     >>> PRMTrainConfig(labels=["x.jsonl"]).lora_rank
@@ -124,17 +167,6 @@ class PRMTrainConfig(ValueHeadTrainSettings):
     limit: int | None = _help("use at most this many samples of each task of --data", default=None)
     policy: str | None = _help("policy that writes and continues solutions (default: --model)", default=None)
     adapter: str | None = _help("LoRA adapter of the policy (an 'openrft sft' output directory)", default=None)
-    n_completions: int = _help("policy completions per question to label", default=1)
-    n_rollouts: int = _help("continuations sampled from each step prefix", default=4)
-    temperature: float = _help("sampling temperature of completions and rollouts", default=0.7)
-    max_new_tokens: int = _help("generation budget of completions and rollouts", default=512)
-    generation_batch_size: int = _help("sequences decoded together while labelling", default=32)
-    step_rule: str = _help("how solutions are split into steps (CHAMP, auto-labelling): newline, blank_line, "
-                           "step_k, re:<regex>", default="newline")
-    step_token: str = _help("text appended after each step; the PRM reads its score there (Skywork: newline)",
-                            default=DEFAULT_STEP_TOKEN)
-    label_mode: str = _help("hard: a label > 0 is 1 (Math-Shepherd HE); soft: train on the fraction itself",
-                            default="hard")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -144,16 +176,7 @@ class PRMTrainConfig(ValueHeadTrainSettings):
             raise ValueError("no step labels: give labels files (--labels), --champ, or --auto-label with --data")
         if self.auto_label and not self.data:
             raise ValueError("--auto-label needs --data (the samples whose solutions are labelled)")
-        if self.label_mode not in LABEL_MODES:
-            raise ValueError(f"label_mode {self.label_mode!r} is unknown; valid: {', '.join(LABEL_MODES)}")
-        for name in ("n_completions", "n_rollouts", "max_new_tokens", "generation_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        from openrft.rewards.steps import step_rule
-
-        step_rule(self.step_rule)  # validates the rule name / regex
-        if not self.step_token:
-            raise ValueError("step_token must be a non-empty string")
+        self.check_label_settings()
 
     def label_fields(self) -> dict[str, Any]:
         """The settings that decide what auto-labelling produces."""
@@ -365,23 +388,26 @@ def _policy_generator(config: PRMTrainConfig):
 
 def auto_label(config: PRMTrainConfig, out_dir: str | os.PathLike, generator=None,
                show_progress: bool = True) -> list[StepExample]:
-    """Math-Shepherd labels for ``config.data`` in ``<out_dir>/labels/`` (reused when its manifest matches)."""
+    """Math-Shepherd labels for ``config.data`` in ``<out_dir>/labels/``: reused when its manifest matches, resumed
+    question by question after a kill (:func:`~openrft.rewards.labels.label_policy_rollouts`)."""
     from openrft.data.loaders import load_sources
-    from openrft.rewards.labels import rollout_step_examples
 
     labels_dir = Path(out_dir) / LABELS_DIR
     samples = load_sources(config.data, split=config.split, limit_per_task=config.limit)
     if not samples:
         raise ValueError(f"--data {config.data} holds no samples")
     inputs = {"samples": stable_hash([s.to_dict() for s in samples])}
-    manifest, finished = begin_stage(labels_dir, "prm_labels", config.label_fields(), inputs, seed=config.seed)
+    if config.adapter:
+        inputs["adapter"] = path_fingerprint(config.adapter) or config.adapter
+    manifest, finished = begin_stage(labels_dir, "prm_labels", config.label_fields(), inputs, seed=config.seed,
+                                     resume_keys=[COMPLETIONS_FILE, STEP_LABELS_FILE])
     if finished and (labels_dir / LABELS_FILE).is_file():
         logger.info("prm: reusing the step labels in %s", labels_dir / LABELS_FILE)
         return read_step_examples(labels_dir / LABELS_FILE)
     generator = generator if generator is not None else _policy_generator(config)
     t0 = time.perf_counter()
-    examples = rollout_step_examples(
-        generator, samples, n_completions=config.n_completions, n_rollouts=config.n_rollouts,
+    examples = label_policy_rollouts(
+        generator, samples, labels_dir, n_completions=config.n_completions, n_rollouts=config.n_rollouts,
         step_rule=config.step_rule, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
         seed=config.seed, show_progress=show_progress)
     if not examples:
@@ -444,6 +470,12 @@ def run_prm_train(config: PRMTrainConfig, out_dir: str | os.PathLike, *, generat
     examples, inputs = gather_step_examples(config, out, generator, show_progress)
     if not examples:
         raise ValueError("no step examples to train on")
+    if config.init_adapter:
+        from openrft.models.lora import resolve_adapter_dir
+
+        inputs["init_adapter"] = file_hash(resolve_adapter_dir(config.init_adapter))
+    if path_fingerprint(config.model):
+        inputs["model"] = path_fingerprint(config.model)
     manifest, finished = begin_stage(out, STAGE, asdict(config), inputs, seed=config.seed)
     if finished and _checkpoint_present(out):
         logger.info("prm: %s already finished with the same settings and labels; skipping", out)
