@@ -1,129 +1,265 @@
-"""Learning efficacy: does each OpenRFT method beat the one before it on held-out accuracy?
+"""Learning efficacy, seeded: does each OpenRFT ingredient add accuracy beyond the strongest cheap baseline?
 
-Runs the CPU-sized recipes in ``recipes/small/`` (bundled SmolLM2-135M-Instruct, bundled
-``arithmetic`` task: 100 training samples, 200 held-out, fixed seeds) in one go -- Vanilla, SFT,
-SFT+RL (outcome), SFT+RL(PRM) and the full SFT+RL(PRM)+DA+ICL -- reusing finished stages across
-methods where their settings and inputs match (the synthesis and SFT of the SFT row stand in for
-the RL rows' warm-up). Prints the accuracy table (mean over sampled runs, spread = std over runs,
-maj@k), the relative gain over Vanilla next to the OpenRFT paper's (+11% relative for its full
-method on 8B models), whether each gap exceeds the spread, the wall time per method, and writes
-``rewards.png`` (RL reward curves) and ``efficacy.json`` into ``--runs-dir``.
+Runs the CPU-sized recipes of ``recipes/small/`` (bundled SmolLM2-135M-Instruct) on one or more bundled tasks,
+once per training seed (``--set seed=S``: synthesis, SFT, PRM, RL and evaluation sampling all follow it), and
+compares the rows with the same decoding:
 
-Why ``arithmetic``: SmolLM2 starts clearly above zero (0.25 greedy) and far from ceiling there,
-while SVAMP (7%) and GSM8K (2%) sit at its floor and SciKnowEval's multiple-choice tasks near chance.
+    vanilla            the base model, zero-shot
+    vanilla_icl        the base model with the full row's 3 worked-solution shots (the cheap baseline to beat)
+    sft                self-synthesized traces -> LoRA SFT warm-up
+    sft_rl             + RL on the outcome reward (Dr.GRPO)
+    sft_rl_prm         + the PRM the prm stage trains from the policy's own rollouts (Math-Shepherd labels), sparse
+    sft_rl_prm_dense   the same PRM, dense per-step rewards
+    sft_rl_prm_da      + augmented questions in RL (template rewriter: verified renumbered/reworded variants)
+    sft_rl_prm_da_icl  + 3-shot ICL in every stage (the full method)
 
-    python bench/efficacy.py                                    # all five rows (see bench/README.md)
-    python bench/efficacy.py --methods vanilla,sft              # a subset
-    python bench/efficacy.py --set rl.steps=5 --set test_size=50    # smaller everywhere
+Every row is evaluated twice on the same held-out questions: sampled (the recipe's temperature, ``n`` runs) and
+greedy (a second run that reuses every stage of the first and only evaluates again). Rows within a (task, seed)
+share what they can through ``--reuse``: the SFT warm-up of ``sft`` stands in for every RL row's, the PRM of
+``sft_rl_prm`` for the dense and DA rows' (augmented questions feed RL only).
+
+Printed per task: each row's accuracy as mean ± std over training seeds (the evaluation spread, the std over
+sampled runs within a seed, in its own column), greedy likewise; then a paired table, each row minus the row it
+builds on with the seed-paired mean difference and its 95% t-interval; then the claims of the issue in words
+(full method >= Vanilla+ICL + 30% relative, SFT+RL(PRM) > SFT+RL, each gap beyond 2x the seed std), each
+marked holds / does not hold. ``efficacy.json`` keeps every number.
+
+    python bench/efficacy.py                                           # 2 tasks x 3 seeds x 8 rows
+    python bench/efficacy.py --tasks multistep --seeds 0 --rows vanilla,vanilla_icl,sft
+    python bench/efficacy.py --set rl.steps=5 --set test_size=50       # smaller everywhere
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes" / "small"
-METHODS = ("vanilla", "sft", "sft_rl", "sft_rl_prm", "sft_rl_prm_da_icl")
+ROWS = ("vanilla", "vanilla_icl", "sft", "sft_rl", "sft_rl_prm", "sft_rl_prm_dense", "sft_rl_prm_da",
+        "sft_rl_prm_da_icl")
+#: the row each row builds on (its paired comparison)
+PARENT = {"vanilla_icl": "vanilla", "sft": "vanilla", "sft_rl": "sft", "sft_rl_prm": "sft_rl",
+          "sft_rl_prm_dense": "sft_rl_prm", "sft_rl_prm_da": "sft_rl_prm", "sft_rl_prm_da_icl": "sft_rl_prm_da"}
+TASKS = ("arithmetic", "multistep")
 PAPER_GAIN = 0.11  # OpenRFT: full method vs Vanilla, relative, averaged over the 8 SciKnowEval tasks (8B policy)
+TARGET_GAIN = 0.30  # the claim checked here: full method vs Vanilla+ICL, relative
+GREEDY = ["eval.temperature=0", "eval.n=1"]
+# two-sided 95% Student t quantiles by degrees of freedom (n seeds - 1)
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
 
-def run_methods(methods, runs_dir: Path, overrides, *, show_progress: bool, quiet: bool) -> dict:
-    from openrft.pipeline.recipe import load_recipe
-    from openrft.pipeline.runner import run_recipe
+def _t95(df: int) -> float:
+    return _T95.get(df, 1.96)
 
-    done: list[Path] = []
-    out: dict[str, dict] = {}
-    for name in methods:
-        recipe = load_recipe(RECIPES / f"{name}.yaml", overrides, missing_stages="skip")
-        run_dir = runs_dir / recipe.name
-        print(f"\n=== {recipe.method} ({RECIPES.name}/{name}.yaml) -> {run_dir}", file=sys.stderr)
-        t0 = time.perf_counter()
-        run_recipe(recipe, run_dir, show_progress=show_progress, reuse_from=list(done),
-                   log=(lambda m: None) if quiet else None)
-        out[name] = {"method": recipe.method, "run_dir": run_dir, "seconds": time.perf_counter() - t0}
-        done.append(run_dir)
+
+def mean_std(xs: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample std (None with fewer than 2 values).
+
+    >>> [round(x, 4) for x in mean_std([0.2, 0.4])]
+    [0.3, 0.1414]
+    """
+    if not xs:
+        return None, None
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else None)
+
+
+def paired(child: list[float], parent: list[float]) -> dict:
+    """Seed-paired difference ``child - parent``: mean, std and a 95% t-interval (None with one seed).
+
+    >>> d = paired([0.3, 0.35, 0.4], [0.2, 0.3, 0.3])
+    >>> round(d["mean"], 3), d["n"], d["low"] > 0
+    (0.083, 3, True)
+    """
+    diffs = [c - p for c, p in zip(child, parent)]
+    mean, std = mean_std(diffs)
+    out = {"n": len(diffs), "mean": mean, "std": std, "low": None, "high": None, "diffs": diffs}
+    if std is not None:
+        half = _t95(len(diffs) - 1) * std / math.sqrt(len(diffs))
+        out["low"], out["high"] = mean - half, mean + half
     return out
 
 
-def collect(runs: dict) -> list[dict]:
-    """One row per method: accuracy, spread over sampled runs, maj@k, stage times, RL reward curve."""
+def run_row(row: str, task: str, seed: int, runs_dir: Path, overrides: list[str], reuse: list[Path], *,
+            show_progress: bool, quiet: bool) -> dict:
+    """One row, one task, one seed: the sampled run, then the greedy evaluation that reuses its stages."""
+    from openrft.pipeline.recipe import STAGE_ORDER, load_recipe
+    from openrft.pipeline.runner import run_recipe
+
+    base = [f"data={task}", f"seed={seed}"] + list(overrides)
+    out: dict = {"row": row, "task": task, "seed": seed}
+    for mode, extra in (("sampled", []), ("greedy", GREEDY)):
+        recipe = load_recipe(RECIPES / f"{row}.yaml", base + extra, missing_stages="skip")
+        run_dir = runs_dir / task / f"seed{seed}" / (row if mode == "sampled" else f"{row}-greedy")
+        print(f"\n=== {task} seed {seed}: {recipe.method} ({mode}) -> {run_dir}", file=sys.stderr)
+        t0 = time.perf_counter()
+        # the greedy pass takes every stage but eval from the sampled run of the same row
+        sources = reuse if mode == "sampled" else [runs_dir / task / f"seed{seed}" / row]
+        run_recipe(recipe, run_dir, show_progress=show_progress, reuse_from=sources, report=mode == "sampled",
+                   reuse_stages=None if mode == "sampled" else [s for s in STAGE_ORDER if s != "eval"],
+                   log=(lambda m: None) if quiet else None)
+        out[f"{mode}_dir"], out[f"{mode}_seconds"] = run_dir, time.perf_counter() - t0
+        out["method"] = recipe.method
+    return out
+
+
+def collect(info: dict) -> dict:
+    """Accuracies of one (row, task, seed) from its two run directories, plus stage times and PRM quality."""
     from openrft.report import load_run
 
-    rows = []
-    for name, info in runs.items():
-        run = load_run(info["run_dir"])
-        cell = run.cells[0]
-        metrics = cell.eval_results[0].tasks[0]
-        stage_seconds = {k: v.seconds for k, v in cell.stages.items()}
-        curve = [m["reward"] for m in cell.rl_metrics()] if "rl" in cell.stages else []
-        rows.append({"name": name, "method": info["method"], "accuracy": metrics.accuracy,
-                     "spread": metrics.accuracy_std, "per_run": metrics.per_run, "maj": metrics.maj_at_k,
-                     "k": metrics.k, "items": metrics.items, "seconds": info["seconds"],
-                     "stage_seconds": stage_seconds, "reward_curve": curve})
-    return rows
+    sampled = load_run(info["sampled_dir"])
+    greedy = load_run(info["greedy_dir"])
+    cell = sampled.cells[0]
+    m = cell.eval_results[0].tasks[0]
+    g = greedy.cells[0].eval_results[0].tasks[0]
+    quality = cell.prm_quality()
+    trained = (quality or {}).get("scorers", {}).get("trained")
+    rl = cell.rl_metrics()
+    return {
+        "row": info["row"], "method": info["method"], "task": info["task"], "seed": info["seed"],
+        "sampled": m.accuracy, "eval_spread": m.accuracy_std, "per_run": m.per_run, "maj": m.maj_at_k, "k": m.k,
+        "greedy": g.accuracy, "items": m.items,
+        "seconds": info["sampled_seconds"] + info["greedy_seconds"],
+        "stage_seconds": {k: v.seconds for k, v in cell.stages.items()},
+        "reward_curve": [r["reward"] for r in rl],
+        "prm_quality": None if trained is None else {
+            "auc": trained["steps"]["auc"], "first_error_f1": trained["first_error"]["f1"],
+            "best_of_k": trained.get("best_of_k", {}).get("k"),
+            "constant_auc": quality["scorers"].get("constant", {}).get("steps", {}).get("auc"),
+            "judge_auc": quality["scorers"].get("judge", {}).get("steps", {}).get("auc")},
+        "augment": _augment_stats(cell),
+    }
 
 
-def plot_rewards(rows: list[dict], path: Path) -> Path | None:
+def _augment_stats(cell) -> dict | None:
+    path = cell.stage_dir("augment") / "manifest.json"
+    if not path.is_file():
+        return None
+    stats = json.loads(path.read_text()).get("stats", {})
+    return {k: stats.get(k) for k in ("samples_in", "samples_out", "variants_per_question", "methods")}
+
+
+def _fmt(mean, std=None, digits=3) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+
+
+def summarize(results: list[dict], rows: list[str], tasks: list[str]) -> dict:
+    """Per task: the seeded table, the paired table and the claims; printed and returned."""
+    summary: dict = {"tasks": {}}
+    for task in tasks:
+        mine = [r for r in results if r["task"] == task]
+        by = {row: sorted((r for r in mine if r["row"] == row), key=lambda r: r["seed"]) for row in rows}
+        by = {row: rs for row, rs in by.items() if rs}
+        table = {}
+        print(f"\n## {task}: accuracy on {mine[0]['items'] if mine else '?'} held-out questions, mean ± std over "
+              "training seeds")
+        print(f"{'row':<24} {'seeds':>5} {'sampled':>15} {'eval spread':>11} {'greedy':>15} {'maj@k':>7} {'wall':>7}")
+        for row, rs in by.items():
+            s_mean, s_std = mean_std([r["sampled"] for r in rs])
+            g_mean, g_std = mean_std([r["greedy"] for r in rs])
+            spread = statistics.fmean([r["eval_spread"] for r in rs])
+            maj = statistics.fmean([r["maj"] for r in rs])
+            wall = sum(r["seconds"] for r in rs)
+            table[row] = {"method": rs[0]["method"], "seeds": [r["seed"] for r in rs], "sampled": s_mean,
+                          "sampled_seed_std": s_std, "eval_spread": spread, "greedy": g_mean, "greedy_seed_std": g_std,
+                          "maj": maj, "seconds": wall}
+            print(f"{rs[0]['method']:<24} {len(rs):>5} {_fmt(s_mean, s_std):>15} {spread:>11.3f} "
+                  f"{_fmt(g_mean, g_std):>15} {maj:>7.3f} {wall / 60:>5.1f} m")
+        pairs = {}
+        print(f"\n{'row - the row it builds on':<48} {'sampled: paired diff [95% CI]':>34} {'greedy: paired diff':>22}")
+        for row, rs in by.items():
+            parent = PARENT.get(row)
+            if parent not in by:
+                continue
+            seeds = [r["seed"] for r in rs if r["seed"] in {p["seed"] for p in by[parent]}]
+            pick = lambda rr, key: [r[key] for r in rr if r["seed"] in seeds]  # noqa: E731
+            d_s = paired(pick(rs, "sampled"), pick(by[parent], "sampled"))
+            d_g = paired(pick(rs, "greedy"), pick(by[parent], "greedy"))
+            pairs[f"{row} - {parent}"] = {"sampled": d_s, "greedy": d_g}
+            ci = f"[{d_s['low']:+.3f}, {d_s['high']:+.3f}]" if d_s["low"] is not None else "[one seed]"
+            label = f"{table[row]['method']} - {table[parent]['method']}"
+            print(f"{label:<48} {d_s['mean']:>+14.3f} {ci:>19} {_fmt(d_g['mean'], d_g['std']):>22}")
+        claims = _claims(table, pairs)
+        for c in claims:
+            print(f"{'HOLDS' if c['holds'] else 'DOES NOT HOLD'}: {c['claim']} ({c['evidence']})")
+        summary["tasks"][task] = {"rows": table, "paired": pairs, "claims": claims}
+    return summary
+
+
+def _gap_claim(claim: str, table: dict, pairs: dict, hi: str, lo: str, rel: float | None = None) -> dict:
+    a, b = table[hi], table[lo]
+    gap = a["sampled"] - b["sampled"]
+    stds = [s for s in (a["sampled_seed_std"], b["sampled_seed_std"]) if s is not None]
+    bar = 2 * max(stds) if stds else None
+    d = pairs.get(f"{hi} - {lo}", {}).get("sampled") or {}
+    need = b["sampled"] * (1 + rel) if rel is not None else b["sampled"]
+    holds = a["sampled"] >= need if rel is not None else gap > 0
+    holds = holds and bar is not None and gap > bar
+    evidence = (f"{a['sampled']:.3f} vs {b['sampled']:.3f}, gap {gap:+.3f}"
+                + (f" = {gap / b['sampled']:+.1%} relative (needs {rel:+.0%})" if rel is not None and b["sampled"] else "")
+                + (f", 2x seed std {bar:.3f}" if bar is not None else ", one seed: no seed std")
+                + (f", paired 95% CI [{d['low']:+.3f}, {d['high']:+.3f}]" if d.get("low") is not None else ""))
+    return {"claim": claim, "holds": bool(holds), "gap": gap, "two_seed_std": bar, "evidence": evidence}
+
+
+def _claims(table: dict, pairs: dict) -> list[dict]:
+    out = []
+    checks = [("full method >= Vanilla+ICL + 30% relative, beyond 2x seed std", "sft_rl_prm_da_icl", "vanilla_icl",
+               TARGET_GAIN),
+              ("SFT+RL(PRM) > SFT+RL, beyond 2x seed std", "sft_rl_prm", "sft_rl", None),
+              ("SFT > Vanilla+ICL (training beats the prompt)", "sft", "vanilla_icl", None),
+              ("SFT+RL > SFT", "sft_rl", "sft", None),
+              ("dense PRM rewards > sparse", "sft_rl_prm_dense", "sft_rl_prm", None),
+              ("+DA > SFT+RL(PRM)", "sft_rl_prm_da", "sft_rl_prm", None),
+              ("+ICL > +DA", "sft_rl_prm_da_icl", "sft_rl_prm_da", None)]
+    for claim, hi, lo, rel in checks:
+        if hi in table and lo in table:
+            out.append(_gap_claim(claim, table, pairs, hi, lo, rel))
+    return out
+
+
+def plot_rewards(results: list[dict], path: Path) -> Path | None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = [r for r in rows if r["reward_curve"]]
+    curves = [r for r in results if r["reward_curve"]]
     if not curves:
         return None
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    for r in curves:
-        ys = r["reward_curve"]
-        ax.plot(range(1, len(ys) + 1), ys, marker=".", label=r["method"])
-    ax.set_xlabel("RL step")
-    ax.set_ylabel("mean rollout reward")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    tasks = sorted({r["task"] for r in curves})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.0 * len(tasks), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for method in dict.fromkeys(r["method"] for r in curves if r["task"] == task):
+            runs = [r["reward_curve"] for r in curves if r["task"] == task and r["method"] == method]
+            n = min(len(c) for c in runs)
+            ys = [statistics.fmean(c[i] for c in runs) for i in range(n)]
+            ax.plot(range(1, n + 1), ys, marker=".", label=f"{method} ({len(runs)} seeds)")
+        ax.set_title(task)
+        ax.set_xlabel("RL step")
+        ax.set_ylabel("mean rollout reward (mean over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
 
-def report(rows: list[dict]) -> dict:
-    by = {r["name"]: r for r in rows}
-    base = by.get("vanilla")
-    print(f"\n{'method':<22} {'accuracy':>9} {'spread':>8} {'maj@k':>7} {'vs Vanilla':>11} {'wall':>8}")
-    for r in rows:
-        rel = (r["accuracy"] - base["accuracy"]) / base["accuracy"] if base and base["accuracy"] > 0 else None
-        r["relative_gain"] = rel
-        rel_s = f"{rel:+.1%}" if rel is not None else "-"
-        print(f"{r['method']:<22} {r['accuracy']:>9.3f} {r['spread']:>8.3f} {r['maj']:>7.3f} {rel_s:>11} "
-              f"{r['seconds'] / 60:>6.1f} m")
-    print("\nwall time per stage (s; skipped = reused from an earlier row):")
-    for r in rows:
-        print(f"  {r['method']:<22} " + ", ".join(f"{k} {v:.0f}" if v is not None else f"{k} -"
-                                              for k, v in r["stage_seconds"].items()))
-    checks = {}
-    order = [n for n in ("vanilla", "sft", "sft_rl_prm_da_icl") if n in by]
-    for lo, hi in zip(order, order[1:]):
-        gap = by[hi]["accuracy"] - by[lo]["accuracy"]
-        spread = max(by[hi]["spread"], by[lo]["spread"])
-        checks[f"{hi} > {lo}"] = {"gap": gap, "spread": spread, "holds": gap > spread}
-        print(f"{by[hi]['method']} - {by[lo]['method']}: {gap:+.3f} ({'>' if gap > spread else '<='} spread {spread:.3f})")
-    full = by.get("sft_rl_prm_da_icl")
-    if full and full.get("relative_gain") is not None:
-        print(f"full method vs Vanilla: {full['relative_gain']:+.1%} relative (OpenRFT paper, 8B: +{PAPER_GAIN:.0%})")
-    total = sum(r["seconds"] for r in rows)
-    print(f"total wall time {total / 60:.1f} min")
-    return {"rows": rows, "checks": checks, "total_seconds": total, "paper_relative_gain": PAPER_GAIN}
-
-
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated recipes of recipes/small ({', '.join(METHODS)})")
+    ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated recipes of recipes/small ({', '.join(ROWS)})")
+    ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated bundled tasks")
+    ap.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="recipe override applied to every method (see 'openrft run --help')")
+                    help="recipe override applied to every row (see 'openrft run --help')")
     ap.add_argument("--runs-dir", default="runs/efficacy")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     ap.add_argument("--progress", action="store_true", help="progress bars")
@@ -136,18 +272,33 @@ def main(argv=None) -> dict:
         import torch
 
         torch.set_num_threads(args.threads)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if not (RECIPES / f"{m}.yaml").is_file()]
+    rows = [m.strip() for m in args.rows.split(",") if m.strip()]
+    unknown = [m for m in rows if not (RECIPES / f"{m}.yaml").is_file()]
     if unknown:
         ap.error(f"no recipe recipes/small/{unknown[0]}.yaml")
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     runs_dir = Path(args.runs_dir)
-    runs = run_methods(methods, runs_dir, args.overrides, show_progress=args.progress, quiet=args.quiet)
-    rows = collect(runs)
-    summary = report(rows)
-    png = plot_rewards(rows, runs_dir / "rewards.png")
+    t0 = time.perf_counter()
+    results = []
+    for task in tasks:
+        for seed in seeds:
+            done: list[Path] = []
+            for row in rows:
+                info = run_row(row, task, seed, runs_dir, args.overrides, list(done),
+                               show_progress=args.progress, quiet=args.quiet)
+                done.append(info["sampled_dir"])
+                results.append(collect(info))
+                (runs_dir / "efficacy.partial.json").write_text(json.dumps(results, indent=1, default=str))
+    summary = summarize(results, rows, tasks)
+    total = time.perf_counter() - t0
+    print(f"\ntotal wall time {total / 60:.1f} min ({len(tasks)} tasks x {len(seeds)} seeds x {len(rows)} rows)")
+    png = plot_rewards(results, runs_dir / "rewards.png")
     if png:
         print(f"reward curves: {png}")
-    summary["settings"] = {"methods": methods, "overrides": args.overrides, "threads": args.threads}
+    summary |= {"results": results, "total_seconds": total, "paper_relative_gain": PAPER_GAIN,
+                "settings": {"rows": rows, "tasks": tasks, "seeds": seeds, "overrides": args.overrides,
+                             "threads": args.threads}}
     (runs_dir / "efficacy.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
 

@@ -1,10 +1,13 @@
-"""Smoke test of bench/efficacy.py: the recipes chain, stages are reused across methods, the table prints."""
+"""Smoke test of bench/efficacy.py on a tiny model: rows x seeds, sampled and greedy evaluation, stages shared
+within a seed, the paired table and the claims (which a random model must not pass)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 from pathlib import Path
+
+import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "efficacy.py"
 
@@ -16,18 +19,51 @@ def _load():
     return module
 
 
-def test_efficacy_bench_runs_three_rows_on_a_tiny_model(tmp_path, tiny_model_dir, capsys):
+def test_paired_interval_and_claims_maths():
+    bench = _load()
+    d = bench.paired([0.30, 0.35, 0.40], [0.20, 0.30, 0.30])
+    assert d["n"] == 3 and d["mean"] == pytest.approx(0.25 / 3) and d["low"] < d["mean"] < d["high"]
+    # t(2) = 4.303: half-width = 4.303 * std / sqrt(3)
+    assert d["high"] - d["mean"] == pytest.approx(4.303 * d["std"] / 3 ** 0.5)
+    assert bench.paired([0.3], [0.2])["low"] is None
+    table = {"sft_rl_prm_da_icl": {"sampled": 0.40, "sampled_seed_std": 0.01},
+             "vanilla_icl": {"sampled": 0.30, "sampled_seed_std": 0.01},
+             "sft_rl_prm": {"sampled": 0.31, "sampled_seed_std": 0.02},
+             "sft_rl": {"sampled": 0.30, "sampled_seed_std": 0.02}}
+    claims = {c["claim"]: c["holds"] for c in bench._claims(table, {})}
+    assert claims["full method >= Vanilla+ICL + 30% relative, beyond 2x seed std"] is True   # +33%, gap 0.1 > 0.02
+    assert claims["SFT+RL(PRM) > SFT+RL, beyond 2x seed std"] is False                      # 0.01 < 2 x 0.02
+    table["sft_rl_prm_da_icl"]["sampled"] = 0.38                                               # +27%: short of 30%
+    assert not bench._claims(table, {})[0]["holds"]
+
+
+def test_efficacy_bench_runs_rows_and_seeds_on_a_tiny_model(tmp_path, tiny_model_dir, capsys):
     tiny = ["train_size=4", "test_size=3", "eval.n=2", "eval.max_new_tokens=8", "synthesize.budget=2",
             "synthesize.rounds=[2]", "synthesize.max_new_tokens=8", "sft.epochs=1", "rl.steps=1",
-            "rl.prompts_per_step=2", "rl.n_samples=2", "rl.max_new_tokens=8", "rl.tensorboard=false"]
-    argv = ["--methods", "vanilla,sft,sft_rl", "--runs-dir", str(tmp_path), "--quiet",
-            "--set", f"model={tiny_model_dir}"] + [a for kv in tiny for a in ("--set", kv)]
+            "rl.prompts_per_step=2", "rl.n_samples=2", "rl.max_new_tokens=8", "rl.tensorboard=false",
+            "prm.n_completions=2", "prm.n_rollouts=2", "prm.max_new_tokens=8", "prm.epochs=1",
+            "prm.quality_questions=2", "prm.quality_completions=4", "icl.k=2"]
+    argv = ["--rows", "vanilla,vanilla_icl,sft,sft_rl,sft_rl_prm", "--tasks", "arithmetic", "--seeds", "0,1",
+            "--runs-dir", str(tmp_path), "--quiet", "--set", f"model={tiny_model_dir}"] \
+        + [a for kv in tiny for a in ("--set", kv)]
     summary = _load().main(argv)
     out = capsys.readouterr().out
-    assert [r["method"] for r in summary["rows"]] == ["Vanilla", "SFT", "SFT+RL"]
-    assert "sft > vanilla" in summary["checks"] and "total wall time" in out
-    assert all(0.0 <= r["accuracy"] <= 1.0 and len(r["per_run"]) == 2 for r in summary["rows"])
-    sft_rl = json.loads((tmp_path / "sft_rl-small" / "run.json").read_text())["cells"][0]["stages"]
-    assert sft_rl["synthesize"]["status"] == "skipped" and sft_rl["sft"]["status"] == "skipped"  # reused
-    assert summary["rows"][2]["reward_curve"] and (tmp_path / "rewards.png").is_file()
-    assert json.loads((tmp_path / "efficacy.json").read_text())["rows"][0]["name"] == "vanilla"
+    table = summary["tasks"]["arithmetic"]["rows"]
+    assert list(table) == ["vanilla", "vanilla_icl", "sft", "sft_rl", "sft_rl_prm"]
+    assert all(r["seeds"] == [0, 1] and 0.0 <= r["sampled"] <= 1.0 and 0.0 <= r["greedy"] <= 1.0
+               for r in table.values())
+    assert set(summary["tasks"]["arithmetic"]["paired"]) == {"vanilla_icl - vanilla", "sft - vanilla",
+                                                            "sft_rl - sft", "sft_rl_prm - sft_rl"}
+    assert "total wall time" in out and "paired diff" in out and "HOLD" in out
+    seed1 = tmp_path / "arithmetic" / "seed1"
+    rl_row = json.loads((seed1 / "sft_rl" / "run.json").read_text())["cells"][0]["stages"]
+    assert rl_row["synthesize"]["status"] == "skipped" and rl_row["sft"]["status"] == "skipped"  # warm-up reused
+    greedy = json.loads((seed1 / "sft_rl-greedy" / "run.json").read_text())["cells"][0]["stages"]
+    assert greedy["rl"]["status"] == "skipped" and greedy["eval"]["status"] == "finished"      # only evaluates
+    prm_rows = [r for r in summary["results"] if r["row"] == "sft_rl_prm"]
+    assert all(r["prm_quality"] is not None and "auc" in r["prm_quality"] for r in prm_rows)
+    # seeds differ: the seed reaches the stages (the two SFT adapters are not the same bytes)
+    a = (tmp_path / "arithmetic" / "seed0" / "sft" / "arithmetic" / "sft" / "adapter" / "adapter_model.safetensors")
+    b = (seed1 / "sft" / "arithmetic" / "sft" / "adapter" / "adapter_model.safetensors")
+    assert a.read_bytes() != b.read_bytes()
+    assert json.loads((tmp_path / "efficacy.json").read_text())["settings"]["seeds"] == [0, 1]

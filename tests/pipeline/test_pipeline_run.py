@@ -137,3 +137,26 @@ def test_reuse_takes_matching_stages_of_another_run_only(recipe_path, tmp_path):
     run_recipe(load_recipe(recipe_path, ["sft.learning_rate=2e-3"]), other, show_progress=False, log=lines.append,
                report=False, reuse_from=[sft_run])
     assert _stages(other)[1] == {"synthesize": "skipped", "sft": "finished", "rl": "finished", "eval": "finished"}
+
+
+def test_data_sizes_keep_the_warm_up_and_vary_only_the_rl_data(recipe_path, tmp_path):
+    """OpenRFT Fig. 3: every cell warms up on the same train_size questions (shared between the cells), RL
+    trains on the first data_size of them plus their augmented variants (augment.feed: rl)."""
+    overrides = ["icl=null", "train_size=4", "augment={backend: template, k: 2, expansion: 3}"]
+    lines: list[str] = []
+    run_dir = tmp_path / "runs" / "sizes"
+    run_recipe(load_recipe(recipe_path, overrides), run_dir, data_sizes=[2, 4], show_progress=False,
+               log=lines.append, report=False)
+    data = json.loads((run_dir / "run.json").read_text())
+    cells = {c["id"]: {k: v["status"] for k, v in c["stages"].items()} for c in data["cells"]}
+    assert cells["arithmetic-n2"] == {"augment": "finished", "synthesize": "finished", "sft": "finished",
+                                      "rl": "finished", "eval": "finished"}
+    # the second cell takes the first cell's warm-up: same questions, same fingerprints
+    assert cells["arithmetic-n4"] == {"augment": "skipped", "synthesize": "skipped", "sft": "skipped",
+                                      "rl": "finished", "eval": "finished"}
+    for cid, originals in (("arithmetic-n2", 2), ("arithmetic-n4", 4)):
+        synth = json.loads((run_dir / cid / "synthesize" / "manifest.json").read_text())["stats"]
+        rl = json.loads((run_dir / cid / "rl" / "manifest.json").read_text())["stats"]
+        assert synth["samples"] == 4  # the warm-up: the 4 original questions in every cell
+        assert rl["samples"] == 3 * originals  # each RL question with its two template variants
+    assert any("synthesize: copied the finished stage" in m for m in lines)

@@ -180,8 +180,9 @@ class CellContext:
     show_progress: bool = True
     adapter: Path | None = None  # the latest policy adapter (SFT, then RL)
     model: str | None = None  # a fully fine-tuned model replacing the recipe's (SFT with full: true)
-    train_samples: list = field(default_factory=list)  # what synthesis (and so SFT) trains on
-    rl_samples: list | None = None  # what RL trains on (augmented questions by default); None = train_samples
+    train_samples: list = field(default_factory=list)  # what synthesis (and so SFT) and the PRM train on
+    rl_train: list = field(default_factory=list)  # the original questions RL trains on (the cell's data size)
+    rl_samples: list | None = None  # rl_train with its augmented variants once the augment stage has run
     prm: Path | None = None  # the PRM the prm stage trained
 
     def shots(self, stage: str) -> Callable | None:
@@ -204,12 +205,12 @@ def _free_memory() -> None:
 
 
 def _stage_augment(ctx: CellContext) -> dict[str, Any]:
-    from openrft.augment.stage import run_augment
+    from openrft.augment.stage import TEMPLATE, run_augment
     from openrft.models.backends import make_generator
 
     config = ctx.recipe.stage_config("augment")
     generator = teacher = None
-    if config.k > 0:
+    if config.k > 0 and config.backend != TEMPLATE:
         generator = make_generator(config.backend, config.model or ctx.recipe.model, base_url=config.base_url,
                                    dtype=ctx.recipe.dtype, cache_dir=str(ctx.dir / "augment" / "http-cache"))
         if config.teacher_check and (config.teacher_model or config.teacher_backend or config.teacher_base_url):
@@ -220,7 +221,8 @@ def _stage_augment(ctx: CellContext) -> dict[str, Any]:
     samples, leaked = drop_test_questions(result.samples, ctx.test)
     if ctx.recipe.pipeline_value("augment", "feed", "rl") == "all":
         ctx.train_samples = samples
-    ctx.rl_samples = samples
+    rl_ids = {s.id for s in ctx.rl_train}
+    ctx.rl_samples = [s for s in samples if (s.meta or {}).get("parent_id", s.id) in rl_ids]
     return {"samples": len(samples), "from": len(ctx.train), "variants_per_question":
             round((len(samples) - len(ctx.train)) / len(ctx.train), 3), "dropped_as_test_questions": leaked}
 
@@ -293,7 +295,7 @@ def _stage_prm(ctx: CellContext) -> dict[str, Any]:
     from openrft.rewards.prm.stage import run_prm_stage
 
     config = ctx.recipe.stage_config("prm")
-    result = run_prm_stage(config, ctx.train, ctx.dir / "prm", policy_model=ctx.model or ctx.recipe.model,
+    result = run_prm_stage(config, ctx.train_samples, ctx.dir / "prm", policy_model=ctx.model or ctx.recipe.model,
                            policy_adapter=ctx.adapter, quality_samples=ctx.test, examples_for=ctx.shots("prm"),
                            show_progress=ctx.show_progress)
     ctx.prm = result.out_dir
@@ -331,7 +333,7 @@ def _stage_rl(ctx: CellContext) -> dict[str, Any]:
 
     if config.reward.prm == PRM_FROM_STAGE:
         config.reward.prm = _prm_path(ctx, "rl.reward.prm")
-    samples = ctx.rl_samples if ctx.rl_samples is not None else ctx.train_samples
+    samples = ctx.rl_samples if ctx.rl_samples is not None else ctx.rl_train
     result = run_rl(config, ctx.dir / "rl", samples, examples_for=ctx.shots("rl"),
                     show_progress=ctx.show_progress)
     ctx.adapter = Path(result.adapter_dir)
@@ -410,27 +412,33 @@ class RunResult:
     report: Path | None = None
 
 
-def _load_cell_data(recipe: Recipe, cell: Cell) -> tuple[list, list]:
-    """Training samples (the first ``data_size``) and held-out samples (the first ``test_size``) of a cell."""
+def _load_cell_data(recipe: Recipe, cell: Cell) -> tuple[list, list, list]:
+    """A cell's warm-up training samples (the first ``train_size``), its RL training samples (the first
+    ``data_size``: the same unless ``--data-sizes`` fans out) and its held-out samples (the first ``test_size``).
+
+    A data-size study keeps the warm-up fixed and varies only the RL data (OpenRFT Fig. 3): synthesis, SFT, the
+    PRM and the few-shot index see the same ``train_size`` questions in every cell."""
     from openrft.data.bundled import split_samples
     from openrft.data.loaders import load_sources
 
     kw = {"answer_type": recipe.answer_type} if recipe.answer_type else {}
     needs_train = any(s != "eval" for s in recipe.stages) or recipe.icl is not None
+    want = None if recipe.train_size is None or cell.data_size is None else max(recipe.train_size, cell.data_size)
     if recipe.resplit is not None:  # one split, cut in two with a seeded, duplicate-aware split
         pool = load_sources([cell.task], split=recipe.test_split, **kw)
-        train, test = split_samples(pool, recipe.resplit, seed=recipe.seed)
-        train, test = train[: cell.data_size] if cell.data_size else train, test[: recipe.test_size]
+        pool, test = split_samples(pool, recipe.resplit, seed=recipe.seed)
+        test = test[: recipe.test_size]
     else:
-        train = load_sources([cell.task], split=recipe.train_split, limit_per_task=cell.data_size, **kw) \
-            if needs_train else []
+        pool = load_sources([cell.task], split=recipe.train_split, limit_per_task=want, **kw) if needs_train else []
         test = load_sources([cell.task], split=recipe.test_split, limit_per_task=recipe.test_size, **kw)
-    if cell.data_size is not None and needs_train and len(train) < cell.data_size:
-        logger.warning("%s: asked for %d training samples, there are %d", cell.task, cell.data_size, len(train))
+    train = pool[: recipe.train_size] if recipe.train_size else list(pool)
+    rl_train = pool[: cell.data_size] if cell.data_size else list(pool)
+    if cell.data_size is not None and needs_train and len(rl_train) < cell.data_size:
+        logger.warning("%s: asked for %d training samples, there are %d", cell.task, cell.data_size, len(rl_train))
     if needs_train and not train:
         raise StageInputError(f"{cell.task}: no training samples in split {recipe.train_split!r}; name another "
                               "train_split, or set resplit to cut the test split in two")
-    return train, test
+    return train, rl_train, test
 
 
 def _check_icl(recipe: Recipe, cell: Cell, train: list) -> None:
@@ -443,39 +451,62 @@ def _check_icl(recipe: Recipe, cell: Cell, train: list) -> None:
             "icl.allow_fewer: true")
 
 
-def _reuse_stage(stage_dir: Path, cell: Cell, stage: str, reuse_from: Sequence[Path],
-                 say: Callable[[str], None]) -> None:
-    """Copy a finished stage of another run (same cell) into ``stage_dir`` when this run has none yet.
+def feeding_stages(recipe: Recipe, stage: str) -> list[str]:
+    """The stages before ``stage`` whose outputs it reads: all earlier ones, except ``augment`` for synthesis, SFT
+    and the PRM when the augmented questions feed RL only (``augment.feed: rl``, the default).
 
-    Only from a run whose earlier stages are this run's (the same stages, finished with the same
-    fingerprints): a stage downstream of different inputs cannot match. The copy is still only a
-    candidate: the stage itself compares its manifest's fingerprint (settings and input hashes) with
+    >>> from openrft.pipeline.recipe import Recipe
+    >>> r = Recipe(name="x", method="x", model="m", data=["arithmetic"], stages={"augment": {}, "eval": {}})
+    >>> feeding_stages(r, "sft"), feeding_stages(r, "rl")
+    (['synthesize'], ['augment', 'synthesize', 'sft', 'prm'])
+    """
+    upstream = list(STAGE_ORDER[:STAGE_ORDER.index(stage)])
+    if stage in ("synthesize", "sft", "prm") and recipe.pipeline_value("augment", "feed", "rl") == "rl":
+        upstream.remove("augment")
+    return upstream
+
+
+def _reuse_stage(stage_dir: Path, stage: str, candidates: Sequence[Path], say: Callable[[str], None],
+                 recipe: Recipe, cell_id: str) -> None:
+    """Copy a finished stage of another cell directory (``candidates``: the same cell of another run, or a
+    sibling cell of this run) into ``stage_dir`` when this run has none yet.
+
+    Only from a cell whose stages feeding this one (:func:`feeding_stages`) are this cell's (the same stages,
+    finished with the same fingerprints): a stage downstream of different inputs cannot match. The copy is still
+    only a candidate: the stage itself compares its manifest's fingerprint (settings and input hashes) with
     its own and reruns when they differ, so reuse can never change a result."""
     import shutil
 
     if stage_dir.exists():
         return
-    upstream = STAGE_ORDER[:STAGE_ORDER.index(stage)]
+    upstream = feeding_stages(recipe, stage)
     ours = [_finished_fingerprint(stage_dir.parent / s) for s in upstream]
-    for other in reuse_from:
-        src = Path(other) / cell.dir / stage
+    for cell_dir in candidates:
+        src = Path(cell_dir) / stage
         if src.resolve() == stage_dir.resolve() or _finished_fingerprint(src) is None:
             continue
         if [_finished_fingerprint(src.parent / s) for s in upstream] != ours:
             continue
         shutil.copytree(src, stage_dir, ignore=shutil.ignore_patterns("checkpoints", "*.replaced-*"))
-        say(f"[{cell.id}] {stage}: copied the finished stage of {other} (used only if its settings and inputs match)")
+        say(f"[{cell_id}] {stage}: copied the finished stage of {src.parent} (used only if its settings and inputs "
+            "match)")
         return
+
+
+#: stages whose inputs do not depend on a cell's data size (the warm-up): shared between the cells of one task
+WARM_UP_STAGES = ("augment", "synthesize", "sft", "prm")
 
 
 def run_recipe(recipe: Recipe, run_dir: str | os.PathLike, *, tasks: Sequence[str] | None = None,
                data_sizes: Sequence[int] | None = None, show_progress: bool = True, report: bool = True,
-               reuse_from: Sequence[str | os.PathLike] = (),
+               reuse_from: Sequence[str | os.PathLike] = (), reuse_stages: Sequence[str] | None = None,
                log: Callable[[str], None] | None = None) -> RunResult:
     """Run every cell's stages (see the module docstring); rerunning continues where it stopped.
 
     ``reuse_from``: other run directories whose finished stages (same cell) may stand in for this run's,
-    e.g. the synthesis and SFT of an SFT run reused by SFT+RL; each stage checks the match itself."""
+    e.g. the synthesis and SFT of an SFT run reused by SFT+RL; each stage checks the match itself.
+    ``reuse_stages``: only these stages are taken from ``reuse_from`` (default: any). The warm-up stages of the
+    cells of one task with different data sizes are shared the same way."""
     import yaml
 
     say = log or (lambda msg: print(msg, file=sys.stderr))
@@ -499,9 +530,10 @@ def run_recipe(recipe: Recipe, run_dir: str | os.PathLike, *, tasks: Sequence[st
     current: tuple[Cell, str] | None = None
     try:
         for cell in cells:
-            train, test = data[cell.id]
+            train, rl_train, test = data[cell.id]
             cdir = run_dir / cell.dir
-            ctx = CellContext(recipe, cell, cdir, train, test, show_progress=show_progress, train_samples=list(train))
+            ctx = CellContext(recipe, cell, cdir, train, test, show_progress=show_progress, train_samples=list(train),
+                              rl_train=list(rl_train))
             if recipe.icl is not None:
                 from openrft.retrieval.fewshot import make_examples_for
 
@@ -509,8 +541,11 @@ def run_recipe(recipe: Recipe, run_dir: str | os.PathLike, *, tasks: Sequence[st
                                                      allow_fewer=recipe.icl.allow_fewer)
             for stage in recipe.ordered_stages:
                 current = (cell, stage)
-                if reuse_from:
-                    _reuse_stage(cdir / stage, cell, stage, [Path(p) for p in reuse_from], say)
+                candidates = [Path(p) / cell.dir for p in reuse_from] \
+                    if reuse_stages is None or stage in reuse_stages else []
+                if stage in WARM_UP_STAGES:
+                    candidates += [run_dir / c.dir for c in cells if c.task == cell.task and c is not cell]
+                _reuse_stage(cdir / stage, stage, candidates, say, recipe, cell.id)
                 before = _finished_fingerprint(cdir / stage)
                 say(f"[{cell.id}] {stage} ...")
                 state.mark(cell, stage, "running")

@@ -16,8 +16,8 @@ from typing import Any
 
 from openrft.pipeline.rundir import atomic_write_bytes
 
-__all__ = ["REWARD_PART_SKIP", "accuracy_vs_size", "have_matplotlib", "reward_parts", "rl_curves", "safe_name",
-           "sft_loss", "task_bars"]
+__all__ = ["REWARD_PART_SKIP", "accuracy_vs_size", "have_matplotlib", "prm_quality", "reward_parts", "rl_curves",
+           "safe_name", "sft_loss", "task_bars"]
 
 #: reward parts in metrics.jsonl that are counts or flags, not rewards: left out of the reward plot
 REWARD_PART_SKIP = ("reward", "correct", "has_answer", "n_steps", "no_steps")
@@ -187,4 +187,36 @@ def accuracy_vs_size(sizes: Sequence[int], curves: Mapping[str, Sequence[tuple[f
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def prm_quality(quality: Mapping[str, Any], path: str | os.PathLike, title: str) -> Path:
+    """The prm stage's ``quality.json``: step AUC per scorer (left), best-of-k accuracy against k (right)."""
+    scorers = quality["scorers"]
+    fig = _figure(9.0, 3.8)
+    left, right = fig.subplots(1, 2)
+    names = list(scorers)
+    aucs = [(scorers[n].get("steps") or {}).get("auc") for n in names]
+    left.bar(range(len(names)), [a if a is not None else 0.0 for a in aucs], color="tab:blue")
+    left.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    left.set_xticks(range(len(names)), names)
+    left.set_ylim(0, 1)
+    left.set_ylabel("step AUC (held-out)")
+    left.set_title("step-level AUC")
+    per_k = (scorers.get("trained", {}).get("best_of_k") or {}).get("k", {})
+    ks = sorted(per_k, key=int)
+    if ks:
+        for what, style in (("rerank", "o-"), ("maj", "s--"), ("pass", "^:"), ("mean", "x-.")):
+            right.plot([int(k) for k in ks], [per_k[k].get(what) for k in ks], style, label=f"{what}@k")
+        right.set_xticks([int(k) for k in ks])
+        right.legend(fontsize="small")
+    else:
+        _not_logged(right, "best-of-k")
+    right.set_xlabel("k (replies per question)")
+    right.set_ylabel("accuracy")
+    right.set_ylim(0, 1)
+    right.set_title("best-of-k with the trained PRM")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
     return _save(fig, path)

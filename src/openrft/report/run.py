@@ -67,6 +67,17 @@ class Cell:
         by_step = {int(r["step"]): float(r["loss"]) for r in rows if "step" in r and "loss" in r}
         return sorted(by_step.items())
 
+    def prm_quality(self) -> dict[str, Any] | None:
+        """``prm/quality/quality.json`` (the prm stage's held-out measures), or None when absent or unreadable."""
+        from openrft.rewards.prm.quality import QUALITY_DIR, QUALITY_FILE
+
+        path = self.stage_dir("prm") / QUALITY_DIR / QUALITY_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and isinstance(data.get("scorers"), dict) else None
+
     def completions(self) -> list[dict[str, Any]]:
         """The graded items of ``eval/completions.jsonl`` (empty when absent)."""
         return read_completions(self.stage_dir("eval") / COMPLETIONS)

@@ -13,7 +13,9 @@ from openrft.pipeline.rundir import atomic_write_text
 from openrft.report import plots
 from openrft.report.document import Block, Facts, Heading, Image, Para, Table, render_html, render_markdown
 from openrft.report.run import Cell, Run, load_run
-from openrft.report.tables import accuracy_blocks, example_blocks, pick_examples, results_by_size, stage_time_table
+from openrft.report.tables import (
+    accuracy_blocks, example_blocks, pick_examples, prm_quality_blocks, results_by_size, stage_time_table,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +106,10 @@ def _plot_blocks(run: Run, results: list[tuple[int | None, EvalResult]], out_dir
         if rows:
             alt = f"RL curves, cell {cell.id}"
             draw(f"{plots.safe_name(cell.id)}-rl.png", alt, lambda p: plots.rl_curves(rows, p, alt))
+        quality = cell.prm_quality()
+        if quality:
+            alt = f"PRM quality, cell {cell.id}"
+            draw(f"{plots.safe_name(cell.id)}-prm_quality.png", alt, lambda p: plots.prm_quality(quality, p, alt))
         losses = cell.sft_losses()
         if losses:
             alt = f"SFT loss, cell {cell.id}"
@@ -127,6 +133,7 @@ def run_report_blocks(run: Run, out_dir: Path, examples: int = 3) -> list[Block]
     blocks += [Heading(2, "Wall time per stage"), Table(*stage_time_table(run))]
     results = results_by_size(run, notes)
     blocks += accuracy_blocks([r for _, r in results], [c for c in run.cells if not c.evaluated])
+    blocks += prm_quality_blocks(run.cells)
     blocks += _plot_blocks(run, results, out_dir, notes)
     if examples > 0:
         blocks += example_blocks(pick_examples(run.cells, examples), QuestionLookup(run.path))

@@ -16,8 +16,8 @@ from openrft.evaluate.runner import EvalResult
 from openrft.report.document import Block, Code, Heading, Para, Table
 from openrft.report.run import Cell, Run
 
-__all__ = ["accuracy_blocks", "example_blocks", "fmt_seconds", "merge_results", "pick_examples", "row_label",
-           "results_by_size", "stage_time_table"]
+__all__ = ["accuracy_blocks", "example_blocks", "fmt_seconds", "merge_results", "pick_examples", "prm_quality_blocks",
+           "row_label", "results_by_size", "stage_time_table"]
 
 MAX_COMPLETION_CHARS = 4000
 
@@ -196,4 +196,42 @@ def example_blocks(examples: Sequence[tuple[Cell, dict[str, Any]]],
         steps = _steps_table(s, rec)
         if steps is not None:
             blocks.append(steps)
+    return blocks
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    return "-" if not isinstance(value, (int, float)) or isinstance(value, bool) else f"{value:.{digits}f}"
+
+
+def prm_quality_blocks(cells: Sequence[Cell]) -> list[Block]:
+    """The prm stage's held-out measures per cell: step AUC / accuracy, first-error detection, best-of-k.
+
+    One row per scorer (the trained PRM, a constant scorer, and the judge when the recipe named one)."""
+    blocks: list[Block] = []
+    for cell in cells:
+        q = cell.prm_quality()
+        if q is None:
+            continue
+        if not blocks:
+            blocks = [Heading(2, "PRM quality"),
+                      Para("The prm stage's PRM on held-out questions whose replies were labelled like its training "
+                           "data (Math-Shepherd: a step is good when some continuation from it reaches the gold "
+                           "answer). step AUC: 0.5 = no signal; first-error F1: ProcessBench's harmonic mean of "
+                           "finding the first bad step and passing error-free replies (threshold 0.5); best-of-k: "
+                           "the reply with the highest min step score among the first k, next to majority voting "
+                           "(maj@k), any-correct (pass@k) and the mean single-reply accuracy.")]
+        ks = sorted({k for sc in q["scorers"].values() for k in (sc.get("best_of_k") or {}).get("k", {})}, key=int)
+        header = ["Scorer", "step AUC", "step acc", "first-error F1"] + \
+            [f"{what}@{k}" for k in ks for what in ("rerank", "maj", "pass")]
+        rows = []
+        for name, sc in q["scorers"].items():
+            steps, fe = sc.get("steps") or {}, sc.get("first_error") or {}
+            per_k = (sc.get("best_of_k") or {}).get("k", {})
+            rows.append([name, _num(steps.get("auc")), _num(steps.get("accuracy")), _num(fe.get("f1"))]
+                        + [_num((per_k.get(k) or {}).get(what)) for k in ks for what in ("rerank", "maj", "pass")])
+        trained = q["scorers"].get("trained", {}).get("steps", {})
+        blocks += [Heading(3, f"cell {cell.id}"),
+                   Para(f"{q.get('questions')} held-out questions, {q.get('labelled_solutions')} labelled replies, "
+                        f"{trained.get('steps')} steps ({_num(trained.get('good_fraction'), 2)} of them good)."),
+                   Table(header, rows)]
     return blocks

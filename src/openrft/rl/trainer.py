@@ -566,6 +566,16 @@ def run_rl(config: RLConfig, out_dir: str | os.PathLike, samples: Sequence[Sampl
     cfg_dict = config.to_dict()
     for volatile in ("output_dir", "threads", "tensorboard", "log_every"):
         cfg_dict.pop(volatile, None)
+    # local inputs count by their bytes (inputs above), not where they lie: the same stage of another run
+    # directory (openrft run --reuse) matches; the paths themselves are kept in the manifest's stats
+    paths = {"adapter": config.adapter, "model": config.model if "model" in inputs else None,
+             "prm": config.reward.prm if inputs.get("prm") not in (None, config.reward.prm) else None}
+    for key in ("adapter", "model"):
+        if paths[key]:
+            cfg_dict[key] = "local"
+    if paths["prm"]:
+        cfg_dict["reward"] = dict(cfg_dict["reward"], prm="local")
+    paths = {f"{k}_path": str(v) for k, v in paths.items() if v}
     manifest, finished = begin_stage(out, STAGE, cfg_dict, inputs, seed=config.seed, resume_keys=[CHECKPOINTS])
     if finished and (out / ADAPTER / "adapter_config.json").exists():
         logger.info("rl: %s already finished with the same config and inputs; skipping", out)
@@ -579,6 +589,6 @@ def run_rl(config: RLConfig, out_dir: str | os.PathLike, samples: Sequence[Sampl
     finish_stage(out, manifest, steps=config.steps, samples=len(samples), train_seconds=round(time.perf_counter() - t0, 2),
                  first_reward=first.get("reward"), last_reward=last.get("reward"),
                  first_accuracy=first.get("accuracy"), last_accuracy=last.get("accuracy"),
-                 resumed_from_step=result.resumed_from, adapter=str(result.adapter_dir))
+                 resumed_from_step=result.resumed_from, adapter=str(result.adapter_dir), **paths)
     result.metrics = metrics
     return result

@@ -28,7 +28,10 @@ from openrft.evaluate.metrics import maj_at_k, pass_at_k
 from openrft.evaluate.rerank import rerank_at_k
 from openrft.rewards.combine import aggregate_steps
 
-__all__ = ["best_of_k_quality", "first_error", "first_error_quality", "step_quality"]
+__all__ = ["QUALITY_DIR", "QUALITY_FILE", "best_of_k_quality", "first_error", "first_error_quality", "step_quality"]
+
+#: where the prm stage writes its held-out measures, relative to the stage directory (the run report reads it)
+QUALITY_DIR, QUALITY_FILE = "quality", "quality.json"
 
 
 def _auc(scores: Sequence[float], positive: Sequence[bool]) -> float | None:

@@ -39,6 +39,7 @@ from openrft.rewards.labels import (
     COMPLETIONS_FILE, FLAT_STEPS_FILE, STEP_LABELS_FILE, StepExample, label_policy_rollouts, read_step_examples,
     write_step_examples,
 )
+from openrft.rewards.prm.quality import QUALITY_DIR, QUALITY_FILE
 from openrft.rewards.prm.train import (
     PRMTrainConfig, PRMTrainResult, StepLabelSettings, ValueHeadTrainSettings, run_prm_train,
 )
@@ -49,7 +50,7 @@ __all__ = ["PRM_FROM_STAGE", "PRMStageConfig", "PRMStageResult", "prm_fingerprin
 
 #: the value of ``rl.reward.prm`` (and of the target of ``eval.rerank: prm:stage``) naming this recipe's prm stage
 PRM_FROM_STAGE = "stage"
-LABELS_DIR, QUALITY_DIR, QUALITY_FILE = "labels", "quality", "quality.json"
+LABELS_DIR = "labels"
 
 
 def _help(text: str, **kw: Any) -> Any:
