@@ -38,6 +38,19 @@ def test_small_and_paper_recipes_cover_the_method_rows():
         names[p.parent.name].add(load_recipe(p).method)
     openrft_rows = {"Vanilla", "ReFT", "ReFT+PRM", "SFT", "SFT+", "SFT+RL(PRM)", "SFT+RL(PRM)+DA", "SFT+RL(PRM)+DA+ICL"}
     assert openrft_rows <= names["small"] and openrft_rows <= names["paper"]
+    # the efficacy study's extra rows: the few-shot baseline and dense process rewards
+    assert {"Vanilla+ICL", "SFT+RL", "SFT+RL(PRM, dense)"} <= names["small"]
+
+
+def test_small_prm_rows_train_their_prm_and_icl_can_skip_stages():
+    for name in ("sft_rl_prm", "sft_rl_prm_dense", "sft_rl_prm_da", "sft_rl_prm_da_icl"):
+        recipe = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "small" / f"{name}.yaml")
+        assert "prm" in recipe.ordered_stages and recipe.stage_config("rl").reward.prm == "stage"
+    recipe = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "small" / "sft_rl_prm.yaml",
+                         ["prm=null", "rl.reward.prm=judge:smollm2-135m"])  # the judge instead, as documented
+    assert "prm" not in recipe.ordered_stages
+    recipe = recipe_from_mapping({**BASE, "icl": {"k": 2, "stages": "eval"}}, "r.yaml")
+    assert recipe.icl.stages == ["eval"]
 
 
 @pytest.mark.parametrize("mapping, message", [
@@ -53,6 +66,10 @@ def test_small_and_paper_recipes_cover_the_method_rows():
     ({**BASE, "icl": {"k": 0}}, "icl.k must be a positive integer"),
     ({**BASE, "resplit": 1.5}, "resplit is the held-out part"),
     ({k: v for k, v in BASE.items() if k != "method"}, "missing required key 'method'"),
+    ({**BASE, "stages": {**BASE["stages"], "augment": {"feed": "sft"}}}, "stages.augment.feed must be 'rl' or 'all'"),
+    ({**BASE, "icl": {"k": 2, "stages": ["rl", "evl"]}}, "icl.stages: unknown stage 'evl'"),
+    ({**BASE, "stages": {**BASE["stages"], "rl": {"reward": {"prm": "stage"}}}}, "the recipe has no prm stage"),
+    ({**BASE, "stages": {**BASE["stages"], "prm": {"n_rollouts": 0}}}, "n_rollouts must be >= 1"),
 ])
 def test_bad_recipes_name_the_key(tmp_path, mapping, message):
     with pytest.raises(RecipeError, match=None) as err:
