@@ -283,9 +283,13 @@ def main(argv=None) -> dict:
     results = []
     for task in tasks:
         for seed in seeds:
-            done: list[Path] = []
+            # every sampled run of this task and seed is a reuse candidate, those of an earlier invocation too,
+            # so rows can be added to a finished study without training its warm-ups again
+            seed_dir = runs_dir / task / f"seed{seed}"
+            done = sorted(d for d in seed_dir.iterdir() if d.is_dir() and not d.name.endswith("-greedy")) \
+                if seed_dir.is_dir() else []
             for row in rows:
-                info = run_row(row, task, seed, runs_dir, args.overrides, list(done),
+                info = run_row(row, task, seed, runs_dir, args.overrides, [d for d in done if d.name != row],
                                show_progress=args.progress, quiet=args.quiet)
                 done.append(info["sampled_dir"])
                 results.append(collect(info))

@@ -198,6 +198,13 @@ def test_run_trains_the_prm_and_rl_and_eval_use_it(tiny_model_dir, tmp_path):
     report = (run_dir / "report.md").read_text()
     assert "PRM quality" in report and "step AUC" in report
     assert result.accuracy
+    # another run directory takes the finished warm-up and PRM (known by their bytes, not their paths)
+    other = tmp_path / "runs" / "dense"
+    run_recipe(load_recipe(_recipe(tmp_path, tiny_model_dir), ["rl.reward.dense=true"]), other,
+               show_progress=False, log=lambda m: None, report=False, reuse_from=[run_dir])
+    stages = {k: v["status"] for k, v in json.loads((other / "run.json").read_text())["cells"][0]["stages"].items()}
+    assert stages == {"synthesize": "skipped", "sft": "skipped", "prm": "skipped", "rl": "finished",
+                      "eval": "finished"}
 
 
 def test_prm_from_stage_without_a_prm_stage_is_a_recipe_error(tiny_model_dir, tmp_path):

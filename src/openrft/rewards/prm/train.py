@@ -427,7 +427,7 @@ def gather_step_examples(config: PRMTrainConfig, out_dir: str | os.PathLike, gen
     inputs: dict[str, str] = {}
     if config.labels:
         examples += read_step_examples(config.labels)
-        inputs |= {f"labels:{p}": file_hash(p) for p in config.labels}
+        inputs["labels"] = stable_hash([file_hash(p) for p in config.labels])
     if config.champ:
         from openrft.rewards.labels import load_champ
 
@@ -476,7 +476,14 @@ def run_prm_train(config: PRMTrainConfig, out_dir: str | os.PathLike, *, generat
         inputs["init_adapter"] = file_hash(resolve_adapter_dir(config.init_adapter))
     if path_fingerprint(config.model):
         inputs["model"] = path_fingerprint(config.model)
-    manifest, finished = begin_stage(out, STAGE, asdict(config), inputs, seed=config.seed)
+    # local inputs count by their bytes (inputs), not where they lie: a copy of this stage in another run
+    # directory (openrft run --reuse) still matches
+    settings = asdict(config) | {"labels": ["local"] * len(config.labels)}
+    if config.init_adapter:
+        settings["init_adapter"] = "local"
+    if "model" in inputs:
+        settings["model"] = "local"
+    manifest, finished = begin_stage(out, STAGE, settings, inputs, seed=config.seed)
     if finished and _checkpoint_present(out):
         logger.info("prm: %s already finished with the same settings and labels; skipping", out)
         metrics = json.loads((out / METRICS_JSON).read_text(encoding="utf-8"))
