@@ -186,11 +186,52 @@ def summarize(results: list[dict], rows: list[str], tasks: list[str]) -> dict:
             ci = f"[{d_s['low']:+.3f}, {d_s['high']:+.3f}]" if d_s["low"] is not None else "[one seed]"
             label = f"{table[row]['method']} - {table[parent]['method']}"
             print(f"{label:<48} {d_s['mean']:>+14.3f} {ci:>19} {_fmt(d_g['mean'], d_g['std']):>22}")
-        claims = _claims(table, pairs)
+        prm = _prm_quality_summary(mine)
+        if prm:
+            print("\nPRM quality on held-out questions (the prm stage's PRM, mean ± std over seeds):")
+            for key, (m, sd) in prm.items():
+                print(f"  {key:<34} {_fmt(m, sd)}")
+        for r in mine:
+            if r["augment"]:
+                a = r["augment"]
+                print(f"augmentation ({r['method']}, seed {r['seed']}): {a['samples_in']} questions -> "
+                      f"{a['samples_out']} samples, {a['variants_per_question']} variants per question {a['methods']}")
+        claims = _claims(table, pairs) + _prm_claims(prm)
         for c in claims:
             print(f"{'HOLDS' if c['holds'] else 'DOES NOT HOLD'}: {c['claim']} ({c['evidence']})")
-        summary["tasks"][task] = {"rows": table, "paired": pairs, "claims": claims}
+        summary["tasks"][task] = {"rows": table, "paired": pairs, "claims": claims, "prm_quality": prm}
     return summary
+
+
+def _prm_quality_summary(results: list[dict]) -> dict:
+    """Step AUC (trained, constant, judge), first-error F1 and best-of-k of the trained PRMs, over seeds."""
+    qs = {r["seed"]: r["prm_quality"] for r in results if r["prm_quality"]}  # one PRM per seed (shared by rows)
+    if not qs:
+        return {}
+    out = {}
+    for key in ("auc", "constant_auc", "judge_auc", "first_error_f1"):
+        vals = [q[key] for q in qs.values() if q.get(key) is not None]
+        if vals:
+            out[f"step {key}" if "auc" in key else key] = mean_std(vals)
+    for k in sorted({k for q in qs.values() for k in (q.get("best_of_k") or {})}, key=int):
+        for what in ("rerank", "maj", "pass", "mean"):
+            vals = [q["best_of_k"][k][what] for q in qs.values() if k in (q.get("best_of_k") or {})]
+            out[f"best-of-{k}: {what}@{k}" if what != "mean" else f"best-of-{k}: single reply"] = mean_std(vals)
+    return out
+
+
+def _prm_claims(prm: dict) -> list[dict]:
+    """The issue's PRM figures: step AUC >= 0.80 on held-out steps; best-of-8 >= maj@8 + 0.03."""
+    out = []
+    auc = prm.get("step auc", (None, None))[0]
+    if auc is not None:
+        out.append({"claim": "trained PRM step AUC >= 0.80 (held-out)", "holds": auc >= 0.80,
+                    "evidence": f"AUC {auc:.3f}, constant scorer {prm.get('step constant_auc', (None,))[0]}"})
+    rr, maj = prm.get("best-of-8: rerank@8", (None,))[0], prm.get("best-of-8: maj@8", (None,))[0]
+    if rr is not None and maj is not None:
+        out.append({"claim": "best-of-8 with the PRM >= maj@8 + 0.03", "holds": rr >= maj + 0.03,
+                    "evidence": f"rerank@8 {rr:.3f} vs maj@8 {maj:.3f}"})
+    return out
 
 
 def _gap_claim(claim: str, table: dict, pairs: dict, hi: str, lo: str, rel: float | None = None) -> dict:
