@@ -43,7 +43,7 @@ def test_small_and_paper_recipes_cover_the_method_rows():
 
 
 def test_small_prm_rows_train_their_prm_and_icl_can_skip_stages():
-    for name in ("sft_rl_prm", "sft_rl_prm_dense", "sft_rl_prm_da", "sft_rl_prm_da_icl"):
+    for name in ("reft_prm", "sft_rl_prm", "sft_rl_prm_dense", "sft_rl_prm_da", "sft_rl_prm_da_icl"):
         recipe = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "small" / f"{name}.yaml")
         assert "prm" in recipe.ordered_stages and recipe.stage_config("rl").reward.prm == "stage"
     recipe = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "small" / "sft_rl_prm.yaml",
