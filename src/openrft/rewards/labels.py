@@ -343,30 +343,16 @@ def rollout_step_examples(
     examples_for: Callable[[Sample], Sequence[Sample]] | None = None,
     show_progress: bool = False,
 ) -> list[StepExample]:
-    """Sample ``n_completions`` policy replies per sample (one ``generate`` call), then label their steps
-    with :func:`estimate_step_labels` (one more call). ``meta["completion_index"]`` numbers a sample's replies."""
-    from openrft.tasks import task_for
+    """Sample ``n_completions`` policy replies per sample, then label their steps with :func:`estimate_step_labels`:
+    :func:`label_policy_rollouts` in one pass (one ``generate`` call each), with nothing kept on disk.
+    ``meta["completion_index"]`` numbers a sample's replies."""
+    import tempfile
 
-    if n_completions < 1:
-        raise ValueError(f"n_completions must be >= 1, got {n_completions}")
-    tasks = {s.answer_type: task_for(s) for s in samples}
-    chats = [tasks[s.answer_type].messages(s, examples_for(s) if examples_for else ()) for s in samples]
-    params = SamplingParams(n=n_completions, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                            seed=_seed(seed, "policy"))
-    outs = _generate(generator, chats, params, "policy completions", show_progress)
-    flat_samples, flat_texts, index = [], [], []
-    for sample, comps in zip(samples, outs):
-        for j, c in enumerate(list(comps)[:n_completions]):
-            flat_samples.append(sample)
-            flat_texts.append(c.text or "")
-            index.append(j)
-    examples = estimate_step_labels(generator, flat_samples, flat_texts, n_rollouts=n_rollouts, step_rule=step_rule,
-                                    max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                                    tokenizer=tokenizer, examples_for=examples_for, show_progress=show_progress)
-    # estimate_step_labels keeps completion order and skips the step-less ones: number what is left
-    kept = [j for j, text in zip(index, flat_texts) if split_steps(text, step_rule)]
-    return [StepExample(e.question, e.steps, e.labels, e.source, e.meta | {"completion_index": j})
-            for e, j in zip(examples, kept)]
+    with tempfile.TemporaryDirectory(prefix="openrft-labels-") as tmp:
+        return label_policy_rollouts(
+            generator, samples, tmp, n_completions=n_completions, n_rollouts=n_rollouts, step_rule=step_rule,
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+            chunk=max(1, len(samples)), tokenizer=tokenizer, examples_for=examples_for, show_progress=show_progress)
 
 
 #: :func:`label_policy_rollouts`' per-question stores, and the flat StepExample file written from them
@@ -391,7 +377,7 @@ def label_policy_rollouts(
     examples_for: Callable[[Sample], Sequence[Sample]] | None = None,
     show_progress: bool = False,
 ) -> list[StepExample]:
-    """:func:`rollout_step_examples`, resumable: a killed run loses at most the questions in flight.
+    """Math-Shepherd labels of the policy's own replies, resumable: a killed run loses at most the questions in flight.
 
     Two append-only stores in ``out_dir`` (a :class:`~openrft.pipeline.rundir.JsonlStore` each):
 
