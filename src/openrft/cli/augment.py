@@ -101,5 +101,6 @@ def format_summary(stats: dict, out: Path) -> str:
         lines.append("options not shuffled: " + ", ".join(f"{r} {n}" for r, n in stats["not_shuffled"].items()))
     if stats["gold_letters"]:
         lines.append("gold letters: " + " ".join(f"{k} {v}" for k, v in stats["gold_letters"].items()))
-    lines.append(f"output: {out / AUGMENTED}  (per-variant verdicts: {out / REWRITES})")
+    verdicts = f"  (per-variant verdicts: {out / REWRITES})" if (out / REWRITES).exists() else ""  # LLM rewriters
+    lines.append(f"output: {out / AUGMENTED}{verdicts}")
     return "\n".join(lines)
