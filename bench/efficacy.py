@@ -305,7 +305,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     ap.add_argument("--progress", action="store_true", help="progress bars")
     ap.add_argument("--quiet", action="store_true", help="no per-stage lines")
+    ap.add_argument("--summarize", action="store_true",
+                    help="run nothing: print the tables of the rows finished so far (efficacy.partial.json)")
     args = ap.parse_args(argv)
+    if args.summarize:
+        results = json.loads((Path(args.runs_dir) / "efficacy.partial.json").read_text())
+        rows = [r for r in ROWS if any(x["row"] == r for x in results)]
+        return summarize(results, rows, sorted({x["task"] for x in results}))
     from openrft.models.allocator import keep_freed_memory
 
     keep_freed_memory()  # what 'openrft run' does on CPU: freed memory stays in the process
