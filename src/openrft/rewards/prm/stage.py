@@ -213,10 +213,6 @@ def run_prm_stage(config: PRMStageConfig, samples: Sequence[Sample], out_dir: st
     return PRMStageResult(out, trained.checkpoint_dir, trained.skipped, trained.metrics, quality, label_stats)
 
 
-def _score(scorer, examples: Sequence[StepExample]) -> list[list[float]]:
-    return scorer.score_batch([e.question for e in examples], [list(e.steps) for e in examples]) if examples else []
-
-
 def measure_quality(config: PRMStageConfig, samples: Sequence[Sample], out: Path, trained: PRMTrainResult,
                     get_generator, policy_id: dict[str, str], examples_for, show_progress: bool,
                     say: Callable[[str], None]) -> dict[str, Any]:
@@ -250,17 +246,19 @@ def measure_quality(config: PRMStageConfig, samples: Sequence[Sample], out: Path
     ks = sorted({k for k in (4, config.quality_completions) if k <= config.quality_completions})
     result: dict[str, Any] = {"identity": ident, "questions": len(samples), "labelled_solutions": len(examples),
                               "scorers": {}}
+    index = {s.id: i for i, s in enumerate(samples)}
+    questions = [task_for(s).render_question(s) for s in samples]
+    steps = [[[st.text for st in split_steps(t, config.step_rule)] for t in reps] for reps in texts]
+    flat = [(q, i, j) for i, q in enumerate(questions) for j, st in enumerate(steps[i]) if st]
+    grades = [[task_for(s).grade(t, s) for t in reps] for s, reps in zip(samples, texts)]
     for name, scorer in scorers.items():
-        scores = _score(scorer, examples)
-        per_question = []
-        for s, reps in zip(samples, texts):
-            q = task_for(s).render_question(s)
-            steps = [[st.text for st in split_steps(t, config.step_rule)] for t in reps]
-            got = scorer.score_batch([q] * sum(1 for st in steps if st), [st for st in steps if st]) \
-                if any(steps) else []
-            it = iter(got)
-            per_question.append([next(it) if st else [] for st in steps])
-        grades = [[task_for(s).grade(t, s) for t in reps] for s, reps in zip(samples, texts)]
+        # every reply of every held-out question scored once (one batched call); a reply without steps gets []
+        got = scorer.score_batch([q for q, _, _ in flat], [steps[i][j] for _, i, j in flat]) if flat else []
+        per_question: list[list[list[float]]] = [[[] for _ in reps] for reps in steps]
+        for (_, i, j), sc in zip(flat, got, strict=True):
+            per_question[i][j] = list(sc)
+        # the labelled replies are the first ones of each question, split the same way
+        scores = [per_question[index[e.meta["sample_id"]]][e.meta["completion_index"]] for e in examples]
         result["scorers"][name] = {
             "steps": step_quality(scores, labels), "first_error": first_error_quality(scores, labels),
             "best_of_k": best_of_k_quality(per_question, [[g.correct for g in gs] for gs in grades],
