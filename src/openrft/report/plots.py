@@ -207,7 +207,8 @@ def prm_quality(quality: Mapping[str, Any], path: str | os.PathLike, title: str)
     ks = sorted(per_k, key=int)
     if ks:
         for what, style in (("rerank", "o-"), ("maj", "s--"), ("pass", "^:"), ("mean", "x-.")):
-            right.plot([int(k) for k in ks], [per_k[k].get(what) for k in ks], style, label=f"{what}@k")
+            right.plot([int(k) for k in ks], [per_k[k].get(what) for k in ks], style,
+                       label="one reply (mean)" if what == "mean" else f"{what}@k")
         right.set_xticks([int(k) for k in ks])
         right.legend(fontsize="small")
     else:
