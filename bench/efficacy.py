@@ -20,9 +20,9 @@ share what they can through ``--reuse``: the SFT warm-up of ``sft`` stands in fo
 
 Printed per task: each row's accuracy as mean ± std over training seeds (the evaluation spread, the std over
 sampled runs within a seed, in its own column), greedy likewise; then a paired table, each row minus the row it
-builds on with the seed-paired mean difference and its 95% t-interval; then the claims of the issue in words
-(full method >= Vanilla+ICL + 30% relative, SFT+RL(PRM) > SFT+RL, each gap beyond 2x the seed std), each
-marked holds / does not hold. ``efficacy.json`` keeps every number.
+builds on with the seed-paired mean difference and its 95% t-interval; then the claims in words (full method
+>= Vanilla+ICL + 30% relative, SFT+RL(PRM) > SFT+RL, ...), each marked holds / does not hold. A gap holds
+only when it is beyond 2x the larger seed std of the two rows and its seed-paired 95% interval is above zero. ``efficacy.json`` keeps every number.
 
     python bench/efficacy.py                                           # 2 tasks x 3 seeds x 8 rows
     python bench/efficacy.py --tasks multistep --seeds 0 --rows vanilla,vanilla_icl,sft
@@ -186,6 +186,11 @@ def summarize(results: list[dict], rows: list[str], tasks: list[str]) -> dict:
             ci = f"[{d_s['low']:+.3f}, {d_s['high']:+.3f}]" if d_s["low"] is not None else "[one seed]"
             label = f"{table[row]['method']} - {table[parent]['method']}"
             print(f"{label:<48} {d_s['mean']:>+14.3f} {ci:>19} {_fmt(d_g['mean'], d_g['std']):>22}")
+        for _, hi, lo, _ in CLAIMS:  # the claims' comparisons, seed-paired too
+            if hi in by and lo in by and f"{hi} - {lo}" not in pairs:
+                seeds = sorted({r["seed"] for r in by[hi]} & {r["seed"] for r in by[lo]})
+                pick = lambda rr: [r["sampled"] for r in rr if r["seed"] in seeds]  # noqa: E731
+                pairs[f"{hi} - {lo}"] = {"sampled": paired(pick(by[hi]), pick(by[lo]))}
         prm = _prm_quality_summary(mine)
         if prm:
             print("\nPRM quality on held-out questions (the prm stage's PRM, mean ± std over seeds):")
@@ -242,7 +247,8 @@ def _gap_claim(claim: str, table: dict, pairs: dict, hi: str, lo: str, rel: floa
     d = pairs.get(f"{hi} - {lo}", {}).get("sampled") or {}
     need = b["sampled"] * (1 + rel) if rel is not None else b["sampled"]
     holds = a["sampled"] >= need if rel is not None else gap > 0
-    holds = holds and bar is not None and gap > bar
+    # beyond 2x the seed std, and (with 2+ seeds) a seed-paired 95% interval above zero
+    holds = holds and bar is not None and gap > bar and (d.get("low") is None or d["low"] > 0)
     evidence = (f"{a['sampled']:.3f} vs {b['sampled']:.3f}, gap {gap:+.3f}"
                 + (f" = {gap / b['sampled']:+.1%} relative (needs {rel:+.0%})" if rel is not None and b["sampled"] else "")
                 + (f", 2x seed std {bar:.3f}" if bar is not None else ", one seed: no seed std")
@@ -250,17 +256,21 @@ def _gap_claim(claim: str, table: dict, pairs: dict, hi: str, lo: str, rel: floa
     return {"claim": claim, "holds": bool(holds), "gap": gap, "two_seed_std": bar, "evidence": evidence}
 
 
+#: (claim, row, the row it is compared with, relative gain needed or None for any gain)
+CLAIMS = [("full method >= Vanilla+ICL + 30% relative, beyond 2x seed std", "sft_rl_prm_da_icl", "vanilla_icl",
+           TARGET_GAIN),
+          ("SFT+RL(PRM) > SFT+RL, beyond 2x seed std", "sft_rl_prm", "sft_rl", None),
+          ("SFT > Vanilla+ICL (training beats the prompt)", "sft", "vanilla_icl", None),
+          ("SFT+RL > SFT", "sft_rl", "sft", None),
+          ("SFT+RL(PRM) > Vanilla+ICL", "sft_rl_prm", "vanilla_icl", None),
+          ("dense PRM rewards > sparse", "sft_rl_prm_dense", "sft_rl_prm", None),
+          ("+DA > SFT+RL(PRM)", "sft_rl_prm_da", "sft_rl_prm", None),
+          ("+ICL > +DA", "sft_rl_prm_da_icl", "sft_rl_prm_da", None)]
+
+
 def _claims(table: dict, pairs: dict) -> list[dict]:
     out = []
-    checks = [("full method >= Vanilla+ICL + 30% relative, beyond 2x seed std", "sft_rl_prm_da_icl", "vanilla_icl",
-               TARGET_GAIN),
-              ("SFT+RL(PRM) > SFT+RL, beyond 2x seed std", "sft_rl_prm", "sft_rl", None),
-              ("SFT > Vanilla+ICL (training beats the prompt)", "sft", "vanilla_icl", None),
-              ("SFT+RL > SFT", "sft_rl", "sft", None),
-              ("dense PRM rewards > sparse", "sft_rl_prm_dense", "sft_rl_prm", None),
-              ("+DA > SFT+RL(PRM)", "sft_rl_prm_da", "sft_rl_prm", None),
-              ("+ICL > +DA", "sft_rl_prm_da_icl", "sft_rl_prm_da", None)]
-    for claim, hi, lo, rel in checks:
+    for claim, hi, lo, rel in CLAIMS:
         if hi in table and lo in table:
             out.append(_gap_claim(claim, table, pairs, hi, lo, rel))
     return out

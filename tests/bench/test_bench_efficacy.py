@@ -35,6 +35,10 @@ def test_paired_interval_and_claims_maths():
     assert claims["SFT+RL(PRM) > SFT+RL, beyond 2x seed std"] is False                      # 0.01 < 2 x 0.02
     table["sft_rl_prm_da_icl"]["sampled"] = 0.38                                               # +27%: short of 30%
     assert not bench._claims(table, {})[0]["holds"]
+    # beyond 2x the seed std, but the seed-paired interval reaches below zero: does not hold
+    table["sft_rl_prm_da_icl"]["sampled"] = 0.40
+    wide = {"sft_rl_prm_da_icl - vanilla_icl": {"sampled": {"low": -0.05, "high": 0.25}}}
+    assert not bench._claims(table, wide)[0]["holds"]
 
 
 def test_efficacy_bench_runs_rows_and_seeds_on_a_tiny_model(tmp_path, tiny_model_dir, capsys):
@@ -52,8 +56,9 @@ def test_efficacy_bench_runs_rows_and_seeds_on_a_tiny_model(tmp_path, tiny_model
     assert list(table) == ["vanilla", "vanilla_icl", "sft", "sft_rl", "sft_rl_prm"]
     assert all(r["seeds"] == [0, 1] and 0.0 <= r["sampled"] <= 1.0 and 0.0 <= r["greedy"] <= 1.0
                for r in table.values())
-    assert set(summary["tasks"]["arithmetic"]["paired"]) == {"vanilla_icl - vanilla", "sft - vanilla",
-                                                            "sft_rl - sft", "sft_rl_prm - sft_rl"}
+    assert set(summary["tasks"]["arithmetic"]["paired"]) == {
+        "vanilla_icl - vanilla", "sft - vanilla", "sft_rl - sft", "sft_rl_prm - sft_rl",  # each row vs its parent
+        "sft - vanilla_icl", "sft_rl_prm - vanilla_icl"}  # and the claims' comparisons
     assert "total wall time" in out and "paired diff" in out and "HOLD" in out
     seed1 = tmp_path / "arithmetic" / "seed1"
     rl_row = json.loads((seed1 / "sft_rl" / "run.json").read_text())["cells"][0]["stages"]
