@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from openrft.augment.stage import AUGMENTED, AugmentConfig, run_augment
+from openrft.augment.stage import AUGMENTED, AugmentConfig, drop_test_questions, run_augment
 from openrft.augment.template import TemplateError, renumber, template_variants
 from openrft.data.bundled import load_bundled
 from openrft.data.expressions import canonical_key, evaluate_expression, worked_solution
 from openrft.data.sample import Sample
-from openrft.pipeline.runner import drop_test_questions
 from openrft.tasks import task_for
 
 

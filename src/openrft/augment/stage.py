@@ -466,3 +466,24 @@ def augment_stats(samples: Sequence[Sample], outputs: Sequence[Sample], records:
         "not_shuffled": dict(not_shuffled),
         "gold_letters": dict(sorted(Counter(s.answer for s in outputs if s.answer_type == "mcq").items())),
     }
+
+
+def drop_test_questions(samples: Sequence, test: Sequence) -> tuple[list, int]:
+    """``samples`` without augmented variants that ask a held-out question (same text up to case and spacing, or
+    the same arithmetic expression up to operand order), and how many were dropped. Originals always stay."""
+    from openrft.data.expressions import canonical_key
+
+    def text(s) -> str:
+        return " ".join(s.question.lower().split())
+
+    def expression(s) -> str | None:
+        expr = (s.meta or {}).get("expression")
+        try:
+            return canonical_key(expr) if isinstance(expr, str) else None
+        except (SyntaxError, ValueError):
+            return None
+
+    held = {text(s) for s in test} | {e for e in map(expression, test) if e is not None}
+    kept = [s for s in samples if (s.meta or {}).get("variant", 0) == 0
+            or (text(s) not in held and expression(s) not in held)]
+    return kept, len(samples) - len(kept)

@@ -84,7 +84,7 @@ class EvalConfig:
         from openrft.pipeline.rundir import path_fingerprint
 
         if prm:
-            from openrft.rewards.prm.stage import prm_fingerprint
+            from openrft.rewards.prm.loader import prm_fingerprint
 
             weights = prm_fingerprint(target)
         else:

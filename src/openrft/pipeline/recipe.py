@@ -202,7 +202,7 @@ class Recipe:
 
     def _check_prm_from_stage(self, configs: dict[str, Any]) -> None:
         """``rl.reward.prm: stage`` and ``eval.rerank: prm:stage`` name the PRM this recipe's ``prm`` stage trains."""
-        from openrft.rewards.prm.stage import PRM_FROM_STAGE
+        from openrft.rewards.prm.loader import PRM_FROM_STAGE
 
         users = []
         if "rl" in configs and configs["rl"].reward.prm == PRM_FROM_STAGE:

@@ -205,7 +205,7 @@ def _free_memory() -> None:
 
 
 def _stage_augment(ctx: CellContext) -> dict[str, Any]:
-    from openrft.augment.stage import TEMPLATE, run_augment
+    from openrft.augment.stage import TEMPLATE, drop_test_questions, run_augment
     from openrft.models.backends import make_generator
 
     config = ctx.recipe.stage_config("augment")
@@ -225,27 +225,6 @@ def _stage_augment(ctx: CellContext) -> dict[str, Any]:
     ctx.rl_samples = [s for s in samples if (s.meta or {}).get("parent_id", s.id) in rl_ids]
     return {"samples": len(samples), "from": len(ctx.train), "variants_per_question":
             round((len(samples) - len(ctx.train)) / len(ctx.train), 3), "dropped_as_test_questions": leaked}
-
-
-def drop_test_questions(samples: Sequence, test: Sequence) -> tuple[list, int]:
-    """``samples`` without augmented variants that ask a held-out question (same text up to case and spacing, or
-    the same arithmetic expression up to operand order), and how many were dropped. Originals always stay."""
-    from openrft.data.expressions import canonical_key
-
-    def text(s) -> str:
-        return " ".join(s.question.lower().split())
-
-    def expression(s) -> str | None:
-        expr = (s.meta or {}).get("expression")
-        try:
-            return canonical_key(expr) if isinstance(expr, str) else None
-        except (SyntaxError, ValueError):
-            return None
-
-    held = {text(s) for s in test} | {e for e in map(expression, test) if e is not None}
-    kept = [s for s in samples if (s.meta or {}).get("variant", 0) == 0
-            or (text(s) not in held and expression(s) not in held)]
-    return kept, len(samples) - len(kept)
 
 
 def _stage_synthesize(ctx: CellContext) -> dict[str, Any]:
@@ -329,7 +308,7 @@ def _stage_rl(ctx: CellContext) -> dict[str, Any]:
                               f"({ctx.dir / 'sft' / 'adapter'})")
     config = ctx.recipe.stage_config("rl", adapter=adapter, output_dir=str(ctx.dir / "rl"),
                                      **({"model": ctx.model} if ctx.model else {}))
-    from openrft.rewards.prm.stage import PRM_FROM_STAGE
+    from openrft.rewards.prm.loader import PRM_FROM_STAGE
 
     if config.reward.prm == PRM_FROM_STAGE:
         config.reward.prm = _prm_path(ctx, "rl.reward.prm")
@@ -349,7 +328,7 @@ def _stage_eval(ctx: CellContext) -> dict[str, Any]:
 
     recipe = ctx.recipe
     config = recipe.stage_config("eval")
-    from openrft.rewards.prm.stage import PRM_FROM_STAGE
+    from openrft.rewards.prm.loader import PRM_FROM_STAGE
 
     if config.rerank == f"prm:{PRM_FROM_STAGE}":
         config.rerank = f"prm:{_prm_path(ctx, 'eval.rerank')}"

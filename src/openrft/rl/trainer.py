@@ -558,7 +558,7 @@ def run_rl(config: RLConfig, out_dir: str | os.PathLike, samples: Sequence[Sampl
 
         inputs["adapter"] = file_hash(resolve_adapter_dir(config.adapter))  # a stacked adapter includes its base
     if config.reward.prm:  # a local PRM's weights, not only its path: a retrained PRM reruns the stage
-        from openrft.rewards.prm.stage import prm_fingerprint
+        from openrft.rewards.prm.loader import prm_fingerprint
 
         inputs["prm"] = prm_fingerprint(config.reward.prm)
     if path_fingerprint(config.model):  # a fully fine-tuned SFT model at an unchanged path

@@ -31,7 +31,11 @@ from typing import Any
 
 from openrft.rewards.prm.base import PRMFormatError, ProcessScorer
 
-__all__ = ["FORMATS", "MARKER", "detect_format", "load_scorer", "local_checkpoint", "write_marker"]
+#: the PRM spec naming the recipe's own prm stage (``rl.reward.prm: stage``, ``eval.rerank: prm:stage``)
+PRM_FROM_STAGE = "stage"
+
+__all__ = ["FORMATS", "MARKER", "PRM_FROM_STAGE", "detect_format", "load_scorer", "local_checkpoint", "prm_fingerprint",
+           "write_marker"]
 
 logger = logging.getLogger(__name__)
 
@@ -230,3 +234,15 @@ def load_scorer(spec: str, device=None, dtype=None, format: str | None = None, *
     from openrft.rewards.prm.math_shepherd import MathShepherdPRM
 
     return _call_from_pretrained(MathShepherdPRM, root, device, dtype, options)
+
+
+def prm_fingerprint(spec: str | os.PathLike | None) -> str | None:
+    """What identifies a PRM spec's weights: the content hash of a local checkpoint (a stage directory hashes its
+    ``checkpoint/``), else the spec itself (a judge, a URL, a hub id)."""
+    if spec is None:
+        return None
+    from openrft.pipeline.rundir import path_fingerprint
+    from openrft.rewards.prm.value_head import resolve_checkpoint_dir
+
+    path = Path(str(spec)).expanduser()
+    return path_fingerprint(resolve_checkpoint_dir(path)) if path.exists() else str(spec)

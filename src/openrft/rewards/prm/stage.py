@@ -39,6 +39,7 @@ from openrft.rewards.labels import (
     COMPLETIONS_FILE, FLAT_STEPS_FILE, STEP_LABELS_FILE, StepExample, label_policy_rollouts, read_step_examples,
     write_step_examples,
 )
+from openrft.rewards.prm.loader import PRM_FROM_STAGE, prm_fingerprint
 from openrft.rewards.prm.quality import QUALITY_DIR, QUALITY_FILE
 from openrft.rewards.prm.train import (
     PRMTrainConfig, PRMTrainResult, StepLabelSettings, ValueHeadTrainSettings, run_prm_train,
@@ -46,10 +47,8 @@ from openrft.rewards.prm.train import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PRM_FROM_STAGE", "PRMStageConfig", "PRMStageResult", "prm_fingerprint", "run_prm_stage"]
+__all__ = ["PRMStageConfig", "PRMStageResult", "run_prm_stage"]
 
-#: the value of ``rl.reward.prm`` (and of the target of ``eval.rerank: prm:stage``) naming this recipe's prm stage
-PRM_FROM_STAGE = "stage"
 LABELS_DIR = "labels"
 
 
@@ -108,17 +107,6 @@ class PRMStageResult:
     metrics: dict[str, Any]
     quality: dict[str, Any] | None
     labels: dict[str, Any]
-
-
-def prm_fingerprint(spec: str | os.PathLike | None) -> str | None:
-    """What identifies a PRM spec's weights: the content hash of a local checkpoint (a stage directory hashes its
-    ``checkpoint/``), else the spec itself (a judge, a URL, a hub id)."""
-    if spec is None:
-        return None
-    from openrft.rewards.prm.value_head import resolve_checkpoint_dir
-
-    path = Path(str(spec)).expanduser()
-    return path_fingerprint(resolve_checkpoint_dir(path)) if path.exists() else str(spec)
 
 
 def _policy_generator(model: str, adapter: str | os.PathLike | None, batch_size: int, device=None, dtype="auto"):
