@@ -219,14 +219,17 @@ def _prm_quality_summary(results: list[dict]) -> dict:
         if vals:
             out[f"step {key}" if "auc" in key else key] = mean_std(vals)
     for k in sorted({k for q in qs.values() for k in (q.get("best_of_k") or {})}, key=int):
-        for what in ("rerank", "maj", "pass", "mean"):
-            vals = [q["best_of_k"][k][what] for q in qs.values() if k in (q.get("best_of_k") or {})]
-            out[f"best-of-{k}: {what}@{k}" if what != "mean" else f"best-of-{k}: single reply"] = mean_std(vals)
+        for what in ("rerank", "weighted_maj", "maj", "pass", "mean"):
+            vals = [q["best_of_k"][k][what] for q in qs.values() if (q.get("best_of_k") or {}).get(k, {}).get(what)
+                    is not None]
+            if vals:
+                out[f"best-of-{k}: {what}@{k}" if what != "mean" else f"best-of-{k}: single reply"] = mean_std(vals)
     return out
 
 
 def _prm_claims(prm: dict) -> list[dict]:
-    """The issue's PRM figures: step AUC >= 0.80 on held-out steps; best-of-8 >= maj@8 + 0.03."""
+    """The issue's PRM figures: step AUC >= 0.80 on held-out steps; best-of-8 >= maj@8 + 0.03 (the PRM's pick,
+    and the PRM-weighted vote where measured)."""
     out = []
     auc = prm.get("step auc", (None, None))[0]
     if auc is not None:
@@ -236,6 +239,10 @@ def _prm_claims(prm: dict) -> list[dict]:
     if rr is not None and maj is not None:
         out.append({"claim": "best-of-8 with the PRM >= maj@8 + 0.03", "holds": rr >= maj + 0.03,
                     "evidence": f"rerank@8 {rr:.3f} vs maj@8 {maj:.3f}"})
+    wm = prm.get("best-of-8: weighted_maj@8", (None,))[0]
+    if wm is not None and maj is not None:
+        out.append({"claim": "PRM-weighted vote of 8 >= maj@8 + 0.03", "holds": wm >= maj + 0.03,
+                    "evidence": f"weighted_maj@8 {wm:.3f} vs maj@8 {maj:.3f}"})
     return out
 
 

@@ -4,12 +4,19 @@ Takes a finished ``prm`` stage directory (``labels/steps.jsonl``: the training q
 ``quality/steps.jsonl``: held-out questions labelled the same way), trains one value-head PRM per ``--config``
 on the training labels (LoRA on the policy's backbone when ``--policy-adapter`` is given), scores the held-out
 steps with each, and prints the step AUC and accuracy next to a constant scorer. Each config trains in its own
-output directory under ``--out`` (a rerun with the same config and labels reuses it).
+output directory under ``--out`` (a rerun with the same config and labels reuses it). A config's
+``"extra_labels": [paths]`` adds labelled replies to its training set (e.g. another labelling of the same
+training questions), to see whether more labels would pay. ``--checkpoint`` scores finished PRMs (the stage's own
+``checkpoint/``) without training. With ``--data`` (the task of the held-out questions), each PRM also picks among
+the held-out questions' replies (``quality/completions.jsonl``): best-of-k (rerank@k) and PRM-weighted voting
+(wmaj@k) against maj@k, k = 4 and 8.
 
     python bench/prm_settings.py --prm-dir runs/efficacy-multistep/multistep/seed0/sft_rl_prm/multistep/prm \\
         --policy-adapter runs/efficacy-multistep/multistep/seed0/sft_rl_prm/multistep/sft/adapter \\
         --config '{"epochs": 3, "learning_rate": 3e-4, "lora_rank": 8}' \\
         --config '{"epochs": 8, "learning_rate": 1e-3, "lora_rank": 16, "lora_alpha": 32}'
+    python bench/prm_settings.py --prm-dir ... --data multistep \
+        --checkpoint runs/efficacy-multistep/multistep/seed0/sft_rl_prm/multistep/prm/checkpoint
 """
 
 from __future__ import annotations
@@ -20,28 +27,77 @@ import time
 from pathlib import Path
 
 
-def run(prm_dir: Path, configs: list[dict], out: Path, model: str, policy_adapter: str | None) -> list[dict]:
+def run(prm_dir: Path, configs: list[dict], out: Path, model: str, policy_adapter: str | None,
+        checkpoints: list[str] = (), data: str | None = None) -> list[dict]:
     from openrft.rewards.labels import FLAT_STEPS_FILE, read_step_examples
-    from openrft.rewards.prm.loader import load_scorer
     from openrft.rewards.prm.quality import QUALITY_DIR, step_quality
     from openrft.rewards.prm.train import PRMTrainConfig, run_prm_train
 
     train_labels = prm_dir / "labels" / FLAT_STEPS_FILE
     held = read_step_examples(prm_dir / QUALITY_DIR / FLAT_STEPS_FILE)
     labels = [list(e.labels) for e in held]
+    replies = _held_out_replies(prm_dir / QUALITY_DIR, data) if data else None
     rows = [{"config": "constant 0.5", **_pick(step_quality([[0.5] * len(y) for y in labels], labels))}]
+    for path in checkpoints:
+        rows.append({"config": f"checkpoint {path}", **_measure(path, held, labels, replies)})
     for i, settings in enumerate(configs):
-        config = PRMTrainConfig(labels=[str(train_labels)], model=model, init_adapter=policy_adapter, held_out=0.0,
-                                **settings)
+        settings = dict(settings)
+        extra = [str(x) for x in settings.pop("extra_labels", [])]
+        config = PRMTrainConfig(labels=[str(train_labels), *extra], model=model, init_adapter=policy_adapter,
+                                held_out=0.0, **settings)
         t0 = time.perf_counter()
         result = run_prm_train(config, out / f"config{i}", show_progress=False)
         seconds = time.perf_counter() - t0
-        scorer = load_scorer(str(result.checkpoint_dir))
-        scores = scorer.score_batch([e.question for e in held], [list(e.steps) for e in held])
-        scorer.close()
-        rows.append({"config": json.dumps(settings), "train_seconds": round(seconds, 1),
-                     "reused": result.skipped, **_pick(step_quality(scores, labels))})
+        rows.append({"config": json.dumps(settings | ({"extra_labels": len(extra)} if extra else {})),
+                     "train_seconds": round(seconds, 1), "train_steps": sum(len(e.steps) for e in
+                                                                            read_step_examples(config.labels)),
+                     "reused": result.skipped, **_measure(str(result.checkpoint_dir), held, labels, replies)})
     return rows
+
+
+def _held_out_replies(quality_dir: Path, data: str) -> dict:
+    """The held-out questions' replies (``completions.jsonl``), split into steps and graded against ``data``."""
+    from openrft.data.loaders import load_sources
+    from openrft.pipeline.rundir import JsonlStore
+    from openrft.rewards.labels import COMPLETIONS_FILE
+    from openrft.rewards.steps import split_steps
+    from openrft.tasks import task_for
+
+    completions = JsonlStore(quality_dir / COMPLETIONS_FILE).load()
+    samples = [s for s in load_sources([data], split="test") if s.id in completions]
+    if len(samples) != len(completions):
+        raise SystemExit(f"--data {data}: {len(completions) - len(samples)} of the held-out questions in "
+                         f"{quality_dir / COMPLETIONS_FILE} are not in its test split")
+    texts = [completions[s.id]["texts"] for s in samples]
+    grades = [[task_for(s).grade(t, s) for t in reps] for s, reps in zip(samples, texts)]
+    return {"questions": [task_for(s).render_question(s) for s in samples],
+            "steps": [[[st.text for st in split_steps(t)] for t in reps] for reps in texts],
+            "correct": [[g.correct for g in gs] for gs in grades], "answers": [[g.extracted for g in gs] for gs in grades]}
+
+
+def _measure(checkpoint: str, held, labels, replies: dict | None) -> dict:
+    from openrft.rewards.prm.loader import load_scorer
+    from openrft.rewards.prm.quality import best_of_k_quality, step_quality
+
+    scorer = load_scorer(checkpoint)
+    try:
+        out = _pick(step_quality(scorer.score_batch([e.question for e in held], [list(e.steps) for e in held]),
+                                 labels))
+        if replies:
+            flat = [(i, j) for i, reps in enumerate(replies["steps"]) for j, st in enumerate(reps) if st]
+            got = scorer.score_batch([replies["questions"][i] for i, _ in flat], [replies["steps"][i][j]
+                                                                                  for i, j in flat])
+            per_question = [[[] for _ in reps] for reps in replies["steps"]]
+            for (i, j), sc in zip(flat, got, strict=True):
+                per_question[i][j] = list(sc)
+            n = min(len(r) for r in replies["correct"])
+            bok = best_of_k_quality(per_question, replies["correct"], replies["answers"],
+                                    [k for k in (4, 8) if k <= n])["k"]
+            for k, m in bok.items():
+                out |= {f"rerank@{k}": m["rerank"], f"wmaj@{k}": m["weighted_maj"], f"maj@{k}": m["maj"]}
+    finally:
+        scorer.close()
+    return out
 
 
 def _pick(q: dict) -> dict:
@@ -51,8 +107,11 @@ def _pick(q: dict) -> dict:
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prm-dir", required=True, help="a finished prm stage directory with quality/ labels")
-    ap.add_argument("--config", action="append", required=True,
+    ap.add_argument("--config", action="append", default=[],
                     help="JSON object of PRM training settings (openrft prm train --help); repeat to compare")
+    ap.add_argument("--checkpoint", action="append", default=[], help="also score this finished PRM (repeatable)")
+    ap.add_argument("--data", default=None, help="the held-out questions' task (bundled name or file): adds "
+                                                "best-of-k and PRM-weighted voting on their replies")
     ap.add_argument("--policy-adapter", default=None, help="the policy's SFT adapter (the PRM's backbone)")
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--out", default="runs/prm-settings")
@@ -66,12 +125,20 @@ def main(argv=None) -> list[dict]:
 
         torch.set_num_threads(args.threads)
     configs = [json.loads(c) for c in args.config]
-    rows = run(Path(args.prm_dir), configs, Path(args.out), args.model, args.policy_adapter)
-    print(f"\n{'settings':<72} {'steps':>6} {'AUC':>6} {'acc':>6} {'train s':>8}")
+    if not configs and not args.checkpoint:
+        ap.error("nothing to compare: give --config and/or --checkpoint")
+    rows = run(Path(args.prm_dir), configs, Path(args.out), args.model, args.policy_adapter, args.checkpoint,
+               args.data)
+    extra = [k for k in rows[-1] if "@" in k]
+    print(f"\n{'settings':<72} {'steps':>6} {'AUC':>6} {'acc':>6} {'train s':>8}" + "".join(f" {k:>8}" for k in extra))
     for r in rows:
-        auc = f"{r['auc']:.3f}" if r["auc"] is not None else "-"
-        print(f"{r['config']:<72} {r['steps']:>6} {auc:>6} {r['accuracy']:>6.3f} {r.get('train_seconds', 0):>8}")
+        print(f"{r['config'][-72:]:<72} {r['steps']:>6} {_f(r['auc']):>6} {_f(r['accuracy']):>6} "
+              f"{r.get('train_seconds', 0):>8}" + "".join(f" {_f(r.get(k)):>8}" for k in extra))
     return rows
+
+
+def _f(x) -> str:
+    return f"{x:.3f}" if isinstance(x, (int, float)) else "-"
 
 
 if __name__ == "__main__":

@@ -33,3 +33,28 @@ def test_prm_settings_bench_compares_configs_on_held_out_steps(tmp_path, tiny_mo
     assert rows[0]["auc"] == 0.5 and all(r["steps"] == 12 for r in rows)
     assert all(r["auc"] is None or 0.0 <= r["auc"] <= 1.0 for r in rows[1:])
     assert "AUC" in capsys.readouterr().out
+
+
+def test_prm_settings_bench_scores_a_checkpoint_and_picks_among_held_out_replies(tmp_path, tiny_model_dir, capsys):
+    import json
+
+    bench = _load()
+    prm = tmp_path / "prm"
+    write_step_examples(prm / "labels" / "steps.jsonl", _examples(8, 0))
+    write_step_examples(prm / "quality" / "steps.jsonl", _examples(4, 100))
+    # the held-out questions' replies: 4 per bundled arithmetic test question, one of them right
+    replies = [{"id": "arithmetic/test/0", "texts": ["81 + 13 = 94\nThe answer is 94"] + ["81 + 13 = 95\nThe answer is 95"] * 3},
+               {"id": "arithmetic/test/1", "texts": ["10 + 76 = 87\nThe answer is 87"] * 3 + ["10 + 76 = 86\nThe answer is 86"]}]
+    (prm / "quality" / "completions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in replies))
+    trained = bench.main(["--prm-dir", str(prm), "--model", str(tiny_model_dir), "--out", str(tmp_path / "out"),
+                          "--config", '{"epochs": 1, "batch_size": 4, "device": "cpu", "extra_labels": ["%s"]}'
+                          % (prm / "quality" / "steps.jsonl")])
+    assert trained[1]["train_steps"] == 8 * 2 + 4 * 2  # the extra labels joined the training set
+    checkpoint = tmp_path / "out" / "config0" / "checkpoint"
+    rows = bench.main(["--prm-dir", str(prm), "--model", str(tiny_model_dir), "--out", str(tmp_path / "out"),
+                       "--checkpoint", str(checkpoint), "--data", "arithmetic"])
+    assert rows[1]["config"] == f"checkpoint {checkpoint}"
+    assert rows[1]["auc"] == trained[1]["auc"]  # the same PRM scores the same held-out steps the same way
+    # majority voting picks the wrong answer on both questions; rerank and weighted voting are accuracies
+    assert rows[1]["maj@4"] == 0.0 and 0.0 <= rows[1]["rerank@4"] <= 1.0 and 0.0 <= rows[1]["wmaj@4"] <= 1.0
+    assert "wmaj@4" in capsys.readouterr().out

@@ -150,12 +150,33 @@ def test_estimate_step_labels_fractions_and_one_call(bundled_tokenizer):
 
 def test_rollout_step_examples_scripted(bundled_tokenizer):
     gen = ScriptedGenerator(bundled_tokenizer)
-    examples = rollout_step_examples(gen, [numeric(0, 5, 3), numeric(1, 7, 1)], n_completions=2, n_rollouts=2)
+    examples = rollout_step_examples(gen, [numeric(0, 5, 3), numeric(1, 7, 1)], n_completions=2, n_rollouts=2,
+                                     share_prefixes=False)
     assert gen.calls == [(2, 2), (8, 2)]  # policy round, then all 2 x 2 completions x 2 step prefixes at once
     assert [e.meta["completion_index"] for e in examples] == [0, 1, 0, 1]
     assert [list(e.labels) for e in examples[:2]] == [[0.5, 0.5, 1.0]] * 2
     # "What is 7 + 1?" (gold 8): the slip makes rollouts fail, and the final answer 0 is wrong
     assert [list(e.labels) for e in examples[2:]] == [[0.5, 0.0, 0.0]] * 2
+    # the default: both replies of a question are the same text, so each of its 2 step prefixes is rolled out
+    # once (2 questions x 2 prefixes) and both replies get the same labels
+    gen = ScriptedGenerator(bundled_tokenizer)
+    shared = rollout_step_examples(gen, [numeric(0, 5, 3), numeric(1, 7, 1)], n_completions=2, n_rollouts=2)
+    assert gen.calls == [(2, 2), (4, 2)]
+    assert [(e.steps, e.labels, e.meta) for e in shared] == [(e.steps, e.labels, e.meta) for e in examples]
+
+
+def test_shared_prefixes_are_rolled_out_once_and_others_apart(bundled_tokenizer):
+    gen = ScriptedGenerator(bundled_tokenizer)
+    # replies 0 and 1 share their first step; reply 2 differs from the start; the other question repeats reply 0
+    samples = [numeric(0, 5, 3)] * 3 + [numeric(1, 4, 4)]
+    completions = ["Start.\nok\nThe answer is 8", "Start.\noops\nThe answer is 2", "Begin.\nok\nThe answer is 8",
+                   "Start.\nok\nThe answer is 8"]
+    examples = estimate_step_labels(gen, samples, completions, n_rollouts=4)
+    # prefixes: q0 "Start." (shared by replies 0 and 1), "Start.\nok", "Start.\noops", "Begin.", "Begin.\nok";
+    # q1 (another question, the same text): "Start.", "Start.\nok" again
+    assert gen.calls == [(7, 4)]
+    assert [list(e.labels) for e in examples] == [[0.5, 0.5, 1.0], [0.5, 0.0, 0.0], [0.5, 0.5, 1.0],
+                                                  [0.5, 0.5, 1.0]]
 
 
 def test_rollout_step_examples_tiny_generator(tiny_generator):
@@ -170,7 +191,7 @@ def test_rollout_step_examples_tiny_generator(tiny_generator):
     tiny_generator.generate = counting
     try:
         examples = rollout_step_examples(tiny_generator, samples, n_completions=2, n_rollouts=3, max_new_tokens=12,
-                                         temperature=1.0, step_rule="re:\\s+")
+                                         temperature=1.0, step_rule="re:\\s+", share_prefixes=False)
     finally:
         del tiny_generator.generate
     assert len(calls) == 2 and calls[0] == 3

@@ -14,6 +14,7 @@ from openrft.models.backends.base import Completion
 from openrft.pipeline.recipe import RecipeError, load_recipe
 from openrft.pipeline.runner import run_recipe
 from openrft.rewards.labels import COMPLETIONS_FILE, STEP_LABELS_FILE, label_policy_rollouts
+from openrft.rewards.prm import stage as prm_stage
 from openrft.rewards.prm.quality import best_of_k_quality, first_error_quality, step_quality
 from openrft.rewards.prm.stage import PRMStageConfig, run_prm_stage
 
@@ -129,12 +130,16 @@ def test_quality_measures_against_hand_computed_values():
                             ks=[3])
     k3 = bok["k"]["3"]
     assert k3["rerank"] == 1.0 and k3["pass"] == 1.0 and k3["maj"] == pytest.approx(0.0) \
-        and k3["mean"] == pytest.approx(1 / 3)
+        and k3["mean"] == pytest.approx(1 / 3) and k3["weighted_maj"] == 1.0
+    # weighted voting: two middling replies agreeing outweigh one confident wrong reply that rerank picks
+    vote = best_of_k_quality([[[0.5], [0.5], [0.9]]], [[True, True, False]], [["4", "4", "5"]], ks=[3])["k"]["3"]
+    assert vote["rerank"] == 0.0 and vote["weighted_maj"] == 1.0 and vote["maj"] == 1.0
     with pytest.raises(ValueError, match="best-of-4 needs 4 completions"):
         best_of_k_quality([[[0.1]]], [[True]], [["1"]], ks=[4])
 
 
-def test_stage_trains_on_the_policy_backbone_measures_quality_and_skips_on_rerun(tiny_model_dir, tmp_path):
+def test_stage_trains_on_the_policy_backbone_measures_quality_and_skips_on_rerun(tiny_model_dir, tmp_path,
+                                                                                  monkeypatch):
     config = PRMStageConfig(model=str(tiny_model_dir), n_completions=2, n_rollouts=2, max_new_tokens=8,
                             temperature=1.0, step_rule="re:\\s+", epochs=1, batch_size=4, held_out=0.25,
                             quality_questions=3, quality_completions=4, label_chunk=2, device="cpu")
@@ -150,6 +155,18 @@ def test_stage_trains_on_the_policy_backbone_measures_quality_and_skips_on_rerun
     again = run_prm_stage(config, samples, tmp_path / "prm", policy_model=str(tiny_model_dir),
                           quality_samples=held, show_progress=False)
     assert again.skipped and again.quality == result.quality
+    # a record of an older version of the measures is measured again from its stored reply scores (no scoring)
+    path = tmp_path / "prm" / "quality" / "quality.json"
+    old = json.loads(path.read_text())
+    assert len(old["reply_scores"]["trained"]) == 3 and all(len(r) == 4 for r in old["reply_scores"]["trained"])
+    old["identity"]["measures"] -= 1
+    for per_k in old["scorers"]["trained"]["best_of_k"]["k"].values():
+        del per_k["weighted_maj"]
+    path.write_text(json.dumps(old))
+    monkeypatch.setattr(prm_stage, "_score_replies", lambda *a, **k: pytest.fail("the replies were scored again"))
+    third = run_prm_stage(config, samples, tmp_path / "prm", policy_model=str(tiny_model_dir),
+                          quality_samples=held, show_progress=False)
+    assert third.quality["scorers"] == result.quality["scorers"]
 
 
 def _recipe(tmp_path, tiny_model_dir, **stages):

@@ -206,9 +206,12 @@ def prm_quality(quality: Mapping[str, Any], path: str | os.PathLike, title: str)
     per_k = (scorers.get("trained", {}).get("best_of_k") or {}).get("k", {})
     ks = sorted(per_k, key=int)
     if ks:
-        for what, style in (("rerank", "o-"), ("maj", "s--"), ("pass", "^:"), ("mean", "x-.")):
-            right.plot([int(k) for k in ks], [per_k[k].get(what) for k in ks], style,
-                       label="one reply (mean)" if what == "mean" else f"{what}@k")
+        for what, style in (("rerank", "o-"), ("weighted_maj", "D-"), ("maj", "s--"), ("pass", "^:"),
+                            ("mean", "x-.")):
+            if any(per_k[k].get(what) is None for k in ks):
+                continue  # weighted_maj: not in quality records written before it was measured
+            right.plot([int(k) for k in ks], [per_k[k][what] for k in ks], style,
+                       label={"mean": "one reply (mean)", "weighted_maj": "PRM-weighted vote@k"}.get(what, f"{what}@k"))
         right.set_xticks([int(k) for k in ks])
         right.legend(fontsize="small")
     else:

@@ -203,6 +203,11 @@ def _num(value: Any, digits: int = 3) -> str:
     return "-" if not isinstance(value, (int, float)) or isinstance(value, bool) else f"{value:.{digits}f}"
 
 
+#: the best-of-k measures of a PRM quality record, and their column names
+_BOK = ("rerank", "weighted_maj", "maj", "pass")
+_BOK_NAMES = {"rerank": "rerank", "weighted_maj": "wmaj", "maj": "maj", "pass": "pass"}
+
+
 def prm_quality_blocks(cells: Sequence[Cell]) -> list[Block]:
     """The prm stage's held-out measures per cell: step AUC / accuracy, first-error detection, best-of-k.
 
@@ -218,17 +223,18 @@ def prm_quality_blocks(cells: Sequence[Cell]) -> list[Block]:
                            "data (Math-Shepherd: a step is good when some continuation from it reaches the gold "
                            "answer). step AUC: 0.5 = no signal; first-error F1: ProcessBench's harmonic mean of "
                            "finding the first bad step and passing error-free replies (threshold 0.5); best-of-k: "
-                           "the reply with the highest min step score among the first k, next to majority voting "
-                           "(maj@k), any-correct (pass@k) and the mean single-reply accuracy.")]
+                           "the reply with the highest min step score among the first k (rerank@k), the answer whose "
+                           "replies' min step scores sum highest (PRM-weighted voting, wmaj@k), next to majority "
+                           "voting (maj@k), any-correct (pass@k) and the mean single-reply accuracy.")]
         ks = sorted({k for sc in q["scorers"].values() for k in (sc.get("best_of_k") or {}).get("k", {})}, key=int)
         header = ["Scorer", "step AUC", "step acc", "first-error F1"] + \
-            [f"{what}@{k}" for k in ks for what in ("rerank", "maj", "pass")]
+            [f"{_BOK_NAMES[what]}@{k}" for k in ks for what in _BOK]
         rows = []
         for name, sc in q["scorers"].items():
             steps, fe = sc.get("steps") or {}, sc.get("first_error") or {}
             per_k = (sc.get("best_of_k") or {}).get("k", {})
             rows.append([name, _num(steps.get("auc")), _num(steps.get("accuracy")), _num(fe.get("f1"))]
-                        + [_num((per_k.get(k) or {}).get(what)) for k in ks for what in ("rerank", "maj", "pass")])
+                        + [_num((per_k.get(k) or {}).get(what)) for k in ks for what in _BOK])
         trained = q["scorers"].get("trained", {}).get("steps", {})
         blocks += [Heading(3, f"cell {cell.id}"),
                    Para(f"{q.get('questions')} held-out questions, {q.get('labelled_solutions')} labelled replies, "

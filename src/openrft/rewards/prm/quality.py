@@ -11,7 +11,9 @@ continuation from it still reached the answer: Math-Shepherd's hard estimate), *
   the first step the PRM scores below ``threshold`` (or none); accuracy on solutions with an error, accuracy on
   error-free solutions, and their harmonic mean (F1).
 * :func:`best_of_k_quality`: per question, pick the completion with the highest aggregated PRM score among the
-  first k (rerank@k), next to majority voting (maj@k), any-correct (pass@k) and the mean single-sample accuracy.
+  first k (rerank@k), the answer whose completions' aggregated scores sum highest (PRM-weighted voting,
+  weighted_maj@k, Math-Shepherd's "self-consistency + PRM"), next to majority voting (maj@k), any-correct
+  (pass@k) and the mean single-sample accuracy.
 
 >>> step_quality([[0.9, 0.2], [0.8, 0.7]], [[1.0, 0.0], [0.5, 1.0]])["auc"]
 1.0
@@ -25,13 +27,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from openrft.evaluate.metrics import maj_at_k, pass_at_k
-from openrft.evaluate.rerank import rerank_at_k
+from openrft.evaluate.rerank import rerank_at_k, weighted_maj_at_k
 from openrft.rewards.combine import aggregate_steps
 
-__all__ = ["QUALITY_DIR", "QUALITY_FILE", "best_of_k_quality", "first_error", "first_error_quality", "step_quality"]
+__all__ = ["QUALITY_DIR", "QUALITY_FILE", "QUALITY_MEASURES", "best_of_k_quality", "first_error", "first_error_quality", "step_quality"]
 
 #: where the prm stage writes its held-out measures, relative to the stage directory (the run report reads it)
 QUALITY_DIR, QUALITY_FILE = "quality", "quality.json"
+#: the version of the measures in quality.json: a record of an older version is measured again (from its stored
+#: reply scores when the PRM, judge and labels are the same)
+QUALITY_MEASURES = 2
 
 
 def _auc(scores: Sequence[float], positive: Sequence[bool]) -> float | None:
@@ -106,7 +111,8 @@ def first_error_quality(scores: Sequence[Sequence[float]], labels: Sequence[Sequ
 def best_of_k_quality(step_scores: Sequence[Sequence[Sequence[float]]], correct: Sequence[Sequence[bool]],
                       answers: Sequence[Sequence[str | None]], ks: Sequence[int], agg: str = "min") -> dict[str, Any]:
     """Per question (``step_scores[q][c]``: the step scores of completion ``c``; a completion without steps
-    scores 0, the worst), rerank@k with ``agg`` over the steps, maj@k, pass@k and mean accuracy, for each k."""
+    scores 0, the worst), rerank@k and weighted_maj@k with ``agg`` over the steps, maj@k, pass@k and mean
+    accuracy, for each k."""
     if not (len(step_scores) == len(correct) == len(answers)):
         raise ValueError("step_scores, correct and answers need one entry per question")
     scores = [[aggregate_steps(list(s), agg) if s else 0.0 for s in q] for q in step_scores]
@@ -116,7 +122,9 @@ def best_of_k_quality(step_scores: Sequence[Sequence[Sequence[float]]], correct:
         if k > n:
             raise ValueError(f"best-of-{k} needs {k} completions per question; the fewest a question has is {n}")
         first = [list(c[:k]) for c in correct]
-        out["k"][str(k)] = {"rerank": rerank_at_k(scores, correct, k), "maj": maj_at_k(answers, correct, k),
+        out["k"][str(k)] = {"rerank": rerank_at_k(scores, correct, k),
+                            "weighted_maj": weighted_maj_at_k(answers, scores, correct, k),
+                            "maj": maj_at_k(answers, correct, k),
                             "pass": pass_at_k(correct, k),
                             "mean": sum(sum(c) / len(c) for c in first) / len(first) if first else None}
     return out

@@ -40,7 +40,7 @@ from openrft.rewards.labels import (
     write_step_examples,
 )
 from openrft.rewards.prm.loader import PRM_FROM_STAGE, prm_fingerprint
-from openrft.rewards.prm.quality import QUALITY_DIR, QUALITY_FILE
+from openrft.rewards.prm.quality import QUALITY_DIR, QUALITY_FILE, QUALITY_MEASURES
 from openrft.rewards.prm.train import (
     PRMTrainConfig, PRMTrainResult, StepLabelSettings, ValueHeadTrainSettings, run_prm_train,
 )
@@ -96,7 +96,8 @@ class PRMStageConfig(ValueHeadTrainSettings, StepLabelSettings):
 
     def label_settings(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("n_completions", "n_rollouts", "temperature", "max_new_tokens",
-                                               "step_rule", "seed", "questions", "label_chunk")}
+                                               "step_rule", "seed", "questions", "label_chunk",
+                                               "share_prefixes")}
 
 
 @dataclass
@@ -139,7 +140,7 @@ def _label(config: PRMStageConfig, samples: Sequence[Sample], out: Path, generat
         generator, samples, out, n_completions=n_completions, n_rollouts=config.n_rollouts,
         step_rule=config.step_rule, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
         seed=config.seed, chunk=config.label_chunk, examples_for=examples_for, show_progress=show_progress,
-        label_first=label_first)
+        label_first=label_first, share_prefixes=config.share_prefixes)
     write_step_examples(out / FLAT_STEPS_FILE, examples)
     steps = sum(len(e.steps) for e in examples)
     stats = {"questions": len(samples), "solutions": len(examples), "steps": steps,
@@ -201,6 +202,27 @@ def run_prm_stage(config: PRMStageConfig, samples: Sequence[Sample], out_dir: st
     return PRMStageResult(out, trained.checkpoint_dir, trained.skipped, trained.metrics, quality, label_stats)
 
 
+def _sans_measures(identity: dict | None) -> dict:
+    return {k: v for k, v in (identity or {}).items() if k != "measures"}
+
+
+def _score_replies(spec: str, questions: list[str], steps: list[list[list[str]]],
+                   flat: list[tuple[str, int, int]]) -> list[list[list[float]]]:
+    """Every reply of every held-out question scored once by the PRM ``spec`` (one batched call):
+    ``[question][reply]`` -> step scores, ``[]`` for a reply without steps."""
+    from openrft.rewards.prm.loader import load_scorer
+
+    scorer = load_scorer(spec)
+    try:
+        got = scorer.score_batch([q for q, _, _ in flat], [steps[i][j] for _, i, j in flat]) if flat else []
+    finally:
+        scorer.close()
+    per_question: list[list[list[float]]] = [[[] for _ in reps] for reps in steps]
+    for (_, i, j), sc in zip(flat, got, strict=True):
+        per_question[i][j] = [float(x) for x in sc]
+    return per_question
+
+
 def measure_quality(config: PRMStageConfig, samples: Sequence[Sample], out: Path, trained: PRMTrainResult,
                     get_generator, policy_id: dict[str, str], examples_for, show_progress: bool,
                     say: Callable[[str], None]) -> dict[str, Any]:
@@ -208,7 +230,6 @@ def measure_quality(config: PRMStageConfig, samples: Sequence[Sample], out: Path
     import json
 
     from openrft.pipeline.rundir import JsonlStore
-    from openrft.rewards.prm.loader import load_scorer
     from openrft.rewards.prm.quality import best_of_k_quality, first_error_quality, step_quality
     from openrft.rewards.steps import split_steps
     from openrft.tasks import task_for
@@ -218,40 +239,36 @@ def measure_quality(config: PRMStageConfig, samples: Sequence[Sample], out: Path
                              label_first=config.n_completions, policy_id=policy_id, examples_for=examples_for,
                              show_progress=show_progress, what="prm_quality_labels")
     prm_id = prm_fingerprint(trained.checkpoint_dir)
-    ident = {"prm": prm_id, "judge": config.quality_judge, "labels": stats}
+    ident = {"prm": prm_id, "judge": config.quality_judge, "labels": stats, "measures": QUALITY_MEASURES}
     path = qdir / QUALITY_FILE
-    if path.is_file():
-        old = json.loads(path.read_text(encoding="utf-8"))
-        if old.get("identity") == ident:
-            return old
+    old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if old.get("identity") == ident:
+        return old
+    # the same PRM, judge and labels measured by an older version of the measures: reuse its reply scores
+    cached = old.get("reply_scores", {}) if _sans_measures(old.get("identity")) == _sans_measures(ident) else {}
     t0 = time.perf_counter()
     labels = [list(e.labels) for e in examples]
-    scorers: dict[str, Any] = {"trained": load_scorer(str(trained.checkpoint_dir))}
-    if config.quality_judge:
-        scorers["judge"] = load_scorer(config.quality_judge)
+    names = ["trained"] + (["judge"] if config.quality_judge else [])
     completions = JsonlStore(qdir / COMPLETIONS_FILE).load()
     texts = [completions[s.id]["texts"] for s in samples]
     ks = sorted({k for k in (4, config.quality_completions) if k <= config.quality_completions})
     result: dict[str, Any] = {"identity": ident, "questions": len(samples), "labelled_solutions": len(examples),
-                              "scorers": {}}
+                              "scorers": {}, "reply_scores": {}}
     index = {s.id: i for i, s in enumerate(samples)}
     questions = [task_for(s).render_question(s) for s in samples]
     steps = [[[st.text for st in split_steps(t, config.step_rule)] for t in reps] for reps in texts]
     flat = [(q, i, j) for i, q in enumerate(questions) for j, st in enumerate(steps[i]) if st]
     grades = [[task_for(s).grade(t, s) for t in reps] for s, reps in zip(samples, texts)]
-    for name, scorer in scorers.items():
-        # every reply of every held-out question scored once (one batched call); a reply without steps gets []
-        got = scorer.score_batch([q for q, _, _ in flat], [steps[i][j] for _, i, j in flat]) if flat else []
-        per_question: list[list[list[float]]] = [[[] for _ in reps] for reps in steps]
-        for (_, i, j), sc in zip(flat, got, strict=True):
-            per_question[i][j] = list(sc)
+    for name in names:
+        per_question: list[list[list[float]]] = cached.get(name) or _score_replies(
+            config.quality_judge if name == "judge" else str(trained.checkpoint_dir), questions, steps, flat)
+        result["reply_scores"][name] = per_question
         # the labelled replies are the first ones of each question, split the same way
         scores = [per_question[index[e.meta["sample_id"]]][e.meta["completion_index"]] for e in examples]
         result["scorers"][name] = {
             "steps": step_quality(scores, labels), "first_error": first_error_quality(scores, labels),
             "best_of_k": best_of_k_quality(per_question, [[g.correct for g in gs] for gs in grades],
                                            [[g.extracted for g in gs] for gs in grades], ks)}
-        scorer.close()
     constant = [[0.5] * len(y) for y in labels]
     result["scorers"]["constant"] = {"steps": step_quality(constant, labels),
                                      "first_error": first_error_quality(constant, labels)}

@@ -122,6 +122,8 @@ class StepLabelSettings:
                             default=DEFAULT_STEP_TOKEN)
     label_mode: str = _help("hard: a label > 0 is 1 (Math-Shepherd HE); soft: train on the fraction itself",
                             default="hard")
+    share_prefixes: bool = _help("roll out a step prefix that several replies to a question share once and give "
+                                 "each the label (the same estimate, less decoding)", default=True)
 
     def check_label_settings(self) -> None:
         if self.label_mode not in LABEL_MODES:
@@ -181,8 +183,8 @@ class PRMTrainConfig(ValueHeadTrainSettings, StepLabelSettings):
     def label_fields(self) -> dict[str, Any]:
         """The settings that decide what auto-labelling produces."""
         return {k: getattr(self, k) for k in ("data", "split", "limit", "policy", "adapter", "n_completions",
-                                               "n_rollouts", "temperature", "max_new_tokens", "step_rule", "seed")} \
-            | {"policy": self.policy or self.model}
+                                               "n_rollouts", "temperature", "max_new_tokens", "step_rule", "seed",
+                                               "share_prefixes")} | {"policy": self.policy or self.model}
 
 
 # ---------------------------------------------------------------------------- shared pieces
@@ -409,7 +411,7 @@ def auto_label(config: PRMTrainConfig, out_dir: str | os.PathLike, generator=Non
     examples = label_policy_rollouts(
         generator, samples, labels_dir, n_completions=config.n_completions, n_rollouts=config.n_rollouts,
         step_rule=config.step_rule, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-        seed=config.seed, show_progress=show_progress)
+        seed=config.seed, show_progress=show_progress, share_prefixes=config.share_prefixes)
     if not examples:
         raise ValueError("auto-labelling produced no examples: every policy completion was empty")
     write_step_examples(labels_dir / LABELS_FILE, examples)
