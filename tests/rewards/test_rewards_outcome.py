@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from openrft.data.sample import Sample
-from openrft.rewards.outcome import OutcomeReward, grade_completions
-from openrft.tasks import Grade, MCQTask, NumericTask
+from openrft.rewards.outcome import OutcomeReward
+from openrft.tasks import Grade, MCQTask, NumericTask, grade_all
 
 NUM = Sample(id="n", task="gsm8k", question="9 eggs at $2 each?", answer="18", answer_type="numeric")
 MCQ = Sample(id="m", task="chem", question="Which is a noble gas?", choices=("Neon", "Sodium", "Iron"), answer="A",
@@ -28,22 +28,22 @@ def test_partial_credit_for_extracted_but_wrong_answers():
 
 def test_same_verdict_as_the_task_grader():
     completions = ["She makes $18.00 a day.", "17 or 18", "18.1"]
-    grades = grade_completions([NUM] * 3, completions)
+    grades = grade_all([NUM] * 3, completions)
     assert grades == [NumericTask().grade(c, NUM) for c in completions]
-    loose = grade_completions([NUM] * 3, completions, tasks={"numeric": NumericTask(rel_tol=0.01)})
+    loose = grade_all([NUM] * 3, completions, tasks={"numeric": NumericTask(rel_tol=0.01)})
     assert [g.correct for g in loose] == [True, False, True]
 
 
-def test_grade_many_is_called_once_per_task_group():
+def test_grade_batch_is_called_once_per_task_group():
     class CountingMCQ(MCQTask):
         calls = 0
 
-        def grade_many(self, completions, samples):
+        def grade_batch(self, completions, samples):
             CountingMCQ.calls += 1
             return [self.grade(c, s) for c, s in zip(completions, samples)]
 
     tasks = {"mcq": CountingMCQ()}
-    grades = grade_completions([MCQ, NUM, MCQ, MCQ], ["A", "18", "B", ""], tasks=tasks)
+    grades = grade_all([MCQ, NUM, MCQ, MCQ], ["A", "18", "B", ""], tasks=tasks)
     assert CountingMCQ.calls == 1  # the empty completion never reaches the grader
     assert grades == [Grade("A", True), Grade("18", True), Grade("B", False), Grade(None, False)]
     assert set(tasks) == {"mcq", "numeric"}  # the caller's dict caches the default numeric task

@@ -10,9 +10,9 @@ from synth_helpers import Scripted, key, numeric
 
 from openrft.data.sample import Sample
 from openrft.synthesize import (
-    SynthesizeConfig, grade_all, load_traces, round_sizes, run_synthesize, synthesis_stats,
+    SynthesizeConfig, load_traces, round_sizes, run_synthesize, synthesis_stats,
 )
-from openrft.tasks import ProgramTask, task_for
+from openrft.tasks import ProgramTask, grade_all, task_for
 from openrft.tasks.extract import extract_text
 
 
@@ -143,18 +143,18 @@ def test_empty_teacher_replies_are_wrong_and_never_crash(tiny_generator):
                Sample(id="m/1", task="mc", question="Pick.", choices=("a", "b"), answer="B", answer_type="mcq")]
     recs = _run(samples, gen, config).records
     assert [(r["correct"], r["attempts"], r["fallback"]) for r in recs] == [(0, 4, True)] * 3
-    assert grade_all({"numeric": task_for(samples[0])}, ["", "   "], samples[:1] * 2)[0].correct is False
+    assert grade_all(samples[:1] * 2, ["", "   "], {"numeric": task_for(samples[0])})[0].correct is False
 
 
 def test_program_questions_grade_through_one_batched_sandbox_call_per_round(tiny_generator, monkeypatch):
     calls = []
-    original = ProgramTask.grade_many
+    original = ProgramTask.grade_batch
 
     def counting(self, completions, samples):
         calls.append(len(completions))
         return original(self, completions, samples)
 
-    monkeypatch.setattr(ProgramTask, "grade_many", counting)
+    monkeypatch.setattr(ProgramTask, "grade_batch", counting)
     config = SynthesizeConfig(budget=6, rounds=(2, 4), max_new_tokens=2)
     code = "```python\ndef solution():\n    apples = 6\n    return apples * 7\n```"
     gen = Scripted(tiny_generator, sizes=config.settings.sizes, inject={"Six bags": {4: code}})

@@ -163,7 +163,7 @@ def test_text_grade_with_aliases() -> None:
 def test_reward_calls_the_grader() -> None:
     task = MCQTask()
     samples = [mcq("B"), mcq("A"), mcq("C")]
-    assert task.reward(["\\boxed{B}", "\\boxed{B}", "C. 9 moles"], samples) == [1.0, 0.0, 1.0]
+    assert [g.score for g in task.grade_batch(["\\boxed{B}", "\\boxed{B}", "C. 9 moles"], samples)] == [1.0, 0.0, 1.0]
 
 
 # ---- agreement on real gold answers and traces ----------------------------------------

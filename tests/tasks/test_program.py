@@ -267,14 +267,14 @@ def test_reft_gsm8k_program_graded(monkeypatch):
         "The answer is 72.",  # no program at all
         task.render_answer(NATALIA),
     ]
-    grades = task.grade_many(completions, [NATALIA] * len(completions))
+    grades = task.grade_batch(completions, [NATALIA] * len(completions))
     assert [(g.extracted, g.correct) for g in grades] == [
         ("72", True), ("72", True), ("144", False), (None, False), (None, False), ("72", True),
     ]
-    assert task.reward(completions[:3], [NATALIA] * 3) == [1.0, 1.0, 0.0]
+    assert [g.score for g in task.grade_batch(completions[:3], [NATALIA] * 3)] == [1.0, 1.0, 0.0]
     assert task.grade(REFT_PROGRAM, NATALIA).correct
     with pytest.raises(ValueError):
-        task.grade_many(completions, [NATALIA])
+        task.grade_batch(completions, [NATALIA])
 
 
 def test_numeric_tolerance():

@@ -31,7 +31,7 @@ from openrft.models.backends.base import Generator, SamplingParams
 from openrft.pipeline.rundir import JsonlStore, begin_stage, finish_stage
 from openrft.rewards.combine import aggregate_steps, check_agg
 from openrft.rewards.steps import step_rule as get_step_rule
-from openrft.tasks import Task, task_for
+from openrft.tasks import Task, grade_all, task_for
 
 COMPLETIONS = "completions.jsonl"
 #: EvalConfig fields that choose how completions are scored, kept out of the stage fingerprint
@@ -148,11 +148,8 @@ class EvalResult:
 
 
 def grade_item(task: Task, sample: Sample, completions) -> dict[str, Any]:
-    texts = [c.text for c in completions]
-    if hasattr(task, "grade_many"):  # program-of-thought: all programs of the item in one parallel sandbox call
-        grades = task.grade_many(texts, [sample] * len(texts))
-    else:
-        grades = [task.grade(t, sample) for t in texts]
+    texts = [c.text or "" for c in completions]
+    grades = grade_all([sample] * len(texts), texts, {sample.answer_type: task})  # a program task: one sandbox call
     return {
         "id": sample.id,
         "task": sample.task,

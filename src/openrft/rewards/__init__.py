@@ -15,7 +15,7 @@ from openrft.rewards.functions import (
     load_reward_function,
     sample_columns,
 )
-from openrft.rewards.outcome import OutcomeGrades, OutcomeReward, grade_completions
+from openrft.rewards.outcome import OutcomeGrades, OutcomeReward
 from openrft.rewards.prm.base import PRMFormatError, ProcessScorer
 from openrft.rewards.steps import STEP_RULES, Step, split_steps
 
@@ -38,7 +38,6 @@ __all__ = [
     "call_reward_function",
     "check_probabilities",
     "combine",
-    "grade_completions",
     "load_reward_function",
     "sample_columns",
     "split_steps",

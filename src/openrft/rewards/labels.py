@@ -284,8 +284,7 @@ def estimate_step_labels(
     question on the bundled ``multistep`` task, measured in bench/README.md). ``False`` rolls out
     every completion's prefixes independently.
     """
-    from openrft.synthesize.sampler import grade_all
-    from openrft.tasks import task_for
+    from openrft.tasks import grade_all, task_for
 
     if len(samples) != len(completions):
         raise ValueError(f"{len(completions)} completions for {len(samples)} samples")
@@ -297,7 +296,7 @@ def estimate_step_labels(
                          "pass tokenizer= (the policy's tokenizer)")
     tasks = {s.answer_type: task_for(s) for s in samples}
     split = [split_steps(c, step_rule) for c in completions]
-    own = grade_all(tasks, list(completions), list(samples))
+    own = grade_all(list(samples), list(completions), tasks)
     prompts: list[str] = []
     where: list[tuple[int, int]] = []  # (completion index, step index) of each rollout prompt's first owner
     prompt_of: dict[tuple[int, int], int] = {}  # (completion index, step index) -> its rollout prompt
@@ -327,7 +326,7 @@ def estimate_step_labels(
                 texts.append(prefix + (c.text or ""))
                 graded_samples.append(samples[i])
                 owners.append((i, k))
-        grades = grade_all(tasks, texts, graded_samples)
+        grades = grade_all(graded_samples, texts, tasks)
         hits: dict[tuple[int, int], int] = {}
         for owner, g in zip(owners, grades):
             hits[owner] = hits.get(owner, 0) + int(g.correct)

@@ -126,7 +126,7 @@ def sample_outcome_examples(generator: Generator, samples: Sequence[Sample], n: 
     ``question`` is ``task.render_question(sample)`` (options included), the text the ORM sees.
     """
     from openrft.rewards.labels import _generate, _seed
-    from openrft.synthesize.sampler import grade_all
+    from openrft.tasks import grade_all
     from openrft.tasks import task_for
 
     tasks = {s.answer_type: task_for(s) for s in samples}
@@ -135,7 +135,7 @@ def sample_outcome_examples(generator: Generator, samples: Sequence[Sample], n: 
                             seed=_seed(seed, "orm"))
     outs = _generate(generator, chats, params, "orm completions", show_progress)
     flat = [(s, j, c) for s, comps in zip(samples, outs) for j, c in enumerate(list(comps)[:n])]
-    grades = grade_all(tasks, [c.text or "" for _, _, c in flat], [s for s, _, _ in flat])
+    grades = grade_all([s for s, _, _ in flat], [c.text or "" for _, _, c in flat], tasks)
     return [OutcomeExample(tasks[s.answer_type].render_question(s), c.text or "", g.score, source="policy",
                            meta={"sample_id": s.id, "completion_index": j, "extracted": g.extracted,
                                  "finish_reason": c.finish_reason})

@@ -17,9 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from openrft.data.sample import Sample
-from openrft.tasks import Grade, Task, task_for
+from openrft.tasks import Task, grade_all
 
-__all__ = ["OutcomeGrades", "OutcomeReward", "grade_completions"]
+__all__ = ["OutcomeGrades", "OutcomeReward"]
 
 
 @dataclass(frozen=True)
@@ -29,39 +29,6 @@ class OutcomeGrades:
     rewards: list[float]
     correct: list[bool]
     extracted: list[str | None]
-
-
-def grade_completions(
-    samples: Sequence[Sample], completions: Sequence[str], tasks: Mapping[str, Task] | None = None
-) -> list[Grade]:
-    """``Grade`` of ``completions[i]`` against ``samples[i]``.
-
-    One task per answer type (``tasks`` if given, else :func:`~openrft.tasks.task_for`); tasks
-    with ``grade_many`` (program-of-thought) grade their whole group in one batched call.
-    Empty completions are wrong without reaching the grader.
-    """
-    if len(samples) != len(completions):
-        raise ValueError(f"{len(completions)} completions for {len(samples)} samples")
-    tasks = tasks if isinstance(tasks, dict) else dict(tasks or {})  # a dict caller's cache is filled in place
-    grades: list[Grade | None] = [None] * len(completions)
-    groups: dict[str, list[int]] = {}
-    for i, (sample, text) in enumerate(zip(samples, completions)):
-        if not isinstance(text, str):
-            raise TypeError(f"completion {i} is a {type(text).__name__}, expected str")
-        if not text.strip():
-            grades[i] = Grade(None, False)
-        else:
-            groups.setdefault(sample.answer_type, []).append(i)
-    for answer_type, idx in groups.items():
-        task = tasks.get(answer_type) or tasks.setdefault(answer_type, task_for(samples[idx[0]]))
-        grade_many = getattr(task, "grade_many", None)
-        if callable(grade_many):
-            got = grade_many([completions[i] for i in idx], [samples[i] for i in idx])
-        else:
-            got = [task.grade(completions[i], samples[i]) for i in idx]
-        for i, g in zip(idx, got):
-            grades[i] = g
-    return grades  # type: ignore[return-value]
 
 
 class OutcomeReward:
@@ -81,7 +48,7 @@ class OutcomeReward:
         self.tasks: dict[str, Task] = dict(tasks or {})
 
     def grade(self, samples: Sequence[Sample], completions: Sequence[str]) -> OutcomeGrades:
-        grades = grade_completions(samples, completions, self.tasks)
+        grades = grade_all(samples, completions, self.tasks)
         rewards = [1.0 if g.correct else (self.partial_credit if g.extracted is not None else 0.0) for g in grades]
         return OutcomeGrades(rewards, [g.correct for g in grades], [g.extracted for g in grades])
 

@@ -6,7 +6,7 @@
 """
 
 from openrft.synthesize.sampler import (
-    FALLBACK_MODES, LoopSettings, QuestionState, finalize, grade_all, round_seed, round_sizes, sample_round,
+    FALLBACK_MODES, LoopSettings, QuestionState, finalize, round_seed, round_sizes, sample_round,
 )
 from openrft.synthesize.stage import (
     OPEN_STATE, STAGE, TRACES, SynthesizeConfig, SynthesizeResult, build_generator, load_traces, run_synthesize,
@@ -24,7 +24,6 @@ __all__ = [
     "TRACES",
     "build_generator",
     "finalize",
-    "grade_all",
     "load_traces",
     "round_seed",
     "round_sizes",

@@ -3,8 +3,8 @@
 A *chunk* of questions is sampled together. Round ``r`` asks every question still open
 for ``n_r`` completions in one ``generate`` call (``n_r`` from a growing schedule such as
 4, 8, 16, 32, capped by what is left of the budget), grades them with the question's
-task (one batched :meth:`~openrft.tasks.program.ProgramTask.grade_many` call per task
-that has one, so program-of-thought replies run in one parallel sandbox call), and closes
+task (:func:`~openrft.tasks.grade_all`: one :meth:`~openrft.tasks.Task.grade_batch` call per
+task, so program-of-thought replies run in one parallel sandbox call), and closes
 a question as soon as it holds ``m`` distinct correct traces or its budget is spent.
 
 All open questions of a chunk are always at the same round and have spent the same number
@@ -24,7 +24,7 @@ from typing import Any
 
 from openrft.data.sample import Sample
 from openrft.models.backends.base import Completion, Generator, Prompt, SamplingParams
-from openrft.tasks.base import Grade, Task
+from openrft.tasks.base import Task, grade_all
 
 logger = logging.getLogger(__name__)
 
@@ -122,30 +122,6 @@ class LoopSettings:
         return len(state.traces) >= self.m or state.attempts >= sum(self.sizes)
 
 
-def grade_all(tasks: Mapping[str, Task], texts: Sequence[str], samples: Sequence[Sample]) -> list[Grade]:
-    """Grades of ``texts[i]`` against ``samples[i]``, one batched ``grade_many`` call per task that has one.
-
-    Empty replies (an API teacher may return none) are wrong without reaching the grader.
-    """
-    grades: list[Grade | None] = [None] * len(texts)
-    groups: dict[str, list[int]] = {}
-    for i, (text, sample) in enumerate(zip(texts, samples)):
-        if not text or not text.strip():
-            grades[i] = Grade(None, False)
-        else:
-            groups.setdefault(sample.answer_type, []).append(i)
-    for answer_type, idx in groups.items():
-        task = tasks[answer_type]
-        grade_many = getattr(task, "grade_many", None)
-        if callable(grade_many):
-            got = grade_many([texts[i] for i in idx], [samples[i] for i in idx])
-        else:
-            got = [task.grade(texts[i], samples[i]) for i in idx]
-        for i, g in zip(idx, got):
-            grades[i] = g
-    return grades  # type: ignore[return-value]
-
-
 def sample_round(
     generator: Generator,
     states: Sequence[QuestionState],
@@ -165,7 +141,7 @@ def sample_round(
     for state, comps in zip(states, outs):
         flat += [(state, state.attempts + k + 1, c) for k, c in enumerate(list(comps)[: params.n])]
     texts = [(c.text or "") if isinstance(c.text, str) else "" for _, _, c in flat]
-    grades = grade_all(tasks, texts, [st.sample for st, _, _ in flat])
+    grades = grade_all([st.sample for st, _, _ in flat], texts, tasks)
     tokens = 0
     for (state, attempt, comp), text, grade in zip(flat, texts, grades):
         tokens += int(comp.num_tokens or 0)
@@ -194,7 +170,7 @@ def finalize(states: Sequence[QuestionState], tasks: Mapping[str, Task], setting
     fallback: dict[str, dict[str, Any]] = {}
     if unsolved and settings.fallback == "answer":
         texts = [tasks[s.sample.answer_type].render_answer(s.sample) for s in unsolved]
-        grades = grade_all(tasks, texts, [s.sample for s in unsolved])
+        grades = grade_all([s.sample for s in unsolved], texts, tasks)
         for state, text, grade in zip(unsolved, texts, grades):
             if not grade.correct:
                 logger.warning("fallback answer of %s does not pass its own task's grader (%r -> %r)",

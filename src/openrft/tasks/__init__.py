@@ -5,7 +5,7 @@ Importing this package registers every built-in task (``mcq``, ``numeric``, ``te
 """
 
 from openrft.tasks.base import (
-    RATIONALE_KEYS, TRACE_KEY, Grade, Task, get_task, gold_rationale, register_task, task_for, task_names,
+    RATIONALE_KEYS, TRACE_KEY, Grade, Task, get_task, gold_rationale, grade_all, register_task, task_for, task_names,
     without_rationale,
 )
 from openrft.tasks.mcq import MCQTask
@@ -24,6 +24,7 @@ __all__ = [
     "TextTask",
     "get_task",
     "gold_rationale",
+    "grade_all",
     "register_task",
     "task_for",
     "task_names",

@@ -9,7 +9,7 @@ few-shot examples, the same way.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -133,11 +133,13 @@ class Task(ABC):
         extracted = self.extract(completion, sample)
         return Grade(extracted, extracted is not None and self.is_equivalent(extracted, sample))
 
-    def reward(self, completions: Sequence[str], samples: Sequence[Sample]) -> list[float]:
-        """Outcome reward (1/0) through the same grader evaluation uses."""
+    def grade_batch(self, completions: Sequence[str], samples: Sequence[Sample]) -> list[Grade]:
+        """Grades of ``completions[i]`` against ``samples[i]``. A task whose grader pays per call (a program
+        task's sandbox) overrides this to grade the whole batch at once; everything that grades many replies
+        goes through it (:func:`grade_all`)."""
         if len(completions) != len(samples):
             raise ValueError(f"{len(completions)} completions for {len(samples)} samples")
-        return [self.grade(c, s).score for c, s in zip(completions, samples)]
+        return [self.grade(c, s) for c, s in zip(completions, samples)]
 
 
 _REGISTRY: dict[str, Callable[[], Task]] = {}
@@ -170,6 +172,39 @@ def get_task(name_or_type: str, **kwargs) -> Task:
             "or a dotted path 'package.module:Class'"
         ) from None
     return factory(**kwargs)
+
+
+def grade_all(samples: Sequence[Sample], completions: Sequence[str],
+              tasks: Mapping[str, Task] | None = None) -> list[Grade]:
+    """``Grade`` of ``completions[i]`` against ``samples[i]``: what rewards, synthesis, labelling and evaluation
+    all call to grade many replies.
+
+    One task per answer type (``tasks`` if given, else :func:`task_for`; a ``dict`` caller's cache is
+    filled in place), one :meth:`Task.grade_batch` call per task. Empty completions are wrong without
+    reaching the grader.
+
+    >>> s = Sample(id="q", task="t", question="2+3?", answer="5", answer_type="numeric")
+    >>> [g.correct for g in grade_all([s, s, s], ["So \\boxed{5}.", "So 6.", "  "])]
+    [True, False, False]
+    """
+    if len(samples) != len(completions):
+        raise ValueError(f"{len(completions)} completions for {len(samples)} samples")
+    tasks = tasks if isinstance(tasks, dict) else dict(tasks or {})
+    grades: list[Grade | None] = [None] * len(completions)
+    groups: dict[str, list[int]] = {}
+    for i, (sample, text) in enumerate(zip(samples, completions)):
+        if not isinstance(text, str):
+            raise TypeError(f"completion {i} is a {type(text).__name__}, expected str")
+        if not text.strip():
+            grades[i] = Grade(None, False)
+        else:
+            groups.setdefault(sample.answer_type, []).append(i)
+    for answer_type, idx in groups.items():
+        task = tasks.get(answer_type) or tasks.setdefault(answer_type, task_for(samples[idx[0]]))
+        for i, g in zip(idx, task.grade_batch([completions[i] for i in idx], [samples[i] for i in idx]),
+                        strict=True):
+            grades[i] = g
+    return grades  # type: ignore[return-value]
 
 
 def task_for(sample: Sample, **kwargs) -> Task:

@@ -2,8 +2,9 @@
 
 The reply is graded by executing the program in :mod:`openrft.tasks.sandbox` (never in
 this process) and comparing the number ``solution()`` returns with the gold answer, with
-the same tolerance as the numeric task. :meth:`ProgramTask.grade_many` runs a whole batch
-of programs in one parallel sandbox call; :meth:`ProgramTask.reward` (RL rollouts) uses it.
+the same tolerance as the numeric task. :meth:`ProgramTask.grade_batch` runs a whole batch
+of programs in one parallel sandbox call; rewards, synthesis, labelling and evaluation all grade
+through it (:func:`~openrft.tasks.grade_all`).
 """
 
 from __future__ import annotations
@@ -175,7 +176,7 @@ class ProgramTask(Task):
     def is_equivalent(self, extracted: str, sample: Sample) -> bool:
         return numbers_close(extracted, sample.answer, rel_tol=self.rel_tol, abs_tol=self.abs_tol)
 
-    def grade_many(self, completions: Sequence[str], samples: Sequence[Sample]) -> list[Grade]:
+    def grade_batch(self, completions: Sequence[str], samples: Sequence[Sample]) -> list[Grade]:
         """Grades of many completions, their programs run in one parallel sandbox call."""
         if len(completions) != len(samples):
             raise ValueError(f"{len(completions)} completions for {len(samples)} samples")
@@ -184,7 +185,3 @@ class ProgramTask(Task):
             extracted = answer_from_result(result) if result is not None else None
             grades.append(Grade(extracted, extracted is not None and self.is_equivalent(extracted, sample)))
         return grades
-
-    def reward(self, completions: Sequence[str], samples: Sequence[Sample]) -> list[float]:
-        """Outcome reward (1/0) through :meth:`grade_many`, the same grader evaluation uses."""
-        return [g.score for g in self.grade_many(completions, samples)]
