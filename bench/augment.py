@@ -46,7 +46,7 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
 
     from openrft.augment import AugmentConfig, check_remap, run_augment, shuffle_options
-    from openrft.data.bundled import load_bundled
+    from openrft.data.loaders import load_bundled
     from openrft.models.backends.hf import TransformersGenerator
 
     samples = load_bundled(args.task, split="train")[: args.questions]

@@ -55,7 +55,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from openrft.data.bundled import load_bundled
+    from openrft.data.loaders import load_bundled
     from openrft.models.backends.base import SamplingParams
     from openrft.models.backends.hf import TransformersGenerator
     from openrft.models.loading import load_model

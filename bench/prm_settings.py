@@ -29,9 +29,9 @@ from pathlib import Path
 
 def run(prm_dir: Path, configs: list[dict], out: Path, model: str, policy_adapter: str | None,
         checkpoints: list[str] = (), data: str | None = None) -> list[dict]:
-    from openrft.rewards.labels import FLAT_STEPS_FILE, read_step_examples
-    from openrft.rewards.prm.quality import QUALITY_DIR, step_quality
-    from openrft.rewards.prm.train import PRMTrainConfig, run_prm_train
+    from openrft.reward_models.labels import FLAT_STEPS_FILE, read_step_examples
+    from openrft.reward_models.quality import QUALITY_DIR, step_quality
+    from openrft.reward_models.prm_train import PRMTrainConfig, run_prm_train
 
     train_labels = prm_dir / "labels" / FLAT_STEPS_FILE
     held = read_step_examples(prm_dir / QUALITY_DIR / FLAT_STEPS_FILE)
@@ -58,8 +58,8 @@ def run(prm_dir: Path, configs: list[dict], out: Path, model: str, policy_adapte
 def _held_out_replies(quality_dir: Path, data: str) -> dict:
     """The held-out questions' replies (``completions.jsonl``), split into steps and graded against ``data``."""
     from openrft.data.loaders import load_sources
-    from openrft.pipeline.rundir import JsonlStore
-    from openrft.rewards.labels import COMPLETIONS_FILE
+    from openrft.core.rundir import JsonlStore
+    from openrft.reward_models.labels import COMPLETIONS_FILE
     from openrft.rewards.steps import split_steps
     from openrft.tasks import task_for
 
@@ -77,7 +77,7 @@ def _held_out_replies(quality_dir: Path, data: str) -> dict:
 
 def _measure(checkpoint: str, held, labels, replies: dict | None) -> dict:
     from openrft.rewards.prm.loader import load_scorer
-    from openrft.rewards.prm.quality import best_of_k_quality, step_quality
+    from openrft.reward_models.quality import best_of_k_quality, step_quality
 
     scorer = load_scorer(checkpoint)
     try:

@@ -79,7 +79,7 @@ def main(argv=None) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from openrft.data.bundled import load_bundled
+    from openrft.data.loaders import load_bundled
     from openrft.retrieval import FewShotIndex, load_embedder, question_text
 
     train = load_bundled(args.data, "train")

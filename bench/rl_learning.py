@@ -89,7 +89,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from openrft.data.bundled import load_bundled
+    from openrft.data.loaders import load_bundled
     from openrft.rewards.base import RewardConfig
     from openrft.rl.config import RLConfig
     from openrft.rl.trainer import RLTrainer

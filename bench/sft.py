@@ -75,7 +75,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from openrft.data.bundled import load_bundled
+    from openrft.data.loaders import load_bundled
     from openrft.models.lora import load_adapter
     from openrft.models.loading import load_model
     from openrft.sft import SFTStageConfig, run_sft

@@ -16,7 +16,7 @@ from openrft.augment.shuffle import (
     shuffle_skip_reason,
 )
 from openrft.augment.stage import AugmentConfig, expand
-from openrft.data.bundled import load_bundled
+from openrft.data.loaders import load_bundled
 from openrft.data.sample import Sample
 
 SEEDS = range(10)

@@ -11,12 +11,12 @@ import pytest
 
 from openrft.augment.shuffle import check_remap
 from openrft.augment.stage import AUGMENTED, REWRITES, AugmentConfig, run_augment
-from openrft.data.bundled import load_bundled
+from openrft.data.loaders import load_bundled
 from openrft.data.loaders import load_samples
 from openrft.data.sample import Sample
 from openrft.models.backends.base import Completion, Generator
 from openrft.models.backends.openai_http import GenerationError, OpenAIGenerator
-from openrft.pipeline.rundir import Manifest
+from openrft.core.rundir import Manifest
 from openrft.serve import make_server
 
 Q1 = Sample(id="q1", task="chem", question="What is the molar mass of H2O in g/mol?",

@@ -7,7 +7,7 @@ import pytest
 
 from openrft.augment.stage import AUGMENTED, AugmentConfig, drop_test_questions, run_augment
 from openrft.augment.template import TemplateError, renumber, template_variants
-from openrft.data.bundled import load_bundled
+from openrft.data.loaders import load_bundled
 from openrft.data.expressions import canonical_key, evaluate_expression, worked_solution
 from openrft.data.sample import Sample
 from openrft.tasks import task_for

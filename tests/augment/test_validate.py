@@ -12,7 +12,7 @@ from openrft.augment.rewrite import (
     similarity,
     validate_variant,
 )
-from openrft.data.bundled import load_bundled
+from openrft.data.loaders import load_bundled
 
 PHYS = ("A steel ball with a density of 7200 kg/m^3 moves in liquid aluminum (density 2360 kg/m^3). "
         "The friction factor is 0.2. What is the force on the ball?")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from openrft.rewards.labels import StepExample, write_step_examples
+from openrft.reward_models.labels import StepExample, write_step_examples
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "prm_settings.py"
 

@@ -9,10 +9,10 @@ import random
 import pytest
 
 from openrft.cli.main import main as cli
-from openrft.data.bundled import load_bundled
-from openrft.evaluate.metrics import maj_at_k, pass_at_k
+from openrft.data.loaders import load_bundled
+from openrft.core.metrics import maj_at_k, pass_at_k
 from openrft.evaluate.runner import COMPLETIONS, EvalConfig, evaluate
-from openrft.pipeline.rundir import IncompatibleRunError
+from openrft.core.rundir import IncompatibleRunError
 
 
 @pytest.mark.slow

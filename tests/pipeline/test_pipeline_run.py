@@ -11,7 +11,7 @@ import yaml
 from openrft.cli.main import main
 from openrft.pipeline import runner
 from openrft.pipeline.recipe import load_recipe
-from openrft.pipeline.rundir import IncompatibleRunError
+from openrft.core.rundir import IncompatibleRunError
 from openrft.pipeline.runner import run_recipe
 
 

@@ -20,7 +20,7 @@ from openrft.evaluate.report import write_report
 from openrft.evaluate.rerank import PRMReranker
 from openrft.evaluate.runner import EvalConfig, EvalResult, evaluate
 from openrft.models.backends.base import Completion, Generator
-from openrft.pipeline.rundir import JsonlStore, atomic_write_json
+from openrft.core.rundir import JsonlStore, atomic_write_json
 from openrft.rewards.base import RewardBatch
 from openrft.rewards.prm.base import ProcessScorer
 

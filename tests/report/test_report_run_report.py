@@ -107,7 +107,7 @@ def test_unfinished_run_without_any_evaluation_still_reports(tmp_path, data):
 
 @pytest.mark.parametrize("question_stored", [True, False])
 def test_example_question_comes_from_the_record_or_the_dataset(two_task_run, question_stored):
-    from openrft.pipeline.rundir import JsonlStore
+    from openrft.core.rundir import JsonlStore
 
     store = JsonlStore(two_task_run / "sum" / "eval" / "completions.jsonl")
     records = store.load()

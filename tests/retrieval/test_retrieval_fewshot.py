@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from openrft.data.bundled import load_bundled
+from openrft.data.loaders import load_bundled
 from openrft.retrieval import make_examples_for
 from openrft.retrieval.index import MANIFEST_FILE
 from openrft.tasks.base import task_for

@@ -10,7 +10,7 @@ import pytest
 
 from openrft.augment import AugmentConfig
 from openrft.augment.stage import expand
-from openrft.data.bundled import load_bundled
+from openrft.data.loaders import load_bundled
 from openrft.data.sample import Sample
 from openrft.retrieval import FewShotIndex, IndexMismatchError, family_id, question_text
 from openrft.retrieval.index import MANIFEST_FILE, SAMPLES_FILE

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from openrft.data.bundled import load_bundled
+from openrft.data.loaders import load_bundled
 from openrft.rewards.base import CompositeReward, RewardConfig
 from openrft.rl.config import RLConfig
 from openrft.rl.trainer import RLTrainer, read_metrics, run_rl

@@ -7,7 +7,7 @@ import json
 import pytest
 from sft_fixtures import record, short_samples, trace_for, write_traces
 
-from openrft.pipeline.rundir import StageInputError
+from openrft.core.rundir import StageInputError
 from openrft.sft.dataset import LoadReport, build_dataset, load_sft_examples, to_rows
 from openrft.tasks import task_for
 

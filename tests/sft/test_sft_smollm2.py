@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from openrft.data.bundled import load_bundled
+from openrft.data.loaders import load_bundled
 from openrft.models.loading import load_model
 from openrft.sft import SFTStageConfig, completion_loss, run_sft
 from openrft.sft.dataset import load_sft_examples, to_rows

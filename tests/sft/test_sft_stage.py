@@ -12,7 +12,7 @@ from transformers import TrainerCallback
 from openrft.cli.main import main as cli
 from openrft.models.lora import load_adapter
 from openrft.models.loading import load_model
-from openrft.pipeline.rundir import Manifest
+from openrft.core.rundir import Manifest
 from openrft.sft import SFTStageConfig, completion_loss, load_for_training, make_trainer, run_sft
 from openrft.sft.dataset import load_sft_examples, to_rows, tokenize_prompt_completion
 

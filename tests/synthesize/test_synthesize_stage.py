@@ -15,7 +15,7 @@ import pytest
 from synth_helpers import Scripted, key, numeric
 
 from openrft.models.backends.openai_http import OpenAIGenerator
-from openrft.pipeline.rundir import IncompatibleRunError, StageInputError
+from openrft.core.rundir import IncompatibleRunError, StageInputError
 from openrft.serve import make_server
 from openrft.synthesize import OPEN_STATE, TRACES, SynthesizeConfig, load_traces, run_synthesize
 

@@ -34,7 +34,7 @@ from openrft.augment.shuffle import balanced_targets, rng_for, shuffle_options, 
 from openrft.data.loaders import load_samples, save_samples
 from openrft.data.sample import Sample
 from openrft.models.backends.base import Completion, Generator, SamplingParams
-from openrft.pipeline.rundir import JsonlStore, Manifest, begin_stage, finish_stage, stable_hash
+from openrft.core.rundir import JsonlStore, Manifest, begin_stage, finish_stage, stable_hash
 
 logger = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from openrft.models.backends import make_generator
     from openrft.models.backends.openai_http import GenerationError
     from openrft.models.loading import ModelNotFoundError
-    from openrft.pipeline.rundir import IncompatibleRunError
+    from openrft.core.rundir import IncompatibleRunError
 
     out = Path(args.out)
     try:

@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from openrft.pipeline.rundir import atomic_write_json, atomic_write_text
+    from openrft.core.rundir import atomic_write_json, atomic_write_text
     from openrft.report import IncompatibleRunError, RunDirError, compare
 
     try:

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from openrft.evaluate.runner import EvalConfig, evaluate
     from openrft.models.backends import make_generator
     from openrft.models.loading import ModelNotFoundError
-    from openrft.pipeline.rundir import IncompatibleRunError
+    from openrft.core.rundir import IncompatibleRunError
     from openrft.retrieval.embedder import EmbedderNotAvailableError
 
     try:

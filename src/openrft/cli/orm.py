@@ -19,7 +19,7 @@ ALIASES = {"learning_rate": ["--lr"], "lora_rank": ["--rank"], "lora_alpha": ["-
 
 
 def _config_cls():
-    from openrft.rewards.orm import ORMTrainConfig
+    from openrft.reward_models.orm_train import ORMTrainConfig
 
     return ORMTrainConfig
 
@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from openrft.data.sample import DataError
     from openrft.models.loading import ModelNotFoundError
-    from openrft.pipeline.rundir import IncompatibleRunError, StageInputError
-    from openrft.rewards.orm import run_orm_train
+    from openrft.core.rundir import IncompatibleRunError, StageInputError
+    from openrft.reward_models.orm_train import run_orm_train
     from openrft.rewards.prm.base import PRMFormatError
 
     try:

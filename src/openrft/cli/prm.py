@@ -59,7 +59,7 @@ def config_from_args(cls, args: argparse.Namespace) -> Any:
 
 
 def _config_cls():
-    from openrft.rewards.prm.train import PRMTrainConfig
+    from openrft.reward_models.prm_train import PRMTrainConfig
 
     return PRMTrainConfig
 
@@ -87,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         args.step_token = args.step_token.replace("\\n", "\n").replace("\\t", "\t")
     from openrft.data.sample import DataError
     from openrft.models.loading import ModelNotFoundError
-    from openrft.pipeline.rundir import IncompatibleRunError, StageInputError
+    from openrft.core.rundir import IncompatibleRunError, StageInputError
     from openrft.rewards.prm.base import PRMFormatError
-    from openrft.rewards.prm.train import run_prm_train
+    from openrft.reward_models.prm_train import run_prm_train
 
     try:
         config = config_from_args(_config_cls(), args)

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from openrft.data import DataError
     from openrft.models.loading import ModelNotFoundError
     from openrft.pipeline.recipe import RecipeError, load_recipe
-    from openrft.pipeline.rundir import IncompatibleRunError, StageInputError
+    from openrft.core.rundir import IncompatibleRunError, StageInputError
     from openrft.pipeline.runner import expand_tasks, plan_cells, run_recipe
     from openrft.retrieval.embedder import EmbedderNotAvailableError
     from openrft.rewards.prm.base import PRMFormatError

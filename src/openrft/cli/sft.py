@@ -47,7 +47,7 @@ def make_config(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from openrft.models.loading import ModelNotFoundError
-    from openrft.pipeline.rundir import IncompatibleRunError, StageInputError
+    from openrft.core.rundir import IncompatibleRunError, StageInputError
     from openrft.retrieval.embedder import EmbedderNotAvailableError
     from openrft.sft.stage import run_sft
 

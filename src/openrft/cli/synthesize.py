@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from openrft.data import DataError
     from openrft.data.loaders import load_sources
     from openrft.models.loading import ModelNotFoundError
-    from openrft.pipeline.rundir import IncompatibleRunError, StageInputError
+    from openrft.core.rundir import IncompatibleRunError, StageInputError
     from openrft.retrieval.embedder import EmbedderNotAvailableError
     from openrft.synthesize.stage import SynthesizeConfig, build_generator, run_synthesize, task_summary
 

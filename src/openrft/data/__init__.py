@@ -5,11 +5,11 @@ from openrft.data.bundled import (
     bundled_path,
     get_bundled,
     list_bundled,
-    load_bundled,
     split_samples,
 )
 from openrft.data.leakage import LeakageReport, leakage_report, normalize_text
 from openrft.data.loaders import (
+    load_bundled,
     load_csv,
     load_gsm8k,
     load_hf_from_disk,

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from openrft.data.bundled import SCIKNOWEVAL_TASKS, bundled_path, get_bundled
 from openrft.data.records import CONVERTERS, LAYOUTS, Context, FieldMap, data_error, sniff_layout
 from openrft.data.sample import ANSWER_TYPES, DataError, Sample
 
@@ -239,8 +240,6 @@ def load_samples(source: str | os.PathLike[str], *, format: str | None = None, s
     layout = format if format in LAYOUTS else None
     kw: dict[str, Any] = dict(field_map=field_map, task=task, answer_type=answer_type)
     if not path.exists():
-        from openrft.data.bundled import get_bundled, load_bundled
-
         if path.suffix:
             raise DataError(f"{source}: no such file or directory")
         try:
@@ -270,6 +269,22 @@ def load_samples(source: str | os.PathLike[str], *, format: str | None = None, s
         _check_unique(out)
         return out
     return _load_file(path, container=container, layout=layout, split=split, limit=limit, **kw)
+
+
+def load_bundled(name: str, split: str = "test", *, limit: int | None = None, **kw: Any) -> list[Sample]:
+    """Load a bundled dataset (:mod:`openrft.data.bundled`) as samples; ``kw`` goes to the loader (``task``,
+    ``answer_type``, ``field_map``).
+
+    >>> len(load_bundled("sciknoweval/diffusion_rate_analysis"))
+    49
+    """
+    ds = get_bundled(name)
+    if name == "sciknoweval/all":
+        out: list[Sample] = []
+        for t in SCIKNOWEVAL_TASKS:
+            out += load_samples(bundled_path(f"sciknoweval/{t}", split), format=ds.layout, split=split, **kw)
+        return out[:limit] if limit is not None else out
+    return load_samples(bundled_path(name, split), format=ds.layout, split=split, limit=limit, **kw)
 
 
 def load_sources(sources: Sequence[str | os.PathLike[str]], *, split: str | None = None,

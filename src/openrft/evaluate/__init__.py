@@ -4,18 +4,11 @@ Nothing here imports torch; a PRM or ORM reranker loads its model when it is fir
 (:func:`~openrft.evaluate.rerank.load_reranker`).
 """
 
-from openrft.evaluate.metrics import answered_rate, maj_at_k, majority_vote, pass_at_k, run_accuracy
-from openrft.evaluate.rerank import (
-    ORMReranker,
-    PRMReranker,
-    Reranker,
-    Scored,
-    best_of_k,
-    load_reranker,
-    rerank_at_k,
-    weighted_maj_at_k,
+from openrft.core.metrics import (
+    answered_rate, best_of_k, maj_at_k, majority_vote, pass_at_k, rerank_at_k, run_accuracy, weighted_maj_at_k,
     weighted_vote,
 )
+from openrft.evaluate.rerank import ORMReranker, PRMReranker, Reranker, Scored, load_reranker
 from openrft.evaluate.runner import EvalConfig, EvalResult, TaskMetrics, evaluate
 
 __all__ = [

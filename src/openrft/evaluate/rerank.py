@@ -1,4 +1,4 @@
-"""Best-of-k reranking and score-weighted voting over the sampled completions of each item.
+"""Best-of-k reranking: score every sampled completion of every item with a PRM or an ORM.
 
 A :class:`Reranker` scores every completion of every item in one batched call:
 
@@ -11,18 +11,8 @@ A :class:`Reranker` scores every completion of every item in one batched call:
   ``score(questions, completions) -> list[float]``, e.g.
   :class:`~openrft.rewards.orm.OutcomeRewardModel` (a probability per completion).
 
-Per item, over the first k completions: :func:`best_of_k` picks the highest score (ties go
-to the earliest completion), :func:`weighted_vote` picks the answer whose completions have
-the largest summed score (ties go to the answer stated first). ``rerank@k`` and
-``weighted_maj@k`` are the accuracies of those picks, next to ``maj@k``.
-
->>> scores = [[0.2, 0.9, 0.9], [0.7, 0.1, 0.3]]
->>> [best_of_k(s) for s in scores]
-[1, 0]
->>> rerank_at_k(scores, [[False, True, False], [False, True, True]], k=3)
-0.5
->>> weighted_vote(["12", "15", "15"], [0.9, 0.4, 0.4]), weighted_vote(["12", "15", "15"], [0.9, 0.5, 0.5])
-('12', '15')
+What is picked from the scores (best-of-k, score-weighted voting, rerank@k, weighted_maj@k) is
+:mod:`openrft.core.metrics`, shared with the PRM quality measures.
 """
 
 from __future__ import annotations
@@ -45,90 +35,11 @@ __all__ = [
     "PRMReranker",
     "Reranker",
     "Scored",
-    "best_of_k",
     "check_rerank_spec",
     "load_reranker",
-    "rerank_at_k",
-    "weighted_maj_at_k",
-    "weighted_vote",
 ]
 
 KINDS = ("prm", "orm")
-
-
-# ---- selection and metrics (pure) -------------------------------------------------
-
-
-def best_of_k(scores: Sequence[float], k: int | None = None) -> int:
-    """Index of the highest score among the first ``k`` (all when ``k`` is None); ties go to the earliest.
-
-    >>> best_of_k([0.5, 0.8, 0.8, 0.1]), best_of_k([0.5, 0.8, 0.9], k=2), best_of_k([0.3])
-    (1, 1, 0)
-    """
-    window = scores[:k] if k else scores
-    if len(window) == 0:
-        raise ValueError("best_of_k needs at least one scored completion")
-    best = 0
-    for i, s in enumerate(window):
-        if s > window[best]:
-            best = i
-    return best
-
-
-def weighted_vote(answers: Sequence[str | None], scores: Sequence[float], k: int | None = None) -> str | None:
-    """The stated answer with the largest summed score among the first ``k``; ties go to the answer stated
-    first; ``None`` (no answer) never wins. Scores are the weights and must not be negative.
-
-    >>> weighted_vote(["A", "B", "B"], [0.9, 0.5, 0.3])  # 0.9 vs 0.8
-    'A'
-    >>> weighted_vote(["A", "B"], [0.5, 0.5]), weighted_vote([None, "C"], [1.0, 0.0]), weighted_vote([None], [1.0])
-    ('A', 'C', None)
-    """
-    if len(answers) != len(scores):
-        raise ValueError(f"{len(answers)} answers for {len(scores)} scores")
-    n = k if k else len(answers)
-    weights: dict[str, list[float]] = {}  # insertion order = order first stated
-    for a, s in zip(answers[:n], scores[:n]):
-        if not s >= 0.0:  # also NaN
-            raise ValueError(f"weighted voting needs scores >= 0 (probabilities), got {s!r}")
-        if a is not None:
-            weights.setdefault(a, []).append(float(s))
-    if not weights:
-        return None
-    totals = {a: math.fsum(w) for a, w in weights.items()}
-    top = max(totals.values())
-    return next(a for a, t in totals.items() if t == top)
-
-
-def rerank_at_k(scores: Sequence[Sequence[float]], correct: Sequence[Sequence[bool]], k: int) -> float:
-    """rerank@k (best-of-k): fraction of items whose highest-scored completion among the first k is correct.
-
-    >>> rerank_at_k([[0.1, 0.9], [0.5, 0.5]], [[False, True], [False, True]], k=2)  # item 2: tie -> first
-    0.5
-    """
-    if not scores:
-        return float("nan")
-    return sum(bool(ok[best_of_k(sc, k)]) for sc, ok in zip(scores, correct, strict=True)) / len(scores)
-
-
-def weighted_maj_at_k(answers: Sequence[Sequence[str | None]], scores: Sequence[Sequence[float]],
-                      correct: Sequence[Sequence[bool]], k: int) -> float:
-    """weighted_maj@k: the score-weighted vote is right when a sample stating it was graded right
-    (as :func:`~openrft.evaluate.metrics.maj_at_k` does, so grader equivalences carry over).
-
-    >>> weighted_maj_at_k([["7", "8", "8"]], [[0.9, 0.2, 0.3]], [[True, False, False]], k=3)
-    1.0
-    """
-    if not answers:
-        return float("nan")
-    hits = 0
-    for ans, sc, ok in zip(answers, scores, correct, strict=True):
-        voted = weighted_vote(ans, sc, k)
-        hits += voted is not None and any(a == voted and c for a, c in zip(ans[:k], ok[:k]))
-    return hits / len(answers)
-
-
-# ---- rerankers ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

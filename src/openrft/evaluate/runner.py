@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from openrft.data.sample import Sample
-from openrft.evaluate.metrics import answered_rate, maj_at_k, pass_at_k, run_accuracy
-from openrft.evaluate.rerank import Reranker, check_rerank_spec, load_reranker, rerank_at_k, weighted_maj_at_k
+from openrft.core.metrics import answered_rate, maj_at_k, pass_at_k, rerank_at_k, run_accuracy, weighted_maj_at_k
+from openrft.evaluate.rerank import Reranker, check_rerank_spec, load_reranker
 from openrft.models.backends.base import Generator, SamplingParams
-from openrft.pipeline.rundir import JsonlStore, begin_stage, finish_stage
+from openrft.core.rundir import JsonlStore, begin_stage, finish_stage
 from openrft.rewards.combine import aggregate_steps, check_agg
 from openrft.rewards.steps import step_rule as get_step_rule
 from openrft.tasks import Task, grade_all, task_for
@@ -81,7 +81,7 @@ class EvalConfig:
         prm = kind == "prm"
         ident = {"spec": self.rerank, "step_rule": self.step_rule if prm else None,
                  "agg": self.rerank_agg if prm else None}
-        from openrft.pipeline.rundir import path_fingerprint
+        from openrft.core.rundir import path_fingerprint
 
         if prm:
             from openrft.rewards.prm.loader import prm_fingerprint

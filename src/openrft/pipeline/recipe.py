@@ -115,7 +115,7 @@ class ICLSettings:
 def _stage_classes() -> dict[str, type]:
     from openrft.augment.stage import AugmentConfig
     from openrft.evaluate.runner import EvalConfig
-    from openrft.rewards.prm.stage import PRMStageConfig
+    from openrft.reward_models.prm_stage import PRMStageConfig
     from openrft.rl.config import RLConfig
     from openrft.sft.stage import SFTStageConfig
     from openrft.synthesize.stage import SynthesizeConfig

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from openrft.pipeline.recipe import STAGE_ORDER, Recipe
-from openrft.pipeline.rundir import (
+from openrft.core.rundir import (
     RUN_FILE, RUN_FORMAT, IncompatibleRunError, Manifest, StageInputError, atomic_write_json, atomic_write_text,
     file_hash,
 )
@@ -271,7 +271,7 @@ def _stage_sft(ctx: CellContext) -> dict[str, Any]:
 
 
 def _stage_prm(ctx: CellContext) -> dict[str, Any]:
-    from openrft.rewards.prm.stage import run_prm_stage
+    from openrft.reward_models.prm_stage import run_prm_stage
 
     config = ctx.recipe.stage_config("prm")
     result = run_prm_stage(config, ctx.train_samples, ctx.dir / "prm", policy_model=ctx.model or ctx.recipe.model,

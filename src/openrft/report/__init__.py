@@ -4,7 +4,7 @@
 ``report.html`` with plots; :func:`compare` builds the method x task table over several runs.
 """
 
-from openrft.pipeline.rundir import IncompatibleRunError
+from openrft.core.rundir import IncompatibleRunError
 from openrft.report.compare import Comparison, compare, compare_runs
 from openrft.report.run import Cell, Run, RunDirError, StageInfo, eval_result_from_dict, load_run
 from openrft.report.run_report import write_run_report

@@ -132,7 +132,7 @@ def compare(run_dirs: Sequence[str | os.PathLike]) -> Comparison:
     """Load the run directories and compare their finished runs.
 
     Raises :class:`~openrft.report.run.RunDirError` (or
-    :class:`~openrft.pipeline.rundir.IncompatibleRunError`) naming the path at fault.
+    :class:`~openrft.core.rundir.IncompatibleRunError`) naming the path at fault.
     """
     if not run_dirs:
         raise RunDirError("no run directory given")

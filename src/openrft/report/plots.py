@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from openrft.pipeline.rundir import atomic_write_bytes
+from openrft.core.rundir import atomic_write_bytes
 
 __all__ = ["REWARD_PART_SKIP", "accuracy_vs_size", "have_matplotlib", "prm_quality", "reward_parts", "rl_curves",
            "safe_name", "sft_loss", "task_bars"]

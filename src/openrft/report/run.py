@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from openrft.evaluate.runner import COMPLETIONS, EvalResult, TaskMetrics
-from openrft.pipeline.rundir import MANIFEST, IncompatibleRunError
-from openrft.pipeline.rundir import RUN_FILE as RUN_JSON
-from openrft.pipeline.rundir import RUN_FORMAT as RUN_FORMAT_VERSION  # the run.json format this openrft reads
+from openrft.core.rundir import MANIFEST, IncompatibleRunError
+from openrft.core.rundir import RUN_FILE as RUN_JSON
+from openrft.core.rundir import RUN_FORMAT as RUN_FORMAT_VERSION  # the run.json format this openrft reads
 METRICS = "metrics.jsonl"  # rl/ and sft/ both log one JSON line per step here
 EVAL_REPORT = "report.json"
 
@@ -69,7 +69,7 @@ class Cell:
 
     def prm_quality(self) -> dict[str, Any] | None:
         """``prm/quality/quality.json`` (the prm stage's held-out measures), or None when absent or unreadable."""
-        from openrft.rewards.prm.quality import QUALITY_DIR, QUALITY_FILE
+        from openrft.reward_models.quality import QUALITY_DIR, QUALITY_FILE
 
         path = self.stage_dir("prm") / QUALITY_DIR / QUALITY_FILE
         try:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from openrft.evaluate.runner import EvalResult
-from openrft.pipeline.rundir import atomic_write_text
+from openrft.core.rundir import atomic_write_text
 from openrft.report import plots
 from openrft.report.document import Block, Facts, Heading, Image, Para, Table, render_html, render_markdown
 from openrft.report.run import Cell, Run, load_run
@@ -146,7 +146,7 @@ def write_run_report(run_dir: str | os.PathLike, examples: int = 3) -> tuple[Pat
     """Write ``report.md`` and ``report.html`` (and ``plots/*.png``) into ``run_dir``; returns both paths.
 
     Raises :class:`~openrft.report.run.RunDirError` or
-    :class:`~openrft.pipeline.rundir.IncompatibleRunError` for a path that is not a readable run.
+    :class:`~openrft.core.rundir.IncompatibleRunError` for a path that is not a readable run.
     """
     run = load_run(run_dir)
     out = Path(run_dir)

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from openrft.data.sample import Sample
-from openrft.pipeline.rundir import atomic_write_json, atomic_write_text, stable_hash
+from openrft.core.rundir import atomic_write_json, atomic_write_text, stable_hash
 from openrft.retrieval.embedder import Embedder, embedder_label
 from openrft.tasks.base import task_for
 

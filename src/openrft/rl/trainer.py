@@ -34,7 +34,7 @@ from openrft.data.sample import Sample
 from openrft.models.backends.base import SamplingParams
 from openrft.models.backends.hf import TransformersGenerator, render_prompt
 from openrft.models.lora import save_atomic
-from openrft.pipeline.rundir import (
+from openrft.core.rundir import (
     atomic_write_json, begin_stage, file_hash, finish_stage, path_fingerprint, stable_hash,
 )
 from openrft.rewards.base import CompositeReward, RewardBatch, build_reward

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from openrft.data.sample import DataError, Sample
-from openrft.pipeline.rundir import StageInputError
+from openrft.core.rundir import StageInputError
 from openrft.tasks import Task, task_for
 
 logger = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def load_sft_examples(
 
     Malformed lines (bad JSON, a torn last line, a bad ``sample``) are skipped with a
     warning naming the line; a sample id seen twice keeps its last record. A file that
-    yields no usable example raises :class:`~openrft.pipeline.rundir.StageInputError`
+    yields no usable example raises :class:`~openrft.core.rundir.StageInputError`
     naming the file, the cause, and the stage that writes it. ``traces_path`` may also be
     the synthesize stage directory holding ``traces.jsonl``.
     """

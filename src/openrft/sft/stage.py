@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from openrft.models.lora import LoraSettings, attach_lora, save_atomic, trainable_parameters
-from openrft.pipeline.rundir import JsonlStore, Manifest, begin_stage, file_hash, finish_stage, stable_hash
+from openrft.core.rundir import JsonlStore, Manifest, begin_stage, file_hash, finish_stage, stable_hash
 from openrft.sft.dataset import ExamplesFor, LoadReport, load_sft_examples, to_rows, tokenize_prompt_completion
 
 logger = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from typing import Any
 
 from openrft.data.sample import Sample
 from openrft.models.backends.base import Generator, Prompt
-from openrft.pipeline.rundir import (
+from openrft.core.rundir import (
     IncompatibleRunError, JsonlStore, StageInputError, atomic_write_json, begin_stage, finish_stage, stable_hash,
 )
 from openrft.synthesize.sampler import FALLBACK_MODES, LoopSettings, QuestionState, finalize, sample_round

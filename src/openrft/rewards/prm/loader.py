@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from openrft.rewards.prm.base import PRMFormatError, ProcessScorer
+from openrft.rewards.prm.files import local_checkpoint, safetensors_files
 
 #: the PRM spec naming the recipe's own prm stage (``rl.reward.prm: stage``, ``eval.rerank: prm:stage``)
 PRM_FROM_STAGE = "stage"
 
-__all__ = ["FORMATS", "MARKER", "PRM_FROM_STAGE", "detect_format", "load_scorer", "local_checkpoint", "prm_fingerprint",
-           "write_marker"]
+__all__ = ["FORMATS", "MARKER", "PRM_FROM_STAGE", "detect_format", "load_scorer", "prm_fingerprint", "write_marker"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,31 +44,6 @@ MARKER = "prm_format.json"
 #: other names a marker may use for a format (the value-head module writes "skywork" for native Skywork checkpoints)
 FORMAT_ALIASES = {"skywork": "value_head"}
 _SPEC_HELP = "a checkpoint path or hub id, 'judge:<model>' (e.g. judge:smollm2-135m), or an http(s):// URL"
-
-
-def local_checkpoint(path: str | os.PathLike) -> Path:
-    """A local directory for ``path``: itself, a bundled model, or a hub id from the local HF cache
-    (downloaded only when the hub is reachable and ``HF_HUB_OFFLINE`` is unset)."""
-    from openrft.models.loading import ModelNotFoundError, resolve_model
-
-    given = Path(path).expanduser()
-    if given.is_dir():  # as is: adapter-only checkpoints and stage directories have no config.json
-        return given
-    resolved = resolve_model(path)  # raises ModelNotFoundError for a missing local path
-    p = Path(resolved)
-    if p.is_dir():
-        return p
-    if p.exists():
-        raise PRMFormatError(f"{p} is a file; a PRM checkpoint is a directory with config.json and weights")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(resolved))
-    except Exception as err:  # offline and not cached, unknown repo, ...
-        raise ModelNotFoundError(
-            f"PRM {str(path)!r} is not a local directory and could not be fetched from the hub ({type(err).__name__}: "
-            f"{err}); offline, a hub id works only if it is in the local Hugging Face cache"
-        ) from err
 
 
 def read_marker(root: Path) -> dict[str, Any] | None:
@@ -113,7 +88,6 @@ def _head_outputs(root: Path) -> int | None:
     """Outputs of the last ``score.*`` layer in the safetensors (``None`` when there is no such head)."""
     from safetensors import safe_open
 
-    from openrft.rewards.prm.token_class import safetensors_files
 
     shapes: dict[str, list[int]] = {}
     for file in safetensors_files(root):
@@ -241,7 +215,7 @@ def prm_fingerprint(spec: str | os.PathLike | None) -> str | None:
     ``checkpoint/``), else the spec itself (a judge, a URL, a hub id)."""
     if spec is None:
         return None
-    from openrft.pipeline.rundir import path_fingerprint
+    from openrft.core.rundir import path_fingerprint
     from openrft.rewards.prm.value_head import resolve_checkpoint_dir
 
     path = Path(str(spec)).expanduser()

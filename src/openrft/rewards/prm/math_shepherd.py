@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from openrft.rewards.prm.base import PRMFormatError
+from openrft.rewards.prm.files import local_checkpoint
 from openrft.rewards.prm.token_class import PositionScorer, model_max_length, resolve_device_dtype
 
 __all__ = ["STEP_TAG", "MathShepherdPRM", "render_math_shepherd"]
@@ -96,8 +97,6 @@ class MathShepherdPRM(PositionScorer):
     def from_pretrained(cls, path: str, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
                         batch_size: int = 8, **kwargs) -> "MathShepherdPRM":
         from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from openrft.rewards.prm.loader import local_checkpoint
 
         root = local_checkpoint(path)
         dev, dt = resolve_device_dtype(device, dtype)

@@ -17,7 +17,6 @@ This module also holds :class:`PositionScorer`, the batching shared with the Mat
 
 from __future__ import annotations
 
-import json
 import logging
 from abc import abstractmethod
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ import torch
 from torch import nn
 
 from openrft.rewards.prm.base import PRMFormatError, ProcessScorer, check_scores
+from openrft.rewards.prm.files import local_checkpoint, safetensors_files
 
 __all__ = ["QWEN_PRM_SYSTEM", "PositionScorer", "TokenClassPRM", "read_head_tensors", "resolve_device_dtype"]
 
@@ -75,19 +75,6 @@ def model_max_length(config, override: int | None) -> int:
         if isinstance(value, int) and value > 0:
             return value
     return 1 << 30
-
-
-def safetensors_files(path: str | Path) -> list[Path]:
-    """The safetensors shards of a checkpoint directory (index order), ``[]`` when it has none."""
-    root = Path(path)
-    index = root / "model.safetensors.index.json"
-    if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        return [root / f for f in dict.fromkeys(weight_map.values())]
-    single = root / "model.safetensors"
-    if single.is_file():
-        return [single]
-    return sorted(root.glob("*.safetensors"))
 
 
 def read_head_tensors(path: str | Path, prefix: str = "score.") -> dict[str, torch.Tensor]:
@@ -242,8 +229,6 @@ class TokenClassPRM(PositionScorer):
         """Load a checkpoint in Qwen2.5-Math-PRM layout (``model.*`` backbone + ``score.*`` head), offline, no remote code."""
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
-
-        from openrft.rewards.prm.loader import local_checkpoint
 
         root = local_checkpoint(path)
         dev, dt = resolve_device_dtype(device, dtype)

@@ -12,7 +12,7 @@ sets (every solution of a question on the same side). The stage directory holds:
     metrics.json    held-out step accuracy (threshold 0.5), majority-class baseline, AUC, loss; before and after
     manifest.json   config, input hashes, versions; a finished matching run is skipped
 
-The pieces shared with the outcome reward model (:mod:`openrft.rewards.orm`) live here too:
+The pieces shared with the outcome reward model (:mod:`openrft.reward_models.orm_train`) live here too:
 :class:`ValueHeadTrainSettings`, :func:`build_value_head_model`, :func:`train_value_head`,
 :func:`binary_metrics`, :func:`split_by_group`.
 """
@@ -31,10 +31,10 @@ from typing import Any
 
 import torch
 
-from openrft.pipeline.rundir import (
+from openrft.core.rundir import (
     JsonlStore, atomic_write_json, begin_stage, file_hash, finish_stage, path_fingerprint, stable_hash,
 )
-from openrft.rewards.labels import (
+from openrft.reward_models.labels import (
     COMPLETIONS_FILE, FLAT_STEPS_FILE, STEP_LABELS_FILE, StepExample, hard_labels, label_policy_rollouts,
     read_step_examples, write_step_examples,
 )
@@ -391,7 +391,7 @@ def _policy_generator(config: PRMTrainConfig):
 def auto_label(config: PRMTrainConfig, out_dir: str | os.PathLike, generator=None,
                show_progress: bool = True) -> list[StepExample]:
     """Math-Shepherd labels for ``config.data`` in ``<out_dir>/labels/``: reused when its manifest matches, resumed
-    question by question after a kill (:func:`~openrft.rewards.labels.label_policy_rollouts`)."""
+    question by question after a kill (:func:`~openrft.reward_models.labels.label_policy_rollouts`)."""
     from openrft.data.loaders import load_sources
 
     labels_dir = Path(out_dir) / LABELS_DIR
@@ -431,7 +431,7 @@ def gather_step_examples(config: PRMTrainConfig, out_dir: str | os.PathLike, gen
         examples += read_step_examples(config.labels)
         inputs["labels"] = stable_hash([file_hash(p) for p in config.labels])
     if config.champ:
-        from openrft.rewards.labels import load_champ
+        from openrft.reward_models.labels import load_champ
 
         champ = load_champ(step_rule=config.step_rule)
         examples += champ

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from openrft.pipeline.rundir import (
+from openrft.core.rundir import (
     IncompatibleRunError,
     JsonlStore,
     Manifest,
@@ -42,7 +42,7 @@ def test_store_refuses_corruption_in_the_middle(tmp_path):
 def test_kill_9_during_appends_leaves_only_whole_records(tmp_path):
     path = tmp_path / "k.jsonl"
     code = (
-        "import sys; from openrft.pipeline.rundir import JsonlStore\n"
+        "import sys; from openrft.core.rundir import JsonlStore\n"
         f"s = JsonlStore({str(path)!r})\n"
         "i = 0\n"
         "while True:\n"

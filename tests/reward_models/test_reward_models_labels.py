@@ -9,7 +9,7 @@ import torch
 
 from openrft.data.sample import DataError, Sample
 from openrft.models.backends.base import Completion, Generator
-from openrft.rewards.labels import (
+from openrft.reward_models.labels import (
     StepExample, champ_step_labels, continuation_prompt, estimate_step_labels, hard_labels, load_champ,
     read_step_examples, rollout_step_examples, write_step_examples,
 )

@@ -8,7 +8,7 @@ the task's grader: the fraction that reaches the gold answer), and a value-head 
 the ``eval`` stage reranks with it with ``rerank: prm:stage``.
 
 With ``quality_questions > 0`` the stage also measures the PRM on held-out questions labelled the same way
-(:mod:`openrft.rewards.prm.quality`): step AUC and accuracy, first-error detection, best-of-k against maj@k
+(:mod:`openrft.reward_models.quality`): step AUC and accuracy, first-error detection, best-of-k against maj@k
 and pass@k, next to a constant scorer (and a judge PRM when ``quality_judge`` names one), in
 ``quality.json``; the run report plots it.
 
@@ -17,7 +17,7 @@ Stage directory::
     labels/      completions.jsonl, step_labels.jsonl (per question, append-only: a killed run resumes),
                  steps.jsonl (the flat StepExample file the PRM trains on), manifest.json
     checkpoint/  the PRM (ValueHeadPRM.from_pretrained reads it, or this directory)
-    metrics.jsonl, metrics.json, manifest.json     training (see openrft.rewards.prm.train)
+    metrics.jsonl, metrics.json, manifest.json     training (see openrft.reward_models.prm_train)
     quality/     held-out labels (same layout as labels/) and quality.json
 """
 
@@ -32,16 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from openrft.data.sample import Sample
-from openrft.pipeline.rundir import (
+from openrft.core.rundir import (
     atomic_write_json, begin_stage, file_hash, finish_stage, path_fingerprint, stable_hash,
 )
-from openrft.rewards.labels import (
+from openrft.reward_models.labels import (
     COMPLETIONS_FILE, FLAT_STEPS_FILE, STEP_LABELS_FILE, StepExample, label_policy_rollouts, read_step_examples,
     write_step_examples,
 )
-from openrft.rewards.prm.loader import PRM_FROM_STAGE, prm_fingerprint
-from openrft.rewards.prm.quality import QUALITY_DIR, QUALITY_FILE, QUALITY_MEASURES
-from openrft.rewards.prm.train import (
+from openrft.rewards.prm.loader import prm_fingerprint
+from openrft.reward_models.quality import QUALITY_DIR, QUALITY_FILE, QUALITY_MEASURES
+from openrft.reward_models.prm_train import (
     PRMTrainConfig, PRMTrainResult, StepLabelSettings, ValueHeadTrainSettings, run_prm_train,
 )
 
@@ -229,8 +229,8 @@ def measure_quality(config: PRMStageConfig, samples: Sequence[Sample], out: Path
     """``quality/quality.json``: the trained PRM (and a constant scorer, and ``quality_judge``) on held-out steps."""
     import json
 
-    from openrft.pipeline.rundir import JsonlStore
-    from openrft.rewards.prm.quality import best_of_k_quality, first_error_quality, step_quality
+    from openrft.core.rundir import JsonlStore
+    from openrft.reward_models.quality import best_of_k_quality, first_error_quality, step_quality
     from openrft.rewards.steps import split_steps
     from openrft.tasks import task_for
 

@@ -139,7 +139,7 @@ def read_step_examples(paths: str | os.PathLike | Sequence[str | os.PathLike]) -
 
 def write_step_examples(path: str | os.PathLike, examples: Iterable[StepExample]) -> Path:
     """Write ``examples`` as JSONL, atomically."""
-    from openrft.pipeline.rundir import atomic_write_text
+    from openrft.core.rundir import atomic_write_text
 
     return atomic_write_text(path, "".join(json.dumps(e.to_dict(), ensure_ascii=False) + "\n" for e in examples))
 
@@ -397,7 +397,7 @@ def label_policy_rollouts(
 ) -> list[StepExample]:
     """Math-Shepherd labels of the policy's own replies, resumable: a killed run loses at most the questions in flight.
 
-    Two append-only stores in ``out_dir`` (a :class:`~openrft.pipeline.rundir.JsonlStore` each):
+    Two append-only stores in ``out_dir`` (a :class:`~openrft.core.rundir.JsonlStore` each):
 
     * ``completions.jsonl``: per question, the policy's ``n_completions`` replies, sampled ``4 * chunk``
       questions per ``generate`` call;
@@ -413,7 +413,7 @@ def label_policy_rollouts(
     questions keep their order), so a resumed run labels exactly what an uninterrupted one does. Returns
     the examples of ``samples`` in order; ``meta`` carries ``sample_id`` and ``completion_index``.
     """
-    from openrft.pipeline.rundir import JsonlStore
+    from openrft.core.rundir import JsonlStore
     from openrft.tasks import task_for
 
     if n_completions < 1:

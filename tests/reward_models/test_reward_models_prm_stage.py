@@ -13,10 +13,10 @@ from openrft.data.sample import Sample
 from openrft.models.backends.base import Completion
 from openrft.pipeline.recipe import RecipeError, load_recipe
 from openrft.pipeline.runner import run_recipe
-from openrft.rewards.labels import COMPLETIONS_FILE, STEP_LABELS_FILE, label_policy_rollouts
-from openrft.rewards.prm import stage as prm_stage
-from openrft.rewards.prm.quality import best_of_k_quality, first_error_quality, step_quality
-from openrft.rewards.prm.stage import PRMStageConfig, run_prm_stage
+from openrft.reward_models.labels import COMPLETIONS_FILE, STEP_LABELS_FILE, label_policy_rollouts
+from openrft.reward_models import prm_stage
+from openrft.reward_models.quality import best_of_k_quality, first_error_quality, step_quality
+from openrft.reward_models.prm_stage import PRMStageConfig, run_prm_stage
 
 torch.set_num_threads(1)
 

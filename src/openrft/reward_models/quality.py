@@ -26,8 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from openrft.evaluate.metrics import maj_at_k, pass_at_k
-from openrft.evaluate.rerank import rerank_at_k, weighted_maj_at_k
+from openrft.core.metrics import maj_at_k, pass_at_k, rerank_at_k, weighted_maj_at_k
 from openrft.rewards.combine import aggregate_steps
 
 __all__ = ["QUALITY_DIR", "QUALITY_FILE", "QUALITY_MEASURES", "best_of_k_quality", "first_error", "first_error_quality", "step_quality"]
@@ -40,7 +39,7 @@ QUALITY_MEASURES = 2
 
 
 def _auc(scores: Sequence[float], positive: Sequence[bool]) -> float | None:
-    from openrft.rewards.prm.train import auc_score
+    from openrft.reward_models.prm_train import auc_score
 
     return auc_score(list(scores), [1 if p else 0 for p in positive])
 

@@ -10,10 +10,11 @@ import torch
 
 from openrft.cli.main import main
 from openrft.data.sample import DataError, Sample
-from openrft.rewards.orm import (
-    ORMTrainConfig, OutcomeExample, OutcomeRewardModel, read_outcome_examples, run_orm_train,
-    sample_outcome_examples, write_outcome_examples,
+from openrft.reward_models.orm_train import (
+    ORMTrainConfig, OutcomeExample, read_outcome_examples, run_orm_train, sample_outcome_examples,
+    write_outcome_examples,
 )
+from openrft.rewards.orm import OutcomeRewardModel
 from openrft.rewards.prm.base import PRMFormatError
 from openrft.rewards.prm.value_head import ValueHeadModel, ValueHeadPRM, is_value_head_checkpoint, read_format
 
