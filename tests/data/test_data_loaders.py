@@ -207,8 +207,8 @@ def test_samples_layout_round_trip(tmp_path: Path) -> None:
 
 
 def test_parquet_round_trip(tmp_path: Path) -> None:
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa  # a dependency of datasets, which openrft requires
+    import pyarrow.parquet as pq
     pq.write_table(pa.Table.from_pylist(ROWS), tmp_path / "q.parquet")
     _check_rows(load_parquet(tmp_path / "q.parquet", FM))
     orig = load_bundled("svamp")[:4]
@@ -217,7 +217,7 @@ def test_parquet_round_trip(tmp_path: Path) -> None:
 
 
 def test_hf_from_disk(tmp_path: Path) -> None:
-    datasets = pytest.importorskip("datasets")
+    import datasets
     ds = datasets.Dataset.from_list(ROWS)
     ds.save_to_disk(str(tmp_path / "one"))
     _check_rows(load_hf_from_disk(tmp_path / "one", field_map=FM))
@@ -306,8 +306,8 @@ def test_csv_and_parquet_locations(tmp_path: Path) -> None:
     p.write_text("question,answer\nq?,a,extra\n")
     with pytest.raises(DataError, match=r"q\.csv:2: more cells than header columns"):
         load_csv(p)
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa  # a dependency of datasets, which openrft requires
+    import pyarrow.parquet as pq
     pq.write_table(pa.Table.from_pylist([GOOD, {"question": None, "answer": "b"}]), tmp_path / "q.parquet")
     with pytest.raises(DataError, match=r"q\.parquet: row 1: field 'question'"):
         load_parquet(tmp_path / "q.parquet")

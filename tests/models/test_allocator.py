@@ -60,7 +60,7 @@ def test_user_malloc_settings_win(env):
 def test_cli_applies_it_for_commands_that_compute(argv, applied):
     code = ("import json, sys; from openrft.cli.main import main; from openrft.models import allocator\n"
             "try:\n    main(json.loads(sys.argv[1]))\nexcept SystemExit:\n    pass\n"
-            "print('applied', allocator._applied)")
+            "print('applied', allocator.kept_memory_status())")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "OPENRFT_MALLOC"}
     out = subprocess.run([sys.executable, "-c", code, json.dumps(argv)], env=env, capture_output=True, text=True)
     assert f"applied {applied}" in out.stdout.splitlines()[-1]

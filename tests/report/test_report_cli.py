@@ -6,12 +6,16 @@ import json
 
 from report_fixtures import PROD_SCRIPT, SUM_SCRIPT, CellSpec, make_run, read_json
 
-from openrft.cli.main import SUBCOMMANDS
+import pytest
+
 from openrft.cli.main import main as cli
 
 
-def test_subcommands_are_registered():
-    assert SUBCOMMANDS["report"][0] == "openrft.cli.report" and SUBCOMMANDS["compare"][0] == "openrft.cli.compare"
+@pytest.mark.parametrize("command", ["report", "compare"])
+def test_subcommands_answer_help(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli([command, "--help"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith(f"usage: openrft {command}")
 
 
 def test_report_cli_writes_the_report(two_task_run, capsys):

@@ -86,7 +86,6 @@ def test_champ_step_labels_first_wrong_step_and_after_are_zero():
 
 
 def test_load_champ():
-    pytest.importorskip("champ_dataset")
     examples = load_champ()
     assert len(examples) == 540  # 68 problems x 4 models x 2 prompt settings, less 4 missing annotations
     for e in examples:

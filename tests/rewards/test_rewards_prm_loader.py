@@ -109,7 +109,7 @@ def test_spec_kinds(tiny_model_dir):
 
 
 def test_real_value_head_checkpoint_is_detected_and_loaded(tmp_path, tiny_model_dir):
-    vh = pytest.importorskip("openrft.rewards.prm.value_head")
+    from openrft.rewards.prm import value_head as vh
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(0)

@@ -54,6 +54,12 @@ def _cuda_in_use() -> bool:
     return torch.cuda.is_available()
 
 
+def kept_memory_status() -> bool | None:
+    """Whether this process keeps freed memory: ``None`` until :func:`keep_freed_memory` was called, then its
+    answer (``False`` when the system allocator was left alone)."""
+    return _applied
+
+
 def keep_freed_memory() -> bool:
     """Keep freed memory in the process (see the module doc); ``True`` if the setting is now active.
 
