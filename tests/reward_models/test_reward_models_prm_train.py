@@ -18,9 +18,8 @@ import torch
 from openrft.cli.main import main
 from openrft.data.sample import Sample
 from openrft.reward_models.labels import StepExample, read_step_examples, write_step_examples
-from openrft.reward_models.prm_train import (
-    Item, PRMTrainConfig, auc_score, binary_metrics, run_prm_train, split_by_group,
-)
+from openrft.reward_models.prm_train import PRMTrainConfig, run_prm_train
+from openrft.reward_models.value_head_train import Item, auc_score, binary_metrics, split_by_group
 from openrft.rewards.prm.value_head import ValueHeadPRM, is_value_head_checkpoint
 
 torch.set_num_threads(1)
@@ -166,7 +165,7 @@ def test_init_adapter_is_merged_and_travels_with_the_checkpoint(tiny_model_dir, 
 
     from openrft.models.loading import load_model
     from openrft.models.lora import LoraSettings, attach_lora
-    from openrft.reward_models.prm_train import ValueHeadTrainSettings, build_value_head_model
+    from openrft.reward_models.value_head_train import ValueHeadTrainSettings, build_value_head_model
 
     base, _ = load_model(str(tiny_model_dir), device="cpu")
     sft = attach_lora(base, LoraSettings(rank=4, dropout=0.0))

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+
 
 from openrft.data.sample import DataError, Sample
 

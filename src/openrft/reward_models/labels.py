@@ -251,6 +251,53 @@ def _generate(generator: Generator, prompts: Sequence[Prompt], params: SamplingP
     return outs
 
 
+def _prefix_prompts(samples, completions, split, tasks, tokenizer, examples_for, share_prefixes: bool):
+    """The rollout prompt of every step prefix but the last of each completion (with the prefix and the sample
+    it belongs to), and ``prompt_of[(i, k)]``: which of them completion ``i``'s step ``k`` ends. With
+    ``share_prefixes``, the same prefix of the same question is one prompt."""
+    prompts: list[str] = []
+    prefixes: list[str] = []
+    owners: list[Sample] = []
+    prompt_of: dict[tuple[int, int], int] = {}
+    seen: dict[tuple, int] = {}
+    for i, (sample, completion, steps) in enumerate(zip(samples, completions, split)):
+        if len(steps) < 2:
+            continue
+        chat = tasks[sample.answer_type].messages(sample, examples_for(sample) if examples_for else ())
+        for k, step in enumerate(steps[:-1]):
+            prefix = completion[:step.end]
+            text = continuation_prompt(tokenizer, chat, prefix)
+            key = (sample.id, repr(sample.answer), text) if share_prefixes else (i, k)
+            if key not in seen:
+                seen[key] = len(prompts)
+                prompts.append(text)
+                prefixes.append(prefix)
+                owners.append(sample)
+            prompt_of[(i, k)] = seen[key]
+    return prompts, prefixes, owners, prompt_of
+
+
+def _rollout_fractions(generator: Generator, prompts: list[str], prefixes: list[str], owners: list[Sample],
+                       tasks, params: SamplingParams, show_progress: bool) -> list[float]:
+    """Per prompt, the fraction of its ``params.n`` continuations that its sample's task grades correct
+    (``prefix + continuation``), all prompts in one ``generate`` call."""
+    from openrft.tasks import grade_all
+
+    if not prompts:
+        return []
+    outs = _generate(generator, prompts, params, "step rollouts", show_progress)
+    texts, graded, index = [], [], []
+    for j, (prefix, sample, comps) in enumerate(zip(prefixes, owners, outs)):
+        for c in list(comps)[:params.n]:
+            texts.append(prefix + (c.text or ""))
+            graded.append(sample)
+            index.append(j)
+    hits = [0] * len(prompts)
+    for j, g in zip(index, grade_all(graded, texts, tasks)):
+        hits[j] += int(g.correct)
+    return [h / params.n for h in hits]
+
+
 def estimate_step_labels(
     generator: Generator,
     samples: Sequence[Sample],
@@ -297,45 +344,16 @@ def estimate_step_labels(
     tasks = {s.answer_type: task_for(s) for s in samples}
     split = [split_steps(c, step_rule) for c in completions]
     own = grade_all(list(samples), list(completions), tasks)
-    prompts: list[str] = []
-    where: list[tuple[int, int]] = []  # (completion index, step index) of each rollout prompt's first owner
-    prompt_of: dict[tuple[int, int], int] = {}  # (completion index, step index) -> its rollout prompt
-    shared: dict[tuple[str, str, str], int] = {}  # (sample id, gold, prompt text) -> rollout prompt
-    for i, (sample, completion, steps) in enumerate(zip(samples, completions, split)):
-        if len(steps) < 2:
-            continue
-        chat = tasks[sample.answer_type].messages(sample, examples_for(sample) if examples_for else ())
-        for k, step in enumerate(steps[:-1]):
-            text = continuation_prompt(tokenizer, chat, completion[:step.end])
-            key = (sample.id, repr(sample.answer), text)
-            if share_prefixes and key in shared:
-                prompt_of[(i, k)] = shared[key]
-                continue
-            shared[key] = prompt_of[(i, k)] = len(prompts)
-            prompts.append(text)
-            where.append((i, k))
-    fractions: dict[tuple[int, int], float] = {}
-    if prompts:
-        params = SamplingParams(n=n_rollouts, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                                seed=_seed(seed, "rollouts"))
-        outs = _generate(generator, prompts, params, "step rollouts", show_progress)
-        texts, graded_samples, owners = [], [], []
-        for (i, k), comps in zip(where, outs):
-            prefix = completions[i][:split[i][k].end]
-            for c in list(comps)[:n_rollouts]:
-                texts.append(prefix + (c.text or ""))
-                graded_samples.append(samples[i])
-                owners.append((i, k))
-        grades = grade_all(graded_samples, texts, tasks)
-        hits: dict[tuple[int, int], int] = {}
-        for owner, g in zip(owners, grades):
-            hits[owner] = hits.get(owner, 0) + int(g.correct)
-        fractions = {key: hits.get(key, 0) / n_rollouts for key in where}
+    prompts, prefixes, owners, prompt_of = _prefix_prompts(samples, completions, split, tasks, tokenizer,
+                                                           examples_for, share_prefixes)
+    params = SamplingParams(n=n_rollouts, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                            seed=_seed(seed, "rollouts"))
+    fractions = _rollout_fractions(generator, prompts, prefixes, owners, tasks, params, show_progress)
     out: list[StepExample] = []
     for i, (sample, steps) in enumerate(zip(samples, split)):
         if not steps:
             continue
-        labels = [fractions[where[prompt_of[(i, k)]]] for k in range(len(steps) - 1)] + [own[i].score]
+        labels = [fractions[prompt_of[(i, k)]] for k in range(len(steps) - 1)] + [own[i].score]
         task = tasks[sample.answer_type]
         out.append(StepExample(task.render_question(sample), [s.text for s in steps], labels,
                                source="math_shepherd",
@@ -374,6 +392,37 @@ def rollout_step_examples(
 
 #: :func:`label_policy_rollouts`' per-question stores, and the flat StepExample file written from them
 COMPLETIONS_FILE, STEP_LABELS_FILE, FLAT_STEPS_FILE = "completions.jsonl", "step_labels.jsonl", "steps.jsonl"
+
+
+def _check_label_request(samples: Sequence[Sample], n_completions: int, n_rollouts: int, chunk: int) -> None:
+    if n_completions < 1:
+        raise ValueError(f"n_completions must be >= 1 (policy completions labelled per question), got {n_completions}")
+    if n_rollouts < 1:
+        raise ValueError(f"n_rollouts must be >= 1 (continuations sampled from each step prefix to estimate its "
+                         f"label), got {n_rollouts}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    if not samples:
+        raise ValueError("no questions to label")
+    ids = [s.id for s in samples]
+    if len(set(ids)) != len(ids):
+        raise ValueError("sample ids must be unique: labels are stored per question id")
+
+
+def _sample_replies(generator: Generator, samples: Sequence[Sample], store, done: dict[str, Any], tasks,
+                    examples_for, n: int, sampling: dict[str, Any], seed: int, per_call: int,
+                    show_progress: bool) -> None:
+    """Append ``n`` policy replies per question not yet in ``store`` (``done``: what it holds, updated),
+    ``per_call`` questions per ``generate`` call, each call seeded by its first question."""
+    todo = [s for s in samples if s.id not in done]
+    for start in range(0, len(todo), per_call):
+        part = todo[start:start + per_call]
+        chats = [tasks[s.answer_type].messages(s, examples_for(s) if examples_for else ()) for s in part]
+        params = SamplingParams(n=n, seed=_seed(seed, f"policy:{part[0].id}"), **sampling)
+        outs = _generate(generator, chats, params, "policy completions", show_progress)
+        records = [{"id": s.id, "texts": [c.text or "" for c in list(comps)[:n]]} for s, comps in zip(part, outs)]
+        store.append(records)
+        done.update({r["id"]: r for r in records})
 
 
 def label_policy_rollouts(
@@ -416,36 +465,16 @@ def label_policy_rollouts(
     from openrft.core.rundir import JsonlStore
     from openrft.tasks import task_for
 
-    if n_completions < 1:
-        raise ValueError(f"n_completions must be >= 1 (policy completions labelled per question), got {n_completions}")
-    if n_rollouts < 1:
-        raise ValueError(f"n_rollouts must be >= 1 (continuations sampled from each step prefix to estimate its "
-                         f"label), got {n_rollouts}")
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
-    if not samples:
-        raise ValueError("no questions to label")
-    ids = [s.id for s in samples]
-    if len(set(ids)) != len(ids):
-        raise ValueError("sample ids must be unique: labels are stored per question id")
+    _check_label_request(samples, n_completions, n_rollouts, chunk)
     out = Path(out_dir)
     completions = JsonlStore(out / COMPLETIONS_FILE)
     labelled = JsonlStore(out / STEP_LABELS_FILE)
     done_c, done_l = completions.load(), labelled.load()
     tasks = {s.answer_type: task_for(s) for s in samples}
 
-    todo = [s for s in samples if s.id not in done_c]
-    step = 4 * chunk
-    for start in range(0, len(todo), step):
-        part = todo[start:start + step]
-        chats = [tasks[s.answer_type].messages(s, examples_for(s) if examples_for else ()) for s in part]
-        params = SamplingParams(n=n_completions, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                                seed=_seed(seed, f"policy:{part[0].id}"))
-        outs = _generate(generator, chats, params, "policy completions", show_progress)
-        records = [{"id": s.id, "texts": [c.text or "" for c in list(comps)[:n_completions]]}
-                   for s, comps in zip(part, outs)]
-        completions.append(records)
-        done_c.update({r["id"]: r for r in records})
+    sampling = {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens}
+    _sample_replies(generator, samples, completions, done_c, tasks, examples_for, n_completions, sampling, seed,
+                    per_call=4 * chunk, show_progress=show_progress)
 
     todo = [s for s in samples if s.id not in done_l]
     for start in range(0, len(todo), chunk):

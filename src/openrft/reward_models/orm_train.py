@@ -30,7 +30,7 @@ from openrft.models.backends.base import Generator, SamplingParams
 from openrft.core.rundir import (
     atomic_write_json, atomic_write_text, begin_stage, file_hash, finish_stage, stable_hash,
 )
-from openrft.reward_models.prm_train import (
+from openrft.reward_models.value_head_train import (
     METRICS, METRICS_JSON, Item, ValueHeadTrainSettings, _help, binary_metrics,
     build_value_head_model, evaluate_items, majority, split_by_group, train_value_head,
 )

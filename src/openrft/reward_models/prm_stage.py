@@ -41,9 +41,8 @@ from openrft.reward_models.labels import (
 )
 from openrft.rewards.prm.loader import prm_fingerprint
 from openrft.reward_models.quality import QUALITY_DIR, QUALITY_FILE, QUALITY_MEASURES
-from openrft.reward_models.prm_train import (
-    PRMTrainConfig, PRMTrainResult, StepLabelSettings, ValueHeadTrainSettings, run_prm_train,
-)
+from openrft.reward_models.prm_train import PRMTrainConfig, PRMTrainResult, StepLabelSettings, run_prm_train
+from openrft.reward_models.value_head_train import ValueHeadTrainSettings
 
 logger = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ QUALITY_MEASURES = 2
 
 
 def _auc(scores: Sequence[float], positive: Sequence[bool]) -> float | None:
-    from openrft.reward_models.prm_train import auc_score
+    from openrft.reward_models.value_head_train import auc_score
 
     return auc_score(list(scores), [1 if p else 0 for p in positive])
 
