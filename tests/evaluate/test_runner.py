@@ -108,3 +108,17 @@ def test_maj_at_k_ignores_no_answer_and_uses_first_k():
     correct = [[False, False, False, True, True]]
     assert maj_at_k(answers, correct, k=3) == 0.0  # only "B" stated among the first 3
     assert maj_at_k(answers, correct, k=5) == 1.0
+
+
+def test_weights_name_follows_local_bytes(tmp_path):
+    """The eval CLI and the pipeline name evaluated weights the same way: local ones with their content hash."""
+    from openrft.evaluate.runner import weights_name
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"one")
+    before = weights_name("smollm2-135m", adapter)
+    assert before.startswith(f"smollm2-135m + {adapter} (") and weights_name("smollm2-135m") == "smollm2-135m"
+    (adapter / "adapter_model.safetensors").write_bytes(b"two")
+    assert weights_name("smollm2-135m", adapter) != before
+    assert weights_name(str(tmp_path)).startswith(f"{tmp_path} (")  # a local full model

@@ -259,3 +259,40 @@ def test_rollouts_sample_from_the_merged_policy_and_restore_the_exact_base(tiny_
     after = dict(ac.model.named_parameters())
     assert all(torch.equal(before[n], after[n]) for n in before)
     assert not any(m.merged_adapters for m in ac.model.modules() if hasattr(m, "merged_adapters"))
+
+
+def test_a_fully_fine_tuned_model_is_known_by_its_bytes_not_its_path(tiny_model_dir, samples, length_fn, tmp_path):
+    """After a full-weight SFT the RL stage's model is a local directory: new bytes behind the same path rerun RL,
+    and the same bytes under another path (another run directory's copy) match."""
+    import json
+    import shutil
+
+    torch.set_num_threads(1)
+    model = tmp_path / "sft-full"
+    shutil.copytree(tiny_model_dir, model)
+    first = run_rl(_config(model, length_fn, steps=1), tmp_path / "rl", samples, show_progress=False)
+    manifest = json.loads((tmp_path / "rl" / "manifest.json").read_text())
+    assert manifest["config"]["model"] == "local" and manifest["inputs"]["model"]
+    assert manifest["stats"]["model_path"] == str(model)
+    # the same bytes elsewhere: a copy of the model and of the finished stage match
+    shutil.copytree(model, tmp_path / "elsewhere")
+    shutil.copytree(tmp_path / "rl", tmp_path / "rl-copy")
+    assert run_rl(_config(tmp_path / "elsewhere", length_fn, steps=1), tmp_path / "rl-copy", samples,
+                  show_progress=False).skipped
+    # new bytes behind the same path: RL trains again
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps(config | {"openrft_note": "retrained"}))
+    again = run_rl(_config(model, length_fn, steps=1), tmp_path / "rl", samples, show_progress=False)
+    assert not first.skipped and not again.skipped
+
+
+def test_pin_local_inputs_hashes_local_paths_and_leaves_names():
+    from openrft.core.rundir import pin_local_inputs
+
+    settings = {"model": "smollm2-135m", "adapter": __file__, "reward": {"prm": "judge:smollm2-135m", "alpha": 1}}
+    inputs: dict[str, str] = {}
+    shown = pin_local_inputs(settings, inputs, {"model": "smollm2-135m", "adapter": __file__,
+                                                "reward.prm": "judge:smollm2-135m"})
+    assert settings == {"model": "smollm2-135m", "adapter": "local",
+                        "reward": {"prm": "judge:smollm2-135m", "alpha": 1}}
+    assert list(inputs) == ["adapter"] and len(inputs["adapter"]) == 16 and shown == {"adapter_path": __file__}

@@ -106,6 +106,38 @@ def path_fingerprint(value: str | os.PathLike | None) -> str | None:
     return file_hash(path) if path.exists() else None
 
 
+def pin_local_inputs(settings: dict[str, Any], inputs: dict[str, str], paths: Mapping[str, Any],
+                     resolved: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Make a stage's identity follow the bytes of its local inputs rather than where they lie.
+
+    ``paths`` maps a setting (a dotted name reaches into nested dicts: ``reward.prm``) to what it names: a local
+    file or directory (hashed as ``resolved[name]`` when given: an adapter's own directory, a PRM's checkpoint), or
+    a hub id, bundled model name or URL. Each local one gets its content hash in ``inputs`` under the setting's
+    last name and ``"local"`` in ``settings``: new bytes behind the same path rerun the stage, and a copy of the
+    stage under another run directory (``openrft run --reuse``) still matches. Anything else stays in ``settings``
+    as it is (it names itself). Returns ``{"<last name>_path": path}`` of the local ones, for the manifest's stats.
+
+    >>> settings, inputs = {"model": "smollm2-135m", "reward": {"prm": "judge:smollm2-135m"}}, {}
+    >>> pin_local_inputs(settings, inputs, {"model": "smollm2-135m", "reward.prm": "judge:smollm2-135m"}), inputs
+    ({}, {})
+    """
+    resolved = resolved or {}
+    shown: dict[str, str] = {}
+    for name, value in paths.items():
+        fingerprint = path_fingerprint(resolved.get(name, value)) if value is not None else None
+        if fingerprint is None:
+            continue
+        *parents, last = name.split(".")
+        node = settings
+        for parent in parents:
+            node[parent] = dict(node[parent])
+            node = node[parent]
+        node[last] = "local"
+        inputs[last] = fingerprint
+        shown[f"{last}_path"] = str(value)
+    return shown
+
+
 def library_versions() -> dict[str, str]:
     from importlib import metadata
 

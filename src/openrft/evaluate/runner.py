@@ -147,6 +147,24 @@ class EvalResult:
         return d
 
 
+def weights_name(model: str, adapter_dir: str | os.PathLike | None = None) -> str:
+    """How an evaluation names the weights it ran (part of its fingerprint): the model, and the adapter merged into
+    it, each local one with its content hash, so new weights behind the same path are evaluated again. The eval
+    CLI and the pipeline's eval stage both name their weights this way.
+
+    >>> weights_name("smollm2-135m")
+    'smollm2-135m'
+    """
+    from openrft.core.rundir import path_fingerprint
+
+    name = model
+    if (fingerprint := path_fingerprint(model)) is not None:
+        name = f"{model} ({fingerprint})"
+    if adapter_dir is not None:
+        name = f"{name} + {adapter_dir} ({path_fingerprint(adapter_dir)})"
+    return name
+
+
 def grade_item(task: Task, sample: Sample, completions) -> dict[str, Any]:
     texts = [c.text or "" for c in completions]
     grades = grade_all([sample] * len(texts), texts, {sample.answer_type: task})  # a program task: one sandbox call

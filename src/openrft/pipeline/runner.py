@@ -27,18 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from openrft.pipeline.recipe import STAGE_ORDER, Recipe
 from openrft.core.rundir import (
     RUN_FILE, RUN_FORMAT, IncompatibleRunError, Manifest, StageInputError, atomic_write_json, atomic_write_text,
-    file_hash,
 )
+from openrft.data.bundled import SCIKNOWEVAL_TASKS
+from openrft.pipeline.recipe import STAGE_ORDER, Recipe
 
 logger = logging.getLogger(__name__)
 
 RECIPE_FILE = "recipe.yaml"
-SCIKNOWEVAL_TASKS = ("GB1_ftness_prediction", "retrosynthesis", "chemical_calculation", "molecule_structure_prediction",
-                     "high_school_physics_calculation", "material_calculation", "diffusion_rate_analysis",
-                     "perovskite_stability_prediction")
 
 
 @dataclass
@@ -323,7 +320,7 @@ def _stage_rl(ctx: CellContext) -> dict[str, Any]:
 
 def _stage_eval(ctx: CellContext) -> dict[str, Any]:
     from openrft.evaluate.report import write_report
-    from openrft.evaluate.runner import evaluate
+    from openrft.evaluate.runner import evaluate, weights_name
     from openrft.models.backends import make_generator
 
     recipe = ctx.recipe
@@ -336,7 +333,7 @@ def _stage_eval(ctx: CellContext) -> dict[str, Any]:
     model = ctx.model or recipe.model
     generator = make_generator(backend, model, batch_size=recipe.pipeline_value("eval", "batch_size", 32),
                                dtype=recipe.dtype)
-    model_name = f"{model} ({file_hash(model)})" if ctx.model else model
+    adapter_dir = None
     if ctx.adapter is not None:
         from openrft.models.lora import load_adapter, resolve_adapter_dir
 
@@ -345,9 +342,9 @@ def _stage_eval(ctx: CellContext) -> dict[str, Any]:
                                   "use backend transformers")
         adapter_dir = resolve_adapter_dir(ctx.adapter)
         generator.model = load_adapter(generator.model, adapter_dir, merge=True)
-        # the adapter's bytes (a stacked RL adapter includes the SFT adapter it was trained on) are part of what
-        # is evaluated: new weights upstream mean a new evaluation
-        model_name = f"{model_name} + {adapter_dir} ({file_hash(adapter_dir)})"
+    # the model's and adapter's bytes (a stacked RL adapter includes the SFT adapter it was trained on) are part of
+    # what is evaluated: new weights upstream mean a new evaluation
+    model_name = weights_name(model, adapter_dir)
     label = recipe.pipeline_value("eval", "label") or recipe.method
     result = evaluate(generator, ctx.test, config, ctx.dir / "eval", label=label, model_name=model_name,
                       examples_for=ctx.shots("eval"), show_progress=ctx.show_progress)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from openrft.core.rundir import (
-    atomic_write_json, begin_stage, file_hash, finish_stage, path_fingerprint, stable_hash,
+    atomic_write_json, begin_stage, file_hash, finish_stage, pin_local_inputs, stable_hash,
 )
 from openrft.reward_models.labels import (
     COMPLETIONS_FILE, FLAT_STEPS_FILE, STEP_LABELS_FILE, StepExample, hard_labels, label_policy_rollouts,
@@ -159,9 +159,9 @@ def auto_label(config: PRMTrainConfig, out_dir: str | os.PathLike, generator=Non
     if not samples:
         raise ValueError(f"--data {config.data} holds no samples")
     inputs = {"samples": stable_hash([s.to_dict() for s in samples])}
-    if config.adapter:
-        inputs["adapter"] = path_fingerprint(config.adapter) or config.adapter
-    manifest, finished = begin_stage(labels_dir, "prm_labels", config.label_fields(), inputs, seed=config.seed,
+    settings = config.label_fields()
+    pin_local_inputs(settings, inputs, {"adapter": config.adapter, "policy": settings["policy"]})
+    manifest, finished = begin_stage(labels_dir, "prm_labels", settings, inputs, seed=config.seed,
                                      resume_keys=[COMPLETIONS_FILE, STEP_LABELS_FILE])
     if finished and (labels_dir / LABELS_FILE).is_file():
         logger.info("prm: reusing the step labels in %s", labels_dir / LABELS_FILE)
@@ -232,19 +232,15 @@ def run_prm_train(config: PRMTrainConfig, out_dir: str | os.PathLike, *, generat
     examples, inputs = gather_step_examples(config, out, generator, show_progress)
     if not examples:
         raise ValueError("no step examples to train on")
-    if config.init_adapter:
-        from openrft.models.lora import resolve_adapter_dir
-
-        inputs["init_adapter"] = file_hash(resolve_adapter_dir(config.init_adapter))
-    if path_fingerprint(config.model):
-        inputs["model"] = path_fingerprint(config.model)
     # local inputs count by their bytes (inputs), not where they lie: a copy of this stage in another run
     # directory (openrft run --reuse) still matches
     settings = asdict(config) | {"labels": ["local"] * len(config.labels)}
+    resolved = {}
     if config.init_adapter:
-        settings["init_adapter"] = "local"
-    if "model" in inputs:
-        settings["model"] = "local"
+        from openrft.models.lora import resolve_adapter_dir
+
+        resolved["init_adapter"] = resolve_adapter_dir(config.init_adapter)
+    pin_local_inputs(settings, inputs, {"init_adapter": config.init_adapter, "model": config.model}, resolved)
     manifest, finished = begin_stage(out, STAGE, settings, inputs, seed=config.seed)
     if finished and _checkpoint_present(out):
         logger.info("prm: %s already finished with the same settings and labels; skipping", out)

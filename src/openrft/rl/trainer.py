@@ -35,7 +35,7 @@ from openrft.models.backends.base import SamplingParams
 from openrft.models.backends.hf import TransformersGenerator, render_prompt
 from openrft.models.lora import save_atomic
 from openrft.core.rundir import (
-    atomic_write_json, begin_stage, file_hash, finish_stage, path_fingerprint, stable_hash,
+    atomic_write_json, begin_stage, finish_stage, pin_local_inputs, stable_hash,
 )
 from openrft.rewards.base import CompositeReward, RewardBatch, build_reward
 from openrft.rl.advantages import AdvantageConfig, compute_advantages, masked_mean
@@ -553,29 +553,21 @@ def run_rl(config: RLConfig, out_dir: str | os.PathLike, samples: Sequence[Sampl
     inputs = {"data": stable_hash([s.to_dict() if hasattr(s, "to_dict") else repr(s) for s in samples])}
     if examples_for is not None:  # few-shot prompts: other shots (or shot replies) are other training inputs
         inputs["prompts"] = stable_hash([task_for(s).messages(s, list(examples_for(s))) for s in samples])
-    if config.adapter:
-        from openrft.models.lora import resolve_adapter_dir
-
-        inputs["adapter"] = file_hash(resolve_adapter_dir(config.adapter))  # a stacked adapter includes its base
-    if config.reward.prm:  # a local PRM's weights, not only its path: a retrained PRM reruns the stage
-        from openrft.rewards.prm.loader import prm_fingerprint
-
-        inputs["prm"] = prm_fingerprint(config.reward.prm)
-    if path_fingerprint(config.model):  # a fully fine-tuned SFT model at an unchanged path
-        inputs["model"] = path_fingerprint(config.model)
     cfg_dict = config.to_dict()
     for volatile in ("output_dir", "threads", "tensorboard", "log_every"):
         cfg_dict.pop(volatile, None)
-    # local inputs count by their bytes (inputs above), not where they lie: the same stage of another run
-    # directory (openrft run --reuse) matches; the paths themselves are kept in the manifest's stats
-    paths = {"adapter": config.adapter, "model": config.model if "model" in inputs else None,
-             "prm": config.reward.prm if inputs.get("prm") not in (None, config.reward.prm) else None}
-    for key in ("adapter", "model"):
-        if paths[key]:
-            cfg_dict[key] = "local"
-    if paths["prm"]:
-        cfg_dict["reward"] = dict(cfg_dict["reward"], prm="local")
-    paths = {f"{k}_path": str(v) for k, v in paths.items() if v}
+    resolved = {}
+    if config.adapter:
+        from openrft.models.lora import resolve_adapter_dir
+
+        resolved["adapter"] = resolve_adapter_dir(config.adapter)  # a stacked adapter includes its base
+    if config.reward.prm:  # a local PRM's weights, not only its path: a retrained PRM reruns the stage
+        from openrft.rewards.prm.value_head import resolve_checkpoint_dir
+
+        resolved["reward.prm"] = resolve_checkpoint_dir(config.reward.prm)
+    # a fully fine-tuned SFT model at an unchanged path is known by its bytes too
+    paths = pin_local_inputs(cfg_dict, inputs, {"adapter": config.adapter, "model": config.model,
+                                                "reward.prm": config.reward.prm}, resolved)
     manifest, finished = begin_stage(out, STAGE, cfg_dict, inputs, seed=config.seed, resume_keys=[CHECKPOINTS])
     if finished and (out / ADAPTER / "adapter_config.json").exists():
         logger.info("rl: %s already finished with the same config and inputs; skipping", out)
