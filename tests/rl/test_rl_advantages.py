@@ -415,8 +415,14 @@ def test_registry_lists_names_and_accepts_plugins():
     try:
         out = compute_advantages("test-zero", scores=torch.ones(2), mask=torch.ones(2, 3), group_ids=torch.zeros(2))
         assert out.advantages.shape == (2, 3) and out.stats["grad_enabled"] == 0.0
+        with pytest.raises(ValueError, match="'grpo' is already registered"):
+            register_estimator("grpo")
+        with pytest.raises(ValueError, match="'test-zero' is already registered"):
+            register_estimator("test-zero")(zero)
     finally:
         del ESTIMATORS["test-zero"]
+    with pytest.raises(ValueError, match="openrft.rl.advantages:no_such"):
+        get_estimator("openrft.rl.advantages:no_such")
 
 
 def test_estimators_build_no_autograd_graph():

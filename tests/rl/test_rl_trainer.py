@@ -181,8 +181,15 @@ def test_prompt_longer_than_context_is_named(tiny_model_dir, samples, length_fn,
 
 
 def test_config_errors_are_named():
-    with pytest.raises(ValueError, match="unknown estimator 'ppo'"):
+    with pytest.raises(ValueError, match="unknown advantage estimator 'ppo'"):
         RLConfig(estimator="ppo")
+    assert RLConfig(estimator="openrft.rl.advantages:rloo").estimator == "openrft.rl.advantages:rloo"  # a plug-in
+    with pytest.raises(ValueError, match="loss_agg must be one of"):
+        RLConfig(loss_agg="token-sum")
+    with pytest.raises(ValueError, match="gamma must be in"):
+        RLConfig(gamma=5)
+    with pytest.raises(ValueError, match="step_credit must be"):
+        RLConfig(step_credit="global")
     with pytest.raises(ValueError, match="n_samples must be >= 2"):
         RLConfig(estimator="grpo", n_samples=1)
     with pytest.raises(ValueError, match="did you mean kl_coef"):

@@ -155,7 +155,11 @@ ESTIMATORS: dict[str, Estimator] = {}
 
 
 def register_estimator(name: str) -> Callable[[Estimator], Estimator]:
-    """Decorator adding an estimator to :data:`ESTIMATORS` under ``name``; it runs under ``no_grad``."""
+    """Decorator adding an estimator to :data:`ESTIMATORS` under ``name``; it runs under ``no_grad``. A name
+    already registered is an error (a plug-in cannot silently replace a built-in)."""
+
+    if name in ESTIMATORS:
+        raise ValueError(f"an advantage estimator named {name!r} is already registered; pick another name")
 
     def deco(fn: Estimator) -> Estimator:
         wrapped = functools.wraps(fn)(torch.no_grad()(fn))
@@ -173,7 +177,13 @@ def get_estimator(name: str) -> Estimator:
     """
     if ":" in name:
         mod, _, attr = name.partition(":")
-        return getattr(importlib.import_module(mod), attr)
+        try:
+            fn = getattr(importlib.import_module(mod), attr)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"advantage estimator {name!r}: {err}") from None
+        if not callable(fn):
+            raise ValueError(f"advantage estimator {name!r} is not a function")
+        return fn
     try:
         return ESTIMATORS[name]
     except KeyError:

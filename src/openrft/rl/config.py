@@ -13,9 +13,8 @@ from typing import Any
 
 from openrft.models.lora import LoraSettings
 from openrft.rewards.base import RewardConfig
-
-ESTIMATOR_NAMES = ("gae", "grpo", "rloo", "reinforce_pp")
-KL_KINDS = ("k1", "k2", "k3")
+from openrft.rl.advantages import AdvantageConfig, get_estimator
+from openrft.rl.losses import KL_KINDS, LOSS_AGG
 
 
 def _help(text: str) -> dict[str, str]:
@@ -106,14 +105,14 @@ class RLConfig:
             self.reward = RewardConfig(**self.reward)
         if isinstance(self.data, str):
             self.data = [self.data]
-        if self.estimator not in ESTIMATOR_NAMES:
-            raise ValueError(f"unknown estimator {self.estimator!r}; use one of {', '.join(ESTIMATOR_NAMES)}")
+        get_estimator(self.estimator)  # a registry name or 'package.module:function', checked before any model loads
         if self.kl_estimator is not None and self.kl_estimator not in KL_KINDS:
             raise ValueError(f"kl_estimator must be one of {', '.join(KL_KINDS)}, got {self.kl_estimator!r}")
+        if self.loss_agg is not None and self.loss_agg not in LOSS_AGG:
+            raise ValueError(f"loss_agg must be one of {', '.join(LOSS_AGG)}, got {self.loss_agg!r}")
         if self.kl_in not in (None, "reward", "loss"):
             raise ValueError(f"kl_in must be 'reward' or 'loss', got {self.kl_in!r}")
-        if self.step_credit not in ("local", "cumulative"):
-            raise ValueError(f"step_credit must be 'local' or 'cumulative', got {self.step_credit!r}")
+        self.advantage  # gamma, lam and step_credit are checked where the estimators read them
         for name in ("steps", "prompts_per_step", "n_samples", "ppo_epochs", "micro_batch_size", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -144,6 +143,13 @@ class RLConfig:
         if self.dr_grpo:
             return "seq-mean-token-sum-norm"
         return "seq-mean-token-mean" if self.estimator == "grpo" else "token-mean"
+
+    @property
+    def advantage(self) -> AdvantageConfig:
+        """The estimators' settings (validated there: gamma and lam in [0, 1], step_credit local | cumulative)."""
+        return AdvantageConfig(gamma=self.gamma, lam=self.lam, norm_by_std=not self.dr_grpo,
+                               step_credit=self.step_credit, whiten=self.whiten_advantages,
+                               rpp_baseline=self.rpp_baseline)
 
     @property
     def lora(self) -> LoraSettings:

@@ -38,7 +38,7 @@ from openrft.core.rundir import (
     atomic_write_json, begin_stage, finish_stage, pin_local_inputs, stable_hash,
 )
 from openrft.rewards.base import CompositeReward, RewardBatch, build_reward
-from openrft.rl.advantages import AdvantageConfig, compute_advantages, masked_mean
+from openrft.rl.advantages import compute_advantages, masked_mean
 from openrft.rl.config import RLConfig
 from openrft.rl.losses import explained_variance, kl_estimate, kl_loss, policy_loss, value_loss
 from openrft.rl.policy import ActorCritic, load_base
@@ -168,9 +168,7 @@ class RLTrainer:
         self.critic_opt, self.critic_sched = (self._optimizer(critic_params, config.critic_lr) if critic_params
                                               else (None, None))
         self.generator = self._make_generator()
-        self.adv_config = AdvantageConfig(gamma=config.gamma, lam=config.lam, norm_by_std=not config.dr_grpo,
-                                          step_credit=config.step_credit, whiten=config.whiten_advantages,
-                                          rpp_baseline=config.rpp_baseline)
+        self.adv_config = config.advantage
 
     # ---- setup ----------------------------------------------------------------------------------
     def _check_lengths(self, model) -> None:
