@@ -4,7 +4,8 @@ Endpoints: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/mo
 ``GET /health``. Responses follow the OpenAI layout; invalid requests get a 400 with an
 ``{"error": {"message", "type", "param", "code"}}`` body naming the field at fault.
 
-One thread per connection (stdlib ``ThreadingHTTPServer``) parses and validates requests; a
+One thread per connection (:class:`~openrft.models.http.JSONServer`, the standard library's threaded
+server with the JSON plumbing every openrft server shares) parses and validates requests; a
 single batcher thread owns the generator. It takes every request waiting when the generator
 frees up and merges those with equal sampling parameters into one ``generate`` call, so
 concurrent clients share batches. Seeded sampling requests are run alone, so a request with
@@ -22,20 +23,18 @@ In Python::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import queue
-import socket
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from openrft.models.backends.base import Completion, Generator, Prompt, SamplingParams
+from openrft.models.http import BadRequest, JSONHandler, JSONServer
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +43,13 @@ MAX_N = 128
 ROLES = {"system", "user", "assistant", "tool", "developer"}
 
 
-class RequestError(Exception):
+class RequestError(BadRequest):
     """A client error, sent back as an OpenAI error body."""
 
     def __init__(self, message: str, param: str | None = None, status: int = 400,
                  type_: str = "invalid_request_error", code: str | None = None):
-        super().__init__(message)
-        self.message, self.param, self.status, self.type, self.code = message, param, status, type_, code
+        super().__init__(message, status)
+        self.message, self.param, self.type, self.code = message, param, type_, code
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -255,11 +254,10 @@ class Batcher:
 
 
 # ---------------------------------------------------------------------- server
-class OpenAIServer(ThreadingHTTPServer):
-    """``ThreadingHTTPServer`` serving a generator; ``start()`` runs it in a thread, ``stop()`` ends it."""
+class OpenAIServer(JSONServer):
+    """A threaded server over a generator; ``start()`` runs it in a thread, ``stop()`` ends it."""
 
-    daemon_threads = True
-    allow_reuse_address = True
+    thread_name = "openrft-serve"
 
     def __init__(self, generator: Generator, model_name: str, host: str = "127.0.0.1", port: int = 0,
                  default_max_tokens: int = 512, max_batch_sequences: int = 256):
@@ -267,68 +265,26 @@ class OpenAIServer(ThreadingHTTPServer):
         self.model_name = model_name
         self.default_max_tokens = default_max_tokens
         self.created = int(time.time())
-        self._connections: set[socket.socket] = set()
-        self._conn_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
         super().__init__((host, port), _Handler)
         self.batcher = Batcher(generator, max_batch_sequences=max_batch_sequences)
 
     @property
-    def host(self) -> str:
-        return self.server_address[0]
-
-    @property
-    def port(self) -> int:
-        return self.server_address[1]
-
-    @property
     def url(self) -> str:
         """``http://host:port``; OpenAI clients take ``url + "/v1"`` as their base URL."""
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> "OpenAIServer":
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="openrft-serve", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving, close the listening socket and every open connection."""
-        if self._thread is not None:
-            self.shutdown()
-            self._thread.join()
-            self._thread = None
-        self.server_close()
+        return super().url
 
     def server_close(self) -> None:
         super().server_close()
         if hasattr(self, "batcher"):  # absent when binding failed in __init__
             self.batcher.close()
-        with self._conn_lock:
-            conns = list(self._connections)
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
-    def process_request(self, request, client_address) -> None:
-        with self._conn_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request) -> None:
-        with self._conn_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
+    def start(self) -> "OpenAIServer":
+        super().start()
+        return self
 
     def __enter__(self) -> "OpenAIServer":
         return self if self._thread is not None else self.start()
 
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    # ------------------------------------------------------------ request logic
     def count_prompt_tokens(self, prompt: Prompt) -> int:
         tokenizer = getattr(self.generator, "tokenizer", None)
         if tokenizer is not None:
@@ -383,72 +339,41 @@ class OpenAIServer(ThreadingHTTPServer):
             {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "openrft"}]}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections
-    timeout = 300  # idle keep-alive connections are closed after this many seconds
+class _Handler(JSONHandler):
     server: OpenAIServer
-    server_version = "openrft"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        logger.debug("%s " + format, self.address_string(), *args)
-
-    def _send(self, status: int, payload: dict) -> None:
-        data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+    max_body_bytes = MAX_BODY_BYTES
 
     def _error(self, err: RequestError) -> None:
-        self._send(err.status, err.body())
-
-    @property
-    def _path(self) -> str:
-        return self.path.split("?", 1)[0].rstrip("/") or "/"
+        self.send_json(err.status, err.body())
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        path = self._path
+        path = self.route
         if path == "/health":
-            self._send(200, {"status": "ok"})
+            self.send_json(200, {"status": "ok"})
         elif path == "/v1/models":
-            self._send(200, self.server.models())
+            self.send_json(200, self.server.models())
         elif path in ("/v1/chat/completions", "/v1/completions"):
             self._error(RequestError(f"use POST for {path}", status=405))
         else:
             self._error(RequestError(f"no such endpoint: GET {path}", status=404, type_="not_found_error"))
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib name
-        path = self._path
+        path = self.route
         try:
             if path not in ("/v1/chat/completions", "/v1/completions"):
                 raise RequestError(f"no such endpoint: POST {path}; use /v1/chat/completions or /v1/completions",
                                    status=404, type_="not_found_error")
-            body = self._read_json()
-            self._send(200, self.server.complete(body, chat=path == "/v1/chat/completions"))
+            try:
+                body = self.read_json()
+            except BadRequest as err:  # the body itself: an OpenAI error body with the same status
+                raise RequestError(str(err), status=err.status) from None
+            self.send_json(200, self.server.complete(body, chat=path == "/v1/chat/completions"))
         except RequestError as err:
             self._error(err)
         except Exception as err:  # noqa: BLE001 - reported to the client as a 500
             logger.exception("generation failed")
             self._error(RequestError(f"generation failed: {type(err).__name__}: {err}", status=500,
                                      type_="server_error"))
-
-    def _read_json(self) -> dict:
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            self.close_connection = True
-            raise RequestError("a Content-Length header is required", status=411)
-        if int(length) > MAX_BODY_BYTES:
-            self.close_connection = True
-            raise RequestError(f"request body over {MAX_BODY_BYTES} bytes", status=413)
-        raw = self.rfile.read(int(length))
-        try:
-            body = json.loads(raw)
-        except ValueError as err:
-            raise RequestError(f"request body is not valid JSON: {err}") from None
-        if not isinstance(body, dict):
-            raise RequestError("request body must be a JSON object")
-        return body
 
 
 def make_server(generator: Generator, model_name: str, host: str = "127.0.0.1", port: int = 0,

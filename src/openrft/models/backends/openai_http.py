@@ -6,9 +6,10 @@ prompt asking for ``n`` choices. Requests run in a thread pool over one ``httpx.
 Reliability:
 
 * connection errors, timeouts, 408/429/5xx and malformed bodies are retried with exponential
-  backoff and jitter (``Retry-After`` / ``retry-after-ms`` honoured); any other 4xx fails at
-  once with the server's message; after ``max_retries`` a :class:`GenerationError` names the
-  URL, the last status and the last error;
+  backoff and jitter (``Retry-After`` / ``retry-after-ms`` honoured; :mod:`openrft.models.http`,
+  the client every openrft HTTP peer uses); any other 4xx fails at once with the server's
+  message; after ``max_retries`` a :class:`GenerationError` names the URL, the last status and
+  the last error;
 * with ``cache_dir``, every sample is written to disk as soon as its request returns, keyed by
   the endpoint path, model, prompt, sampling parameters and sample index (not the host, so a
   restarted server on another port still hits the cache). A rerun after a crash re-pays only
@@ -24,11 +25,9 @@ copied ``n`` times.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -40,41 +39,12 @@ import httpx
 
 from openrft.models.backends.base import Completion, Generator, Prompt, SamplingParams
 from openrft.models.backends.cache import ResponseCache, cache_key
+from openrft.models.http import Aborted, Rejected, RequestFailed, RetryingClient
 
 logger = logging.getLogger(__name__)
 
-RETRY_STATUSES = frozenset({408, 429})
-MAX_RETRY_AFTER_S = 300.0
-
-
-class GenerationError(RuntimeError):
+class GenerationError(RequestFailed):
     """A request failed for good. ``url``, ``status`` (None without a response) and ``last_error`` say why."""
-
-    def __init__(self, message: str, *, url: str, status: int | None = None, last_error: str = "", attempts: int = 0):
-        super().__init__(message)
-        self.url = url
-        self.status = status
-        self.last_error = last_error
-        self.attempts = attempts
-
-
-class _Retryable(Exception):
-    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
-
-
-class _Rejected(Exception):
-    """A 4xx other than 408/429: the request itself is wrong, retrying will not help."""
-
-    def __init__(self, url: str, status: int, message: str):
-        super().__init__(message)
-        self.url, self.status, self.message = url, status, message
-
-
-class _Aborted(Exception):
-    """Another request failed for good; stop this one."""
 
 
 @dataclass
@@ -102,41 +72,6 @@ def _split_tokens(total: int, texts: Sequence[str]) -> list[int]:
 
 def _estimate_tokens(text: str) -> int:
     return max(1, round(len(text) / 4)) if text else 0
-
-
-def _server_message(resp: httpx.Response) -> str:
-    """The error message of a response: OpenAI ``{"error": {"message"}}``, FastAPI ``{"detail"}``, or the raw text."""
-    try:
-        data = resp.json()
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        err = data.get("error")
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])[:2000]
-        for value in (err, data.get("detail"), data.get("message")):
-            if value:
-                return str(value)[:2000]
-    return (resp.text or resp.reason_phrase or "")[:2000]
-
-
-def _retry_after(resp: httpx.Response) -> float | None:
-    if (ms := resp.headers.get("retry-after-ms")) is not None:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = resp.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:  # an HTTP date
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 def parse_choices(data: Any, chat: bool) -> list[Completion]:
@@ -220,10 +155,6 @@ class OpenAIGenerator(Generator):
             raise ValueError("need concurrency >= 1, max_retries >= 0, timeout_s > 0, max_n_per_request >= 1")
         self.model = model
         self.concurrency = concurrency
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
         self.extra_body = dict(extra_body or {})
         self.max_n_per_request = max_n_per_request
         self.cache = ResponseCache(cache_dir) if cache_dir is not None else None
@@ -233,17 +164,16 @@ class OpenAIGenerator(Generator):
         if api_key:
             all_headers["Authorization"] = f"Bearer {api_key}"
         all_headers.update(headers or {})
-        self._client = httpx.Client(
-            headers=all_headers,
-            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-        )
+        self._http = RetryingClient(
+            timeout_s=timeout_s, max_retries=max_retries, backoff_s=backoff_s, max_backoff_s=max_backoff_s,
+            headers=all_headers, concurrency=concurrency, error=GenerationError,
+            hint="Check that the server is up and reachable at this URL, or raise max_retries / timeout_s.")
 
     def __repr__(self) -> str:
         return f"OpenAIGenerator({self.base_url!r}, model={self.model!r})"
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()
 
     def __enter__(self) -> "OpenAIGenerator":
         return self
@@ -351,7 +281,7 @@ class OpenAIGenerator(Generator):
                 indices, slots = futures[fut]
                 try:
                     samples = fut.result()
-                except _Aborted:
+                except Aborted:
                     continue
                 except BaseException as err:  # noqa: BLE001 - reported below, after in-flight requests land
                     errors.append(err)
@@ -384,12 +314,12 @@ class OpenAIGenerator(Generator):
                   stop: threading.Event) -> list[Completion]:
         """All samples of ``indices``: one request for all when the server honours ``n``, else one each."""
         if stop.is_set():
-            raise _Aborted
+            raise Aborted
         got: list[Completion] = []
         if len(indices) > 1 and self._n_ok:
             try:
                 got = self._request(target, params, indices, stop)
-            except _Rejected as err:  # maybe n > 1 itself; try one sample per request
+            except Rejected as err:  # maybe n > 1 itself; try one sample per request
                 logger.warning("%s rejected n=%d (%s); trying one request per sample",
                                err.url, len(indices), err.message)
             if len(got) < len(indices):
@@ -398,7 +328,7 @@ class OpenAIGenerator(Generator):
         for index in indices[len(got):]:
             try:
                 got += self._request(target, params, [index], stop)
-            except _Rejected as err:
+            except Rejected as err:
                 raise GenerationError(
                     f"POST {err.url} was rejected with status {err.status}: {err.message}",
                     url=err.url, status=err.status, last_error=err.message, attempts=1,
@@ -411,7 +341,8 @@ class OpenAIGenerator(Generator):
                  stop: threading.Event) -> list[Completion]:
         body = self._body(target, params, len(indices), indices[0])
         chat = target.path == "/chat/completions"
-        samples = self._post(self.base_url + target.path, body, lambda data: parse_choices(data, chat), stop)
+        samples = self._http.post_json(self.base_url + target.path, body, lambda data: parse_choices(data, chat),
+                                       stop=stop)
         samples = samples[: len(indices)]
         if self.cache is not None:
             for index, comp in zip(indices, samples):
@@ -420,49 +351,3 @@ class OpenAIGenerator(Generator):
                     "model": self.model, "created": time.time(),
                 })
         return samples
-
-    def _post(self, url: str, body: dict, parse: Callable[[Any], list[Completion]],
-              stop: threading.Event) -> list[Completion]:
-        last: _Retryable | None = None
-        for attempt in range(self.max_retries + 1):
-            if stop.is_set():
-                raise _Aborted
-            try:
-                return self._attempt(url, body, parse)
-            except _Retryable as err:
-                last = err
-            if attempt == self.max_retries:
-                break
-            delay = min(self.max_backoff_s, self.backoff_s * 2**attempt)
-            delay = delay / 2 + random.uniform(0, delay / 2)
-            if last.retry_after is not None:
-                delay = max(delay, min(last.retry_after, MAX_RETRY_AFTER_S))
-            logger.warning("POST %s failed (%s); retry %d/%d in %.2fs",
-                           url, last, attempt + 1, self.max_retries, delay)
-            if stop.wait(delay):
-                raise _Aborted
-        assert last is not None
-        status = f"status {last.status}" if last.status is not None else "no response"
-        raise GenerationError(
-            f"POST {url} failed after {self.max_retries + 1} attempts ({status}): {last}. "
-            "Check that the server is up and reachable at this URL, or raise max_retries / timeout_s.",
-            url=url, status=last.status, last_error=str(last), attempts=self.max_retries + 1,
-        )
-
-    def _attempt(self, url: str, body: dict, parse: Callable[[Any], list[Completion]]) -> list[Completion]:
-        try:
-            resp = self._client.post(url, json=body)
-        except httpx.TimeoutException as err:
-            raise _Retryable(f"timed out after {self.timeout_s}s ({type(err).__name__})") from None
-        except httpx.TransportError as err:
-            raise _Retryable(f"{type(err).__name__}: {err}") from None
-        status = resp.status_code
-        if status in RETRY_STATUSES or status >= 500:
-            raise _Retryable(_server_message(resp) or resp.reason_phrase, status, _retry_after(resp))
-        if not 200 <= status < 300:
-            raise _Rejected(url, status, _server_message(resp))
-        try:
-            return parse(resp.json())
-        except ValueError as err:  # includes JSON and UTF-8 decoding errors
-            snippet = resp.text[:200].replace("\n", " ")
-            raise _Retryable(f"malformed response body ({err}): {snippet!r}", status) from None
