@@ -180,14 +180,16 @@ def test_main_process_unaffected(batch):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process sweep reads /proc")
-def test_escaped_processes_swept_without_seccomp(monkeypatch):
+def test_escaped_processes_swept_without_seccomp(monkeypatch, tmp_path):
     """Without seccomp, a libc fork + setsid leaves the process group; the batch sweep still kills it."""
     import openrft.tasks.sandbox as sandbox
 
-    script = sandbox._child_script()
-    weakened = script.replace('("seccomp", _child_seccomp)', '("seccomp", lambda: False)')
-    assert weakened != script
-    monkeypatch.setattr(sandbox, "_child_script", lambda: weakened)
+    # the real child program with its seccomp layer switched off
+    weakened = tmp_path / "child_without_seccomp.py"
+    weakened.write_text(f"import sys\nsys.path.insert(0, {str(sandbox.CHILD_SCRIPT.parent)!r})\n"
+                        "import sandbox_child\nsandbox_child.seccomp = lambda: False\nsandbox_child.main()\n")
+    monkeypatch.setattr(sandbox, "CHILD_SCRIPT", weakened)
+    assert sandbox.sandbox_layers()["seccomp"] is False
     escape = (
         "import ctypes, os, time\ndef solution():\n    libc = ctypes.CDLL(None)\n    pid = libc.fork()\n"
         "    if pid == 0:\n        libc.setsid()\n        time.sleep(30)\n        os._exit(0)\n    return pid\n"
