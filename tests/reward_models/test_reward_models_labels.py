@@ -9,9 +9,10 @@ import torch
 
 from openrft.data.sample import DataError, Sample
 from openrft.models.backends.base import Completion, Generator
+from openrft.reward_models.champ import champ_step_labels, load_champ
 from openrft.reward_models.labels import (
-    StepExample, champ_step_labels, continuation_prompt, estimate_step_labels, hard_labels, load_champ,
-    read_step_examples, rollout_step_examples, write_step_examples,
+    StepExample, continuation_prompt, estimate_step_labels, hard_labels, read_step_examples, rollout_step_examples,
+    write_step_examples,
 )
 
 torch.set_num_threads(1)

@@ -191,7 +191,7 @@ def gather_step_examples(config: PRMTrainConfig, out_dir: str | os.PathLike, gen
         examples += read_step_examples(config.labels)
         inputs["labels"] = stable_hash([file_hash(p) for p in config.labels])
     if config.champ:
-        from openrft.reward_models.labels import load_champ
+        from openrft.reward_models.champ import load_champ
 
         champ = load_champ(step_rule=config.step_rule)
         examples += champ
