@@ -77,7 +77,7 @@ def write_eval(eval_dir: Path, samples: list[Sample], script: dict[str, list[str
 
 
 def write_rl_metrics(rl_dir: Path, steps: int, with_prm: bool = True) -> list[dict]:
-    from openrft.rl.trainer import MetricsLog
+    from openrft.rl.logs import MetricsLog
 
     rl_dir.mkdir(parents=True, exist_ok=True)
     log = MetricsLog(rl_dir, tensorboard=False)

@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 from openrft.data.loaders import load_bundled
 from openrft.rewards.base import CompositeReward, RewardConfig
 from openrft.rl.config import RLConfig
-from openrft.rl.trainer import RLTrainer, read_metrics, run_rl
+from openrft.rl.logs import read_metrics
+from openrft.rl.trainer import RLTrainer, run_rl
 
 REWARD_FILE = '''
 def length_reward(prompts, completions, **columns):

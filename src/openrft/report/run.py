@@ -111,7 +111,7 @@ class Run:
 def read_jsonl_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The JSON objects of a JSONL file, skipping blank and torn lines; empty when the file is absent.
 
-    Reads ``metrics.jsonl`` as :func:`openrft.rl.trainer.read_metrics` does, without importing torch.
+    Reads ``metrics.jsonl`` as :func:`openrft.rl.logs.read_metrics` does, without importing torch.
     """
     path = Path(path)
     if not path.is_file():

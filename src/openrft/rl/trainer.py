@@ -15,12 +15,9 @@ The stage directory holds ``adapter/`` (the policy LoRA, loadable by ``openrft e
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import math
 import os
 import random
-import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -40,9 +37,11 @@ from openrft.core.rundir import (
 from openrft.rewards.base import CompositeReward, RewardBatch, build_reward
 from openrft.rl.advantages import compute_advantages, masked_mean
 from openrft.rl.config import RLConfig
+from openrft.rl.logs import MetricsLog, checkpoint_dirs, last_checkpoint, read_metrics
 from openrft.rl.losses import explained_variance, kl_estimate, kl_loss, policy_loss, value_loss
 from openrft.rl.policy import ActorCritic, load_base
 from openrft.rl.rollout import RolloutBatch, build_batch, place_step_rewards
+from openrft.rl.runtime import DistState, VLLMRollouts
 from openrft.tasks.base import task_for
 
 logger = logging.getLogger(__name__)
@@ -51,8 +50,6 @@ STAGE = "rl"
 ADAPTER = "adapter"
 CRITIC = "critic"
 CHECKPOINTS = "checkpoints"
-METRICS = "metrics.jsonl"
-_CKPT_RE = re.compile(r"^step-(\d+)$")
 
 ExamplesFor = Callable[[Sample], Sequence[Sample]]
 
@@ -65,71 +62,6 @@ class RLResult:
     skipped: bool
     metrics: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: int | None = None
-
-
-# ---------------------------------------------------------------------------------------------- metrics
-class MetricsLog:
-    """``metrics.jsonl`` (one line per step) + TensorBoard when installed."""
-
-    def __init__(self, out_dir: Path, tensorboard: bool = True):
-        self.path = out_dir / METRICS
-        self.tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(out_dir / "tensorboard"))
-            except ImportError:
-                self.tb = None
-
-    def truncate_after(self, step: int) -> None:
-        """Drop lines of steps after ``step`` (written after the checkpoint a resumed run restarts from)."""
-        if not self.path.exists():
-            return
-        keep = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and _is_json(line) and json.loads(line).get("step", 0) <= step]
-        self.path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
-
-    def write(self, row: dict[str, Any]) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        if self.tb is not None:
-            for k, v in row.items():
-                if isinstance(v, (int, float)) and k != "step" and math.isfinite(v):
-                    self.tb.add_scalar(k, v, row["step"])
-            self.tb.flush()
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
-def _is_json(line: str) -> bool:
-    try:
-        json.loads(line)
-        return True
-    except json.JSONDecodeError:
-        return False
-
-
-def read_metrics(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    path = Path(out_dir) / METRICS
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and _is_json(line)]
-
-
-def last_checkpoint(ckpt_dir: Path) -> tuple[Path, int] | None:
-    """The newest complete checkpoint (one with ``state.json``) and its step."""
-    best = None
-    if ckpt_dir.is_dir():
-        for d in ckpt_dir.iterdir():
-            m = _CKPT_RE.match(d.name)
-            if m and (d / "state.json").is_file() and (best is None or int(m.group(1)) > best[1]):
-                best = (d, int(m.group(1)))
-    return best
 
 
 # ---------------------------------------------------------------------------------------------- trainer
@@ -148,7 +80,7 @@ class RLTrainer:
         self.show_progress = show_progress
         if config.threads:
             torch.set_num_threads(config.threads)
-        self.dist = _DistState()
+        self.dist = DistState()
         if config.prompts_per_step % self.dist.world:
             raise ValueError(f"prompts_per_step ({config.prompts_per_step}) must be a multiple of the number of "
                              f"processes ({self.dist.world})")
@@ -193,7 +125,7 @@ class RLTrainer:
 
     def _make_generator(self):
         if self.config.rollout_backend == "vllm":
-            return _VLLMRollouts(self)
+            return VLLMRollouts(self.config, self.out, self.ac, self.tokenizer)
         return TransformersGenerator(self.ac.model, self.tokenizer, batch_size=self.config.rollout_batch_size)
 
     # ---- data order -------------------------------------------------------------------------------
@@ -393,7 +325,7 @@ class RLTrainer:
             atomic_write_json(tmp / "state.json", {"step": step, "time": time.time()})
 
         path = save_atomic(save, ckpt_dir / f"step-{step:06d}")
-        kept = sorted((d for d in ckpt_dir.iterdir() if _CKPT_RE.match(d.name)), key=lambda d: d.name)
+        kept = checkpoint_dirs(ckpt_dir)
         for old in kept[:-max(1, self.config.keep_checkpoints)]:
             shutil.rmtree(old, ignore_errors=True)
         self.dist.barrier()
@@ -456,79 +388,6 @@ class RLTrainer:
                 save_atomic(lambda tmp: self.ac.save_critic(tmp), self.out / CRITIC)
         self.dist.barrier()
         return RLResult(self.out, adapter_dir, cfg.steps, skipped=False, metrics=rows, resumed_from=resumed)
-
-
-class _DistState:
-    """Rank, world size and device under ``accelerate launch`` / torchrun; one CPU/GPU process otherwise.
-
-    Each process generates and scores its share of the step's prompts (whole groups, so group
-    estimators stay exact; batch whitening is per process) and LoRA gradients are averaged across
-    processes before each optimizer step (the adapters are small, so a plain all-reduce is cheap).
-    """
-
-    def __init__(self):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.device = None
-        if self.world > 1:
-            import torch.distributed as dist
-
-            if torch.cuda.is_available():
-                local = int(os.environ.get("LOCAL_RANK", "0"))
-                torch.cuda.set_device(local)
-                self.device = torch.device("cuda", local)
-            if not dist.is_initialized():
-                dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-            self.world, self.rank = dist.get_world_size(), dist.get_rank()
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
-
-    def average_gradients(self, params) -> None:
-        if self.world == 1:
-            return
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.SUM)
-            p.grad.div_(self.world)
-
-
-class _VLLMRollouts:
-    """Rollouts through vLLM (CUDA): the current policy adapter is written each step and loaded by the engine,
-    rather than syncing full weights. The engine's base is the model (with the SFT adapter merged, if any)."""
-
-    def __init__(self, trainer: RLTrainer):
-        from openrft.models.backends.vllm_backend import VLLMGenerator
-
-        cfg = trainer.config
-        base = cfg.model
-        if cfg.adapter is not None:
-            from openrft.models.lora import save_atomic as _save
-
-            merged = trainer.out / "rollout_base"
-            if not (merged / "config.json").exists():
-                # the policy model's base weights are the merged SFT model; write them once for the engine
-                inner = trainer.ac.model.get_base_model()
-                with trainer.ac.model.disable_adapter():
-                    _save(lambda tmp: (inner.save_pretrained(tmp, safe_serialization=True),
-                                       trainer.tokenizer.save_pretrained(tmp)), merged)
-            base = str(merged)
-        self.trainer = trainer
-        self.engine = VLLMGenerator(base, enable_lora=True, max_lora_rank=max(8, cfg.lora_rank),
-                                    gpu_memory_utilization=0.4)
-        self.step = 0
-
-    def generate(self, prompts, params):
-        path = self.trainer.out / "rollout_adapter"
-        save_atomic(lambda tmp: self.trainer.ac.save_policy(tmp), path)
-        self.engine.set_adapter(str(path))
-        return self.engine.generate(prompts, params)
 
 
 # ---------------------------------------------------------------------------------------------- stage
