@@ -62,7 +62,7 @@ def test_small_prm_rows_train_their_prm_and_icl_can_skip_stages():
     ({**BASE, "stages": {**BASE["stages"], "rl": {"data": ["gsm8k"]}}}, "stages.rl.data is set by the pipeline"),
     ({**BASE, "stages": {"sft": {}, "eval": {}}}, "add stages.synthesize to the recipe"),
     ({**BASE, "stages": {"sft": {}}}, "has no eval stage"),
-    ({**BASE, "stages": {**BASE["stages"], "rl": {"estimator": "ppo2"}}}, "stages.rl: unknown estimator 'ppo2'"),
+    ({**BASE, "stages": {**BASE["stages"], "rl": {"estimator": "ppo2"}}}, "stages.rl: unknown advantage estimator 'ppo2'"),
     ({**BASE, "icl": {"k": 0}}, "icl.k must be a positive integer"),
     ({**BASE, "resplit": 1.5}, "resplit is the held-out part"),
     ({k: v for k, v in BASE.items() if k != "method"}, "missing required key 'method'"),
