@@ -227,3 +227,9 @@ def test_run_trains_the_prm_and_rl_and_eval_use_it(tiny_model_dir, tmp_path):
 def test_prm_from_stage_without_a_prm_stage_is_a_recipe_error(tiny_model_dir, tmp_path):
     with pytest.raises(RecipeError, match="has no prm stage"):
         load_recipe(_recipe(tmp_path, tiny_model_dir, prm=None))
+
+
+def test_labelling_identity_names_shared_prefixes_only_when_on():
+    """share_prefixes=False labels as openrft did before the option existed, so labellings made then still match."""
+    assert "share_prefixes" not in PRMStageConfig(share_prefixes=False).label_settings()
+    assert PRMStageConfig().label_settings()["share_prefixes"] is True

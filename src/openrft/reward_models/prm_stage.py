@@ -94,9 +94,11 @@ class PRMStageConfig(ValueHeadTrainSettings, StepLabelSettings):
                              f"({self.n_completions}): the first n_completions of each held-out question are labelled")
 
     def label_settings(self) -> dict[str, Any]:
+        # share_prefixes=False labels the way openrft did before the option existed: left out of the identity
+        # then, so labellings made before it stay reusable
         return {k: getattr(self, k) for k in ("n_completions", "n_rollouts", "temperature", "max_new_tokens",
-                                               "step_rule", "seed", "questions", "label_chunk",
-                                               "share_prefixes")}
+                                               "step_rule", "seed", "questions", "label_chunk")} \
+            | ({"share_prefixes": True} if self.share_prefixes else {})
 
 
 @dataclass

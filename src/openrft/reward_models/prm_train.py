@@ -124,9 +124,10 @@ class PRMTrainConfig(ValueHeadTrainSettings, StepLabelSettings):
 
     def label_fields(self) -> dict[str, Any]:
         """The settings that decide what auto-labelling produces."""
+        # share_prefixes=False labels as openrft did before the option: left out then, so older labels match
         return {k: getattr(self, k) for k in ("data", "split", "limit", "policy", "adapter", "n_completions",
-                                               "n_rollouts", "temperature", "max_new_tokens", "step_rule", "seed",
-                                               "share_prefixes")} | {"policy": self.policy or self.model}
+                                               "n_rollouts", "temperature", "max_new_tokens", "step_rule", "seed")} \
+            | {"policy": self.policy or self.model} | ({"share_prefixes": True} if self.share_prefixes else {})
 
 
 # ---------------------------------------------------------------------------- the PRM stage
