@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from openrft.augment.rewrite import (
-    RULES,
-    ValidationRules,
-    missing_tokens,
-    protected_tokens,
-    similarity,
-    validate_variant,
-)
+from openrft.augment.rewrite import RULES, ValidationRules, similarity, validate_variant
+from openrft.augment.tokens import missing_tokens, protected_tokens
 from openrft.data.loaders import load_bundled
 
 PHYS = ("A steel ball with a density of 7200 kg/m^3 moves in liquid aluminum (density 2360 kg/m^3). "

@@ -8,16 +8,14 @@
 from openrft.augment.rewrite import (
     RULES,
     SEP,
-    Token,
     ValidationRules,
     Verdict,
-    missing_tokens,
     parse_variants,
-    protected_tokens,
     rewrite_messages,
     similarity,
     validate_variant,
 )
+from openrft.augment.tokens import Token, missing_tokens, protected_tokens
 from openrft.augment.shuffle import (
     apply_permutation,
     balanced_targets,

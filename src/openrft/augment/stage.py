@@ -28,9 +28,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from openrft.augment.rewrite import REWRITE_INSTRUCTION, ValidationRules, parse_variants, protected_tokens, \
-    rewrite_messages, validate_variant
+from openrft.augment.rewrite import REWRITE_INSTRUCTION, ValidationRules, parse_variants, rewrite_messages, \
+    validate_variant
 from openrft.augment.shuffle import balanced_targets, rng_for, shuffle_options, shuffle_skip_reason
+from openrft.augment.tokens import protected_tokens
 from openrft.data.loaders import load_samples, save_samples
 from openrft.data.sample import Sample
 from openrft.models.backends.base import Completion, Generator, SamplingParams
