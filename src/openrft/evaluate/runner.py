@@ -243,6 +243,28 @@ def score_records(reranker: Reranker, records: Sequence[dict[str, Any]], samples
         r["rerank"] = dict(ident)
 
 
+class _LazyReranker:
+    """The reranker an evaluation scores with: the caller's, or the config's, loaded when first needed and closed
+    by :meth:`close` (a caller's reranker is the caller's to close)."""
+
+    def __init__(self, given: Reranker | None, config: EvalConfig):
+        self.given, self.config, self.owned = given, config, None
+
+    def __call__(self) -> Reranker:
+        if self.given is not None:
+            return self.given
+        if self.owned is None:
+            assert self.config.rerank is not None
+            self.owned = load_reranker(self.config.rerank, agg=self.config.rerank_agg,
+                                       step_rule=self.config.step_rule, batch_size=self.config.rerank_batch_size)
+        return self.owned
+
+    def close(self) -> None:
+        if self.owned is not None:
+            self.owned.close()
+            self.owned = None
+
+
 def evaluate(
     generator: Generator,
     samples: Sequence[Sample],
@@ -272,16 +294,7 @@ def evaluate(
         config = replace(config, rerank=reranker.spec, step_rule=reranker.step_rule or config.step_rule,
                          rerank_agg=getattr(reranker, "agg", config.rerank_agg))
     ident = config.rerank_identity()
-    owned: list[Reranker] = []
-
-    def get_reranker() -> Reranker:
-        if reranker is not None:
-            return reranker
-        if not owned:
-            assert config.rerank is not None
-            owned.append(load_reranker(config.rerank, agg=config.rerank_agg, step_rule=config.step_rule,
-                                       batch_size=config.rerank_batch_size))
-        return owned[0]
+    get_reranker = _LazyReranker(reranker, config)
 
     tasks = {s.answer_type: task_for(s) for s in samples}
     prompts = {s.id: tasks[s.answer_type].messages(s, examples_for(s) if examples_for else ()) for s in samples}
@@ -318,8 +331,7 @@ def evaluate(
                          show_progress)
     finally:
         progress.close()
-        for r in owned:
-            r.close()
+        get_reranker.close()
     seconds = time.perf_counter() - t0
     records = [done[s.id] for s in samples]
     if out_dir is not None:

@@ -186,26 +186,9 @@ def run_synthesize(
             else:
                 states = [QuestionState(s) for s in chunk if s.id not in done]
                 start_round = 0
-            r = start_round
-            while states:
-                progress.round(r, len(states))
-                tokens += sample_round(generator, states, prompts, tasks, settings, r, progress=progress.generated)
-                generated += len(states) * settings.sizes[r]
-                closed = [s for s in states if settings.is_closed(s)]
-                states = [s for s in states if not settings.is_closed(s)]
-                r += 1
-                new = [rec for rec in finalize(closed, tasks, settings, teacher) if rec["id"] not in done]
-                for rec in new:
-                    done[rec["id"]] = rec
-                    kept += 0 if rec["fallback"] else len(rec["traces"])
-                if store is not None:
-                    store.append(new)  # first the closed questions, then the state that no longer holds them
-                    if states:
-                        atomic_write_json(out_dir / OPEN_STATE,  # type: ignore[operator]
-                                          {"chunk": k, "round": r, "states": [s.to_dict() for s in states]})
-                    else:
-                        (out_dir / OPEN_STATE).unlink(missing_ok=True)  # type: ignore[operator]
-                progress.closed(len(new))
+            counts = _run_chunk(generator, states, start_round, k, prompts, tasks, settings, teacher, done, store,
+                                out_dir, progress)
+            generated, tokens, kept = generated + counts[0], tokens + counts[1], kept + counts[2]
     finally:
         progress.close()
     seconds = time.perf_counter() - t0
@@ -220,6 +203,35 @@ def run_synthesize(
     if out_dir is not None:
         finish_stage(out_dir, manifest, **stats)
     return SynthesizeResult(records, stats, out_dir)
+
+
+def _run_chunk(generator: Generator, states: list[QuestionState], r: int, k: int, prompts, tasks, settings,
+               teacher: str, done: dict[str, dict[str, Any]], store, out_dir: Path | None,
+               progress: "_Progress") -> tuple[int, int, int]:
+    """Rounds of chunk ``k`` from round ``r`` until every question is closed; each closed question is recorded
+    in ``done`` (and appended to ``store``) at once, the open ones in ``open_state.json``. Returns the completions
+    generated, their tokens and the traces kept."""
+    generated = tokens = kept = 0
+    while states:
+        progress.round(r, len(states))
+        tokens += sample_round(generator, states, prompts, tasks, settings, r, progress=progress.generated)
+        generated += len(states) * settings.sizes[r]
+        closed = [s for s in states if settings.is_closed(s)]
+        states = [s for s in states if not settings.is_closed(s)]
+        r += 1
+        new = [rec for rec in finalize(closed, tasks, settings, teacher) if rec["id"] not in done]
+        for rec in new:
+            done[rec["id"]] = rec
+            kept += 0 if rec["fallback"] else len(rec["traces"])
+        if store is not None:
+            store.append(new)  # first the closed questions, then the state that no longer holds them
+            if states:
+                atomic_write_json(out_dir / OPEN_STATE,  # type: ignore[operator]
+                                  {"chunk": k, "round": r, "states": [s.to_dict() for s in states]})
+            else:
+                (out_dir / OPEN_STATE).unlink(missing_ok=True)  # type: ignore[operator]
+        progress.closed(len(new))
+    return generated, tokens, kept
 
 
 def _gold_traces(samples: Sequence[Sample], config: SynthesizeConfig,
