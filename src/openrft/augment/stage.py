@@ -74,7 +74,8 @@ class AugmentConfig:
     backend: str = _f("transformers", "rewriter backend: transformers, openai (any OpenAI-compatible server), vllm, "
                                       "or template (no model: verified renumbered and reworded variants of "
                                       "arithmetic questions with meta.expression; see openrft.augment.template)")
-    model: str | None = _f(None, "rewriter model: bundled name, local path, hub id, or the server's model name")
+    model: str | None = _f(None, "rewriter model: bundled name, local path, hub id, or the server's model name "
+                              "(the CLI loads the bundled smollm2-135m when none is named)")
     base_url: str | None = _f(None, "OpenAI-compatible endpoint for --backend openai, e.g. http://127.0.0.1:8000/v1")
     teacher_backend: str | None = _f(None, "teacher backend for --teacher-check (default: the rewriter's)")
     teacher_model: str | None = _f(None, "teacher model for --teacher-check (default: the rewriter)")

@@ -13,30 +13,23 @@ import sys
 from pathlib import Path
 
 from openrft.augment.stage import AUGMENTED, REWRITES, TEMPLATE, AugmentConfig
+from openrft.cli.options import add_config_args, config_from_args
 
-_TYPES = {"int": int, "float": float, "str": str, "str | None": str}
-_CLI_DEFAULTS = {"model": "smollm2-135m"}
+DEFAULT_REWRITER = "smollm2-135m"
+
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="openrft augment", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", nargs="+", required=True,
+    ap.add_argument("--data", nargs="+", action="extend", required=True,
                     help="bundled dataset names (see 'openrft data list'), files or directories")
     ap.add_argument("--split", default="train", help="split to augment (bundled data and split folders)")
     ap.add_argument("--limit", type=int, default=None, help="augment the first N questions of each task")
     ap.add_argument("--out", required=True, help="stage directory, e.g. runs/x/augment")
     ap.add_argument("--dtype", default="auto", help="transformers backend: auto, fp32, bf16, fp16")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
-    cfg = ap.add_argument_group("augmentation settings (AugmentConfig)")
-    for f in dataclasses.fields(AugmentConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = _CLI_DEFAULTS.get(f.name, f.default)
-        helptext = f"{f.metadata.get('help', '')} (default: {default})"
-        if f.type == "bool":
-            cfg.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=helptext)
-        else:
-            cfg.add_argument(flag, type=_TYPES[str(f.type)], default=default, help=helptext)
+    add_config_args(ap.add_argument_group("augmentation settings (AugmentConfig)"), AugmentConfig)
     return ap
 
 
@@ -51,10 +44,12 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     try:
-        config = AugmentConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(AugmentConfig)})
+        config = config_from_args(AugmentConfig, args)
         samples = load_sources(args.data, split=args.split, limit_per_task=args.limit)
         generator = teacher = None
         if config.k > 0 and config.backend != TEMPLATE:
+            if config.model is None:  # a rewriter is needed and none is named: the bundled model
+                config = dataclasses.replace(config, model=DEFAULT_REWRITER)
             generator = make_generator(config.backend, config.model, base_url=config.base_url,
                                        batch_size=config.batch_size, dtype=args.dtype,
                                        cache_dir=os.path.join(out, "http-cache"))

@@ -8,7 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-from openrft.cli.options import add_icl_args, examples_for_from_args
+from openrft.cli.options import add_config_args, add_icl_args, config_from_args, examples_for_from_args
+
+
+DEFAULT_DATA = "sciknoweval/chemical_calculation"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,27 +20,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="bundled name (smollm2-135m), local checkpoint directory, or hub id (default: bundled SmolLM2)")
     ap.add_argument("--adapter", default=None,
                     help="LoRA adapter to apply on top of --model: its directory or an 'openrft sft' output directory")
-    ap.add_argument("--data", nargs="+", default=["sciknoweval/chemical_calculation"],
-                    help="bundled dataset names (see 'openrft data list'), files or directories; several allowed")
+    ap.add_argument("--data", nargs="+", action="extend", default=None,
+                    help="bundled dataset names (see 'openrft data list'), files or directories; several allowed "
+                         f"(default: {DEFAULT_DATA})")
     ap.add_argument("--split", default="test", help="split to evaluate (bundled data and split folders)")
     ap.add_argument("--limit", type=int, default=None, help="evaluate the first N items of each task")
-    ap.add_argument("--n", type=int, default=3, help="sampled runs per item (OpenRFT: 3)")
-    ap.add_argument("--temperature", type=float, default=0.6, help="sampling temperature (0 = greedy)")
     ap.add_argument("--greedy", action="store_true", help="greedy decoding, one run (same as --temperature 0)")
-    ap.add_argument("--top-p", type=float, default=1.0)
-    ap.add_argument("--max-new-tokens", type=int, default=2048)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--maj-k", type=int, default=None, help="k for maj@k (default: n)")
-    ap.add_argument("--pass-k", type=int, default=None, help="k for pass@k (default: n)")
-    ap.add_argument("--rerank", default=None, metavar="SPEC",
-                    help="also score each completion and report rerank@k (best-of-k) and weighted_maj@k: "
-                         "prm:<checkpoint | judge:<model> | http(s)://url> or orm:<checkpoint>")
-    ap.add_argument("--rerank-agg", default="min", choices=["min", "mean", "last", "product"],
-                    help="PRM: a completion's score from its step scores (default: min)")
-    ap.add_argument("--step-rule", default="newline",
-                    help="PRM: how completions are cut into steps: newline|blank_line|step_k|re:<regex>")
-    ap.add_argument("--rerank-k", type=int, default=None, help="k for rerank@k and weighted_maj@k (default: n)")
-    ap.add_argument("--rerank-batch-size", type=int, default=None, help="completions per PRM/ORM forward pass")
+    from openrft.evaluate.runner import EvalConfig
+
+    add_config_args(ap.add_argument_group("evaluation settings (EvalConfig)"), EvalConfig)
     ap.add_argument("--backend", default="transformers", choices=["transformers", "openai", "vllm"])
     ap.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint for --backend openai")
     ap.add_argument("--batch-size", type=int, default=32, help="sequences decoded together (transformers backend)")
@@ -51,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.data = args.data or [DEFAULT_DATA]
     from openrft.data import DataError
     from openrft.data.loaders import load_sources
     from openrft.evaluate.rerank import load_reranker
@@ -63,10 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         samples = load_sources(args.data, split=args.split, limit_per_task=args.limit)
-        config = EvalConfig(n=args.n, temperature=0.0 if args.greedy else args.temperature, top_p=args.top_p,
-                            max_new_tokens=args.max_new_tokens, seed=args.seed, maj_k=args.maj_k, pass_k=args.pass_k,
-                            rerank=args.rerank, rerank_agg=args.rerank_agg, step_rule=args.step_rule,
-                            rerank_k=args.rerank_k, rerank_batch_size=args.rerank_batch_size)
+        config = config_from_args(EvalConfig, args, **({"temperature": 0.0} if args.greedy else {}))
         generator = make_generator(args.backend, args.model, base_url=args.base_url, batch_size=args.batch_size,
                                    dtype=args.dtype, cache_dir=os.path.join(args.out, "http-cache") if args.out else None)
         if args.adapter:

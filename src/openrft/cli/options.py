@@ -13,15 +13,36 @@ from typing import Any
 
 
 def field_type(cls: type, f: dataclasses.Field) -> Any:
-    """The flag type of a field: ``X`` for ``X | None``; ``list[X]`` stays a list (the flag repeats)."""
+    """The flag type of a field: ``X`` for ``X | None``; ``list[X]`` and ``tuple[X, ...]`` stay as they are."""
     hint = typing.get_type_hints(cls)[f.name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args and typing.get_origin(hint) is not list else hint
+    return args[0] if args and typing.get_origin(hint) not in (list, tuple) else hint
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 4,8,16,32, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one integer")
+    return values
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
 
 
 def add_config_args(group, cls: type, aliases: dict[str, list[str]] | None = None, prefix: str = "",
                     skip: tuple[str, ...] = ()) -> list[str]:
-    """Add one flag per field of ``cls`` (``--<prefix><name-with-dashes>``); returns the ``dest`` names."""
+    """Add one flag per field of ``cls`` (``--<prefix><name-with-dashes>``); returns the ``dest`` names.
+
+    The one way openrft turns a config dataclass into flags: bools are ``--x/--no-x``; lists take several values
+    and repeat (``--data a b --data c`` is ``[a, b, c]``); ``tuple[int, ...]`` is comma-separated (``4,8,16``);
+    every flag defaults to unset, so what is not given comes from the dataclass (:func:`explicit_values`).
+    """
     aliases = aliases or {}
     dests = []
     for f in dataclasses.fields(cls):
@@ -33,14 +54,16 @@ def add_config_args(group, cls: type, aliases: dict[str, list[str]] | None = Non
         dest = f"{prefix.replace('-', '_')}{f.name}"
         flags = [f"--{prefix}{f.name.replace('_', '-')}", *aliases.get(f.name, [])]
         help_ = f.metadata.get("help", "")
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
         if "default" not in help_:
-            help_ += f" (default: {default})"
+            default = field_default(f)
+            help_ += f" (default: {','.join(map(str, default)) if isinstance(default, tuple) else default})"
         if kind is bool:
             group.add_argument(*flags, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_)
         elif typing.get_origin(kind) is list:
-            group.add_argument(*flags, dest=dest, action="append", default=None, help=help_ + "; repeatable")
+            group.add_argument(*flags, dest=dest, action="extend", nargs="+", default=None,
+                               help=help_ + "; several values, repeatable")
+        elif typing.get_origin(kind) is tuple:
+            group.add_argument(*flags, dest=dest, type=_int_tuple, default=None, help=help_ + " (e.g. 4,8,16)")
         else:
             group.add_argument(*flags, dest=dest, type=kind, default=None, help=help_)
         dests.append(f.name)
@@ -55,6 +78,16 @@ def explicit_values(args: argparse.Namespace, cls: type, prefix: str = "") -> di
         if value is not None:
             out[f.name] = value
     return out
+
+
+def config_from_args(cls: type, args: argparse.Namespace, what: str = "", **fixed: Any) -> Any:
+    """``cls`` from its defaults, then the ``--config`` YAML (when the parser has one), then explicit flags,
+    then ``fixed`` (values the command itself decides)."""
+    values: dict[str, Any] = load_yaml_mapping(args.config, what or cls.__name__) \
+        if getattr(args, "config", None) else {}
+    values.update(explicit_values(args, cls))
+    values.update(fixed)
+    return cls.from_dict(values) if hasattr(cls, "from_dict") else cls(**values)
 
 
 def load_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from openrft.cli.prm import _fmt, add_config_flags, config_from_args
+from openrft.cli.options import add_config_args, config_from_args
+from openrft.cli.prm import _fmt
 
 ALIASES = {"learning_rate": ["--lr"], "lora_rank": ["--rank"], "lora_alpha": ["--alpha"], "model": ["-m"], "n": ["-n"]}
 
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="stage directory, e.g. runs/x/orm (checkpoint in <out>/checkpoint)")
     train.add_argument("--config", default=None, help="YAML file of settings (the field names below, with _)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_config_flags(train.add_argument_group("settings"), _config_cls(), ALIASES)
+    add_config_args(train.add_argument_group("settings"), _config_cls(), ALIASES)
     return ap
 
 

@@ -13,49 +13,11 @@ reads ``\\n`` as a newline (the default, Skywork's step token).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
-import typing
-from pathlib import Path
-from typing import Any
+
+from openrft.cli.options import add_config_args, config_from_args
 
 ALIASES = {"learning_rate": ["--lr"], "lora_rank": ["--rank"], "lora_alpha": ["--alpha"], "model": ["-m"]}
-
-
-def add_config_flags(group, cls, aliases: dict[str, list[str]] | None = None) -> None:
-    """One flag per dataclass field: bools as --x/--no-x, lists as several values, help from the field."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        flags = [f"--{f.name.replace('_', '-')}", *(aliases or {}).get(f.name, [])]
-        help_ = f.metadata.get("help", "")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        if "default" not in help_:
-            help_ += f" (default: {default!r})" if isinstance(default, str) else f" (default: {default})"
-        hint = hints[f.name]
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        origin = typing.get_origin(hint)
-        if origin is list:
-            group.add_argument(*flags, dest=f.name, nargs="+", default=None, help=help_)
-        elif hint is bool:
-            group.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
-        else:
-            group.add_argument(*flags, dest=f.name, type=args[0] if args else hint, default=None, help=help_)
-
-
-def config_from_args(cls, args: argparse.Namespace) -> Any:
-    """Defaults, then the --config YAML, then explicit flags."""
-    values: dict = {}
-    if getattr(args, "config", None):
-        import yaml
-
-        loaded = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{args.config}: expected a mapping of settings, got {type(loaded).__name__}")
-        values.update({k.replace("-", "_"): v for k, v in loaded.items()})
-    for f in dataclasses.fields(cls):
-        if getattr(args, f.name, None) is not None:
-            values[f.name] = getattr(args, f.name)
-    return cls.from_dict(values)
 
 
 def _config_cls():
@@ -73,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="stage directory, e.g. runs/x/prm (checkpoint in <out>/checkpoint)")
     train.add_argument("--config", default=None, help="YAML file of settings (the field names below, with _)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_config_flags(train.add_argument_group("settings"), _config_cls(), ALIASES)
+    add_config_args(train.add_argument_group("settings"), _config_cls(), ALIASES)
     return ap
 
 

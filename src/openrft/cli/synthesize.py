@@ -3,54 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
-from openrft.cli.options import add_icl_args, examples_for_from_args
+from openrft.cli.options import add_config_args, add_icl_args, config_from_args, examples_for_from_args
 
-
-def _help(name: str) -> str:
-    from openrft.synthesize.stage import SynthesizeConfig
-
-    return next(f.metadata["help"] for f in fields(SynthesizeConfig) if f.name == name)
-
-
-def _rounds(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(x) for x in text.replace(" ", "").split(",") if x)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 4,8,16,32, got {text!r}") from None
-    if not sizes:
-        raise argparse.ArgumentTypeError("give at least one round size")
-    return sizes
+DEFAULT_MODEL = "smollm2-135m"
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="openrft synthesize", description=__doc__)
-    ap.add_argument("--data", nargs="+", required=True,
+    ap.add_argument("--data", nargs="+", action="extend", required=True,
                     help="bundled dataset names (see 'openrft data list'), files or directories; several allowed")
     ap.add_argument("--split", default="train", help="split to read (bundled data and split folders)")
     ap.add_argument("--limit", type=int, default=None, help="use the first N items of each task")
-    ap.add_argument("--model", default="smollm2-135m", help=_help("model"))
-    ap.add_argument("--teacher", default=None, help=_help("teacher"))
-    ap.add_argument("--backend", default="transformers", choices=["transformers", "openai", "vllm"],
-                    help=_help("backend"))
-    ap.add_argument("--base-url", default=None, help=_help("base_url"))
-    ap.add_argument("--budget", type=int, default=64, help=_help("budget"))
-    ap.add_argument("--rounds", type=_rounds, default=(4, 8, 16, 32), help=_help("rounds") + " (e.g. 4,8,16,32)")
-    ap.add_argument("--m", type=int, default=1, help=_help("m"))
-    ap.add_argument("--fallback", default="answer", choices=["answer", "drop"], help=_help("fallback"))
-    ap.add_argument("--accept-truncated", action="store_true", help=_help("accept_truncated"))
-    ap.add_argument("--temperature", type=float, default=0.7, help=_help("temperature"))
-    ap.add_argument("--top-p", type=float, default=1.0, help=_help("top_p"))
-    ap.add_argument("--max-new-tokens", type=int, default=2048, help=_help("max_new_tokens"))
-    ap.add_argument("--seed", type=int, default=0, help=_help("seed"))
-    ap.add_argument("--questions-per-batch", type=int, default=64, help=_help("questions_per_batch"))
-    ap.add_argument("--batch-size", type=int, default=32, help=_help("batch_size"))
-    ap.add_argument("--source", default="model", choices=["model", "gold"], help=_help("source"))
+    from openrft.synthesize.stage import SynthesizeConfig
+
+    add_config_args(ap.add_argument_group("synthesis settings (SynthesizeConfig)"), SynthesizeConfig)
     ap.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16, fp16")
     ap.add_argument("--out", default=None, help="stage directory (default: runs/synthesize-<model>-<time>)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -67,16 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     from openrft.retrieval.embedder import EmbedderNotAvailableError
     from openrft.synthesize.stage import SynthesizeConfig, build_generator, run_synthesize, task_summary
 
-    sampled = Path(args.teacher or args.model).name
-    out = Path(args.out or f"runs/synthesize-{sampled}-{time.strftime('%Y%m%d-%H%M%S')}")
     try:
         samples = load_sources(args.data, split=args.split, limit_per_task=args.limit)
-        config = SynthesizeConfig(
-            budget=args.budget, rounds=args.rounds, m=args.m, fallback=args.fallback,
-            accept_truncated=args.accept_truncated, temperature=args.temperature, top_p=args.top_p,
-            max_new_tokens=args.max_new_tokens, seed=args.seed, questions_per_batch=args.questions_per_batch,
-            backend=args.backend, model=args.model, teacher=args.teacher, base_url=args.base_url,
-            batch_size=args.batch_size, source=args.source)
+        config = config_from_args(SynthesizeConfig, args)
+        if config.source == "model" and not config.sampled_model:  # nothing named: the bundled model samples
+            config = dataclasses.replace(config, model=DEFAULT_MODEL)
+        sampled = Path(config.sampled_model or "gold").name
+        out = Path(args.out or f"runs/synthesize-{sampled}-{time.strftime('%Y%m%d-%H%M%S')}")
         generator = None if config.source == "gold" else \
             build_generator(config, cache_dir=os.path.join(out, "http-cache"), dtype=args.dtype)
         examples_for = examples_for_from_args(args, args.data)

@@ -70,7 +70,8 @@ class SynthesizeConfig:
                                      "also the unit of resume", default=64)
     backend: str = _help("generation backend: transformers, openai (any OpenAI-compatible server), vllm",
                          default="transformers")
-    model: str | None = _help("the student model (bundled name, local directory or hub id)", default=None)
+    model: str | None = _help("the student model (bundled name, local directory or hub id; the CLI samples from "
+                              "the bundled smollm2-135m when neither it nor a teacher is named)", default=None)
     teacher: str | None = _help("sample from this model instead of the student (recorded as the teacher)",
                                 default=None)
     base_url: str | None = _help("OpenAI-compatible endpoint for --backend openai", default=None)
