@@ -102,9 +102,9 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
     config = loaded.config
     # the weights are dequantized fp32 now: a GGUF quantization_config left in the config would make
     # transformers treat the cached model as quantized (and the Trainer refuse to train it)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    config._is_quantized = False
+    from openrft.models.hf_internals import mark_dequantized
+
+    mark_dequantized(config)
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
     tied = {"lm_head.weight"} if loaded.config.tie_word_embeddings else set()

@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from transformers.cache_utils import DynamicLayer
 
 from openrft.models.backends.base import Completion, Generator, Prompt, SamplingParams
+from openrft.models.hf_internals import DynamicLayer, dynamic_cache_of
 
 
 def render_prompt(tokenizer, prompt: Prompt) -> list[int]:
@@ -91,11 +91,7 @@ class GrowingLayer(DynamicLayer):
 
 def new_cache():
     """A DynamicCache whose layers are :class:`GrowingLayer`."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    cache.layer_class_to_replicate = GrowingLayer
-    return cache
+    return dynamic_cache_of(GrowingLayer)
 
 
 @dataclass
