@@ -11,7 +11,7 @@ import torch
 from openrft.cli.main import main as cli
 from openrft.data.sample import Sample
 from openrft.core.metrics import best_of_k, maj_at_k, rerank_at_k, weighted_maj_at_k, weighted_vote
-from openrft.evaluate.report import accuracy_table, detail_table, markdown_report
+from openrft.evaluate.results import accuracy_table, detail_table, markdown_report
 from openrft.evaluate.rerank import ORMReranker, PRMReranker, Scored, check_rerank_spec
 from openrft.evaluate.runner import COMPLETIONS, EvalConfig, evaluate
 from openrft.models.backends.base import Completion, Generator

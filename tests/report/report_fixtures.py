@@ -16,7 +16,7 @@ from pathlib import Path
 
 from openrft.data.loaders import save_samples
 from openrft.data.sample import Sample
-from openrft.evaluate.report import write_report
+from openrft.evaluate.results import write_report
 from openrft.evaluate.rerank import PRMReranker
 from openrft.evaluate.runner import EvalConfig, EvalResult, evaluate
 from openrft.models.backends.base import Completion, Generator

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from openrft.data import DataError
     from openrft.data.loaders import load_sources
     from openrft.evaluate.rerank import load_reranker
-    from openrft.evaluate.report import print_tables, write_report
+    from openrft.evaluate.results import print_tables, write_report
     from openrft.evaluate.runner import EvalConfig, evaluate
     from openrft.models.backends import make_generator
     from openrft.models.loading import ModelNotFoundError

@@ -4,10 +4,8 @@ glibc's ``malloc`` serves every block above 32 MB with its own ``mmap`` and hand
 the kernel on ``free``. A CPU training step allocates and frees several such blocks (full
 logits are ``tokens x vocab x 4`` bytes: 300 MB for 16 x 96 tokens with SmolLM2's 49k
 vocabulary), so every step faults its working set in again page by page, and in a virtual
-machine each fault is expensive: measured on the project's 2-core VM, an SFT step of
-SmolLM2-135M (LoRA, 16 x 96 tokens) took 7.4-12.9 s with a third to a half of it in the kernel,
-and 5.1-5.2 s once freed memory stays in the process; at 8 x 400 tokens 15-20 s against 11.2 s,
-at the same peak memory (``bench/allocator.py``).
+machine each fault is expensive (``bench/allocator.py`` measures what it costs a LoRA SFT step;
+the figures are in bench/README.md).
 
 :func:`keep_freed_memory` tells glibc (through ``mallopt``, at run time) to serve large blocks
 from its heap and never to trim the heap. After a step or two the heap holds the step's working

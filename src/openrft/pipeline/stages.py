@@ -183,7 +183,7 @@ def _stage_rl(ctx: CellContext) -> dict[str, Any]:
 
 
 def _stage_eval(ctx: CellContext) -> dict[str, Any]:
-    from openrft.evaluate.report import write_report
+    from openrft.evaluate.results import write_report
     from openrft.evaluate.runner import evaluate, weights_name
     from openrft.models.backends import make_generator
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from openrft.evaluate.report import accuracy_table, markdown_table
+from openrft.evaluate.results import accuracy_table, markdown_table
 from openrft.evaluate.runner import EvalResult, TaskMetrics
 from openrft.report.run import Run, RunDirError, load_run
 from openrft.report.tables import row_label

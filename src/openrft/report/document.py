@@ -18,7 +18,7 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from openrft.evaluate.report import markdown_table
+from openrft.evaluate.results import markdown_table
 
 __all__ = ["Block", "Code", "Facts", "Heading", "Image", "Para", "Table", "render_html", "render_markdown"]
 

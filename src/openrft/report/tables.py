@@ -1,6 +1,6 @@
 """Tables and text of a run report: stage wall times, accuracy (OpenRFT Table 1 layout), example completions.
 
-Accuracy tables reuse :mod:`openrft.evaluate.report`; a run's cells are merged into one
+Accuracy tables reuse :mod:`openrft.evaluate.results`; a run's cells are merged into one
 :class:`EvalResult` per training-set size, so tasks become columns as in Table 1.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from openrft.evaluate.report import accuracy_table, detail_table
+from openrft.evaluate.results import accuracy_table, detail_table
 from openrft.evaluate.runner import EvalResult
 from openrft.report.document import Block, Code, Heading, Para, Table
 from openrft.report.run import Cell, Run

@@ -269,8 +269,7 @@ def estimate_step_labels(
     ``share_prefixes`` (default): a step prefix that several completions of the same question
     share (a policy's replies often agree on their first steps, or entirely) is rolled out once
     and its label given to each of them; the estimate of each prefix is the same Monte-Carlo
-    fraction either way, at a fraction of the decoding (30% fewer rollouts with 2 replies per
-    question on the bundled ``multistep`` task, measured in bench/README.md). ``False`` rolls out
+    fraction either way, with less decoding (how much less: bench/README.md). ``False`` rolls out
     every completion's prefixes independently.
     """
     from openrft.tasks import grade_all, task_for
