@@ -128,8 +128,8 @@ class ActorCritic:
         base weights back.
 
         An unmerged rank-r adapter on every linear layer adds two small matmuls per layer to every decode step
-        (a sizeable share of a small model's CPU decode step). The base weights are copied before the merge and copied back
-        after, rather than unmerged by subtraction, so no rounding drift builds up over steps and a resumed run
+        (a sizeable share of a small model's CPU decode step). The base weights are copied before the merge and
+        copied back after, rather than unmerged by subtraction, so no rounding drift builds up over steps and a resumed run
         samples exactly what an uninterrupted one does. On CUDA (where the copy would cost a second set of
         weights in GPU memory and the adapter's matmuls are cheap) this does nothing.
         """
