@@ -134,3 +134,16 @@ def test_the_import_reader_sees_lazy_relative_and_submodule_imports(tmp_path, so
 
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_files_and_functions_stay_small_enough_to_hold_in_mind():
+    """docs/architecture.md: no source file over 500 lines, no function over 80 (docstring included)."""
+    long_files, long_functions = [], []
+    for name, path in _modules().items():
+        text = path.read_text(encoding="utf-8")
+        if text.count("\n") > 500:
+            long_files.append(f"{path.relative_to(SRC.parent)}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80:
+                long_functions.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert not long_files and not long_functions, "\n".join(long_files + long_functions)
