@@ -125,6 +125,9 @@ def main(argv=None) -> list[dict]:
 
         torch.set_num_threads(args.threads)
     configs = [json.loads(c) for c in args.config]
+    for name, n in prefix_sharing(Path(args.prm_dir)).items():
+        print(f"{name} labelling: {n['alone']} step prefixes rolled out one reply at a time, {n['shared']} when "
+              f"the replies to a question share theirs ({1 - n['shared'] / max(n['alone'], 1):.0%} fewer rollouts)")
     if not configs and not args.checkpoint:
         ap.error("nothing to compare: give --config and/or --checkpoint")
     rows = run(Path(args.prm_dir), configs, Path(args.out), args.model, args.policy_adapter, args.checkpoint,
@@ -135,6 +138,27 @@ def main(argv=None) -> list[dict]:
         print(f"{r['config'][-72:]:<72} {r['steps']:>6} {_f(r['auc']):>6} {_f(r['accuracy']):>6} "
               f"{r.get('train_seconds', 0):>8}" + "".join(f" {_f(r.get(k)):>8}" for k in extra))
     return rows
+
+
+def prefix_sharing(prm_dir: Path) -> dict[str, dict[str, int]]:
+    """For the training and held-out labellings of ``prm_dir``: the step prefixes rolled out when each reply's
+    prefixes go alone, and when a prefix that several replies to one question share goes once (the labelling's
+    ``share_prefixes``). Rollouts per prefix are the same either way, so the ratio is that of the decoding."""
+    from openrft.reward_models.labels import FLAT_STEPS_FILE, read_step_examples
+    from openrft.reward_models.quality import QUALITY_DIR
+
+    out = {}
+    for name, path in (("training", prm_dir / "labels" / FLAT_STEPS_FILE),
+                       ("held-out", prm_dir / QUALITY_DIR / FLAT_STEPS_FILE)):
+        if not path.is_file():
+            continue
+        alone, shared = 0, set()
+        for e in read_step_examples(path):
+            for k in range(len(e.steps) - 1):  # the last step's label is the reply's own grade: no rollouts
+                alone += 1
+                shared.add((e.meta.get("sample_id"), "\n".join(e.steps[:k + 1])))
+        out[name] = {"alone": alone, "shared": len(shared)}
+    return out
 
 
 def _f(x) -> str:

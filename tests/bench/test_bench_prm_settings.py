@@ -58,3 +58,13 @@ def test_prm_settings_bench_scores_a_checkpoint_and_picks_among_held_out_replies
     # majority voting picks the wrong answer on both questions; rerank and weighted voting are accuracies
     assert rows[1]["maj@4"] == 0.0 and 0.0 <= rows[1]["rerank@4"] <= 1.0 and 0.0 <= rows[1]["wmaj@4"] <= 1.0
     assert "wmaj@4" in capsys.readouterr().out
+
+
+def test_prefix_sharing_counts_each_question_prefix_once(tmp_path):
+    prm = tmp_path / "prm"
+    same = [StepExample("Q", ["a", "b", "c"], [1.0, 1.0, 1.0], meta={"sample_id": "q1"})] * 2
+    other = [StepExample("Q", ["a", "x", "c"], [1.0, 0.0, 0.0], meta={"sample_id": "q1"}),
+             StepExample("R", ["a", "b", "c"], [1.0, 1.0, 1.0], meta={"sample_id": "q2"})]
+    write_step_examples(prm / "labels" / "steps.jsonl", same + other)
+    # 4 replies x 2 prefixes alone; shared: q1 "a", "a\nb", "a\nx" and q2 "a", "a\nb"
+    assert _load().prefix_sharing(prm) == {"training": {"alone": 8, "shared": 5}}
