@@ -108,6 +108,13 @@ def run_row(row: str, task: str, seed: int, runs_dir: Path, overrides: list[str]
     return out
 
 
+def _merge(earlier: list[dict], new: list[dict]) -> list[dict]:
+    """``earlier`` results with those of ``new`` replacing the same (task, seed, row)."""
+    key = lambda r: (r["task"], r["seed"], r["row"])  # noqa: E731
+    fresh = {key(r) for r in new}
+    return [r for r in earlier if key(r) not in fresh] + list(new)
+
+
 def collect(info: dict) -> dict:
     """Accuracies of one (row, task, seed) from its two run directories, plus stage times and PRM quality."""
     from openrft.report import load_run
@@ -210,7 +217,11 @@ def summarize(results: list[dict], rows: list[str], tasks: list[str]) -> dict:
 
 def _prm_quality_summary(results: list[dict]) -> dict:
     """Step AUC (trained, constant, judge), first-error F1 and best-of-k of the trained PRMs, over seeds."""
-    qs = {r["seed"]: r["prm_quality"] for r in results if r["prm_quality"]}  # one PRM per seed (shared by rows)
+    # one PRM per seed: the sft_rl_prm row's (the dense and +DA rows reuse it); another row's only without it
+    qs = {}
+    for r in sorted(results, key=lambda r: r["row"] != "sft_rl_prm"):
+        if r["prm_quality"] and r["seed"] not in qs:
+            qs[r["seed"]] = r["prm_quality"]
     if not qs:
         return {}
     out = {}
@@ -344,6 +355,9 @@ def main(argv=None) -> dict:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     runs_dir = Path(args.runs_dir)
     t0 = time.perf_counter()
+    # rows finished by earlier invocations (other rows, other overrides) stay in the tables
+    partial = runs_dir / "efficacy.partial.json"
+    earlier = json.loads(partial.read_text()) if partial.is_file() else []
     results = []
     for task in tasks:
         for seed in seeds:
@@ -356,8 +370,10 @@ def main(argv=None) -> dict:
                 info = run_row(row, task, seed, runs_dir, args.overrides, [d for d in done if d.name != row],
                                show_progress=args.progress, quiet=args.quiet)
                 done.append(info["sampled_dir"])
-                results.append(collect(info))
-                (runs_dir / "efficacy.partial.json").write_text(json.dumps(results, indent=1, default=str))
+                results.append(collect(info) | {"overrides": list(args.overrides)})
+                partial.write_text(json.dumps(_merge(earlier, results), indent=1, default=str))
+    results = [r for r in _merge(earlier, results) if r["task"] in tasks]
+    rows = [r for r in ROWS if any(x["row"] == r for x in results)]
     summary = summarize(results, rows, tasks)
     total = time.perf_counter() - t0
     print(f"\ntotal wall time {total / 60:.1f} min ({len(tasks)} tasks x {len(seeds)} seeds x {len(rows)} rows)")

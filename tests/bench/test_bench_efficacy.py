@@ -72,3 +72,7 @@ def test_efficacy_bench_runs_rows_and_seeds_on_a_tiny_model(tmp_path, tiny_model
     b = (seed1 / "sft" / "arithmetic" / "sft" / "adapter" / "adapter_model.safetensors")
     assert a.read_bytes() != b.read_bytes()
     assert json.loads((tmp_path / "efficacy.json").read_text())["settings"]["seeds"] == [0, 1]
+    # a later invocation with one row keeps every finished row of earlier ones in its tables
+    again = _load().main([*argv[:1], "vanilla", *argv[2:]])
+    assert list(again["tasks"]["arithmetic"]["rows"]) == list(table)
+    assert sum(r["row"] == "vanilla" for r in again["results"]) == 2  # replaced, not added: one per seed
