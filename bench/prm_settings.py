@@ -9,7 +9,7 @@ output directory under ``--out`` (a rerun with the same config and labels reuses
 training questions), to see whether more labels would pay. ``--checkpoint`` scores finished PRMs (the stage's own
 ``checkpoint/``) without training. With ``--data`` (the task of the held-out questions), each PRM also picks among
 the held-out questions' replies (``quality/completions.jsonl``): best-of-k (rerank@k) and PRM-weighted voting
-(wmaj@k) against maj@k, k = 4 and 8.
+(wmaj@k) against maj@k, k = 4 and 8, with a reply scored by its lowest, last or mean step score.
 
     python bench/prm_settings.py --prm-dir runs/efficacy-multistep/multistep/seed0/sft_rl_prm/multistep/prm \\
         --policy-adapter runs/efficacy-multistep/multistep/seed0/sft_rl_prm/multistep/sft/adapter \\
@@ -25,6 +25,9 @@ import argparse
 import json
 import time
 from pathlib import Path
+
+
+AGGS = ("min", "last", "mean")
 
 
 def run(prm_dir: Path, configs: list[dict], out: Path, model: str, policy_adapter: str | None,
@@ -91,10 +94,12 @@ def _measure(checkpoint: str, held, labels, replies: dict | None) -> dict:
             for (i, j), sc in zip(flat, got, strict=True):
                 per_question[i][j] = list(sc)
             n = min(len(r) for r in replies["correct"])
-            bok = best_of_k_quality(per_question, replies["correct"], replies["answers"],
-                                    [k for k in (4, 8) if k <= n])["k"]
-            for k, m in bok.items():
-                out |= {f"rerank@{k}": m["rerank"], f"wmaj@{k}": m["weighted_maj"], f"maj@{k}": m["maj"]}
+            ks = [k for k in (4, 8) if k <= n]
+            for agg in AGGS:  # a reply's score from its step scores: Math-Shepherd's min, the last step, the mean
+                bok = best_of_k_quality(per_question, replies["correct"], replies["answers"], ks, agg=agg)["k"]
+                for k, m in bok.items():
+                    out |= {f"{agg}:rerank@{k}": m["rerank"], f"{agg}:wmaj@{k}": m["weighted_maj"]}
+                    out[f"maj@{k}"] = m["maj"]
     finally:
         scorer.close()
     return out
@@ -132,11 +137,19 @@ def main(argv=None) -> list[dict]:
         ap.error("nothing to compare: give --config and/or --checkpoint")
     rows = run(Path(args.prm_dir), configs, Path(args.out), args.model, args.policy_adapter, args.checkpoint,
                args.data)
-    extra = [k for k in rows[-1] if "@" in k]
-    print(f"\n{'settings':<72} {'steps':>6} {'AUC':>6} {'acc':>6} {'train s':>8}" + "".join(f" {k:>8}" for k in extra))
+    print(f"\n{'settings':<72} {'steps':>6} {'AUC':>6} {'acc':>6} {'train s':>8}")
     for r in rows:
         print(f"{r['config'][-72:]:<72} {r['steps']:>6} {_f(r['auc']):>6} {_f(r['accuracy']):>6} "
-              f"{r.get('train_seconds', 0):>8}" + "".join(f" {_f(r.get(k)):>8}" for k in extra))
+              f"{r.get('train_seconds', 0):>8}")
+    ks = sorted({k.split("@")[1] for r in rows for k in r if k.startswith("maj@")}, key=int)
+    if ks:
+        majs = ", ".join(f"maj@{k} {_f(rows[-1]['maj@' + k])}" for k in ks)
+        print(f"\nbest-of-k on the held-out replies ({majs}):")
+        print(f"{'settings':<64} {'agg':>5}" + "".join(f" {w + '@' + k:>9}" for k in ks for w in ("rerank", "wmaj")))
+        for r in rows[1:]:
+            for agg in AGGS:
+                print(f"{r['config'][-64:]:<64} {agg:>5}"
+                      + "".join(f" {_f(r.get(f'{agg}:{w}@{k}')):>9}" for k in ks for w in ("rerank", "wmaj")))
     return rows
 
 
