@@ -7,8 +7,9 @@ steps with each, and prints the step AUC and accuracy next to a constant scorer.
 output directory under ``--out`` (a rerun with the same config and labels reuses it). A config's
 ``"extra_labels": [paths]`` adds labelled replies to its training set (e.g. another labelling of the same
 training questions), to see whether more labels would pay. ``--checkpoint`` scores finished PRMs (the stage's own
-``checkpoint/``) without training. With ``--data`` (the task of the held-out questions), each PRM also picks among
-the held-out questions' replies (``quality/completions.jsonl``): best-of-k (rerank@k) and PRM-weighted voting
+``checkpoint/``) without training. It first prints how many step-prefix rollouts the stage's labellings
+needed with and without shared prefixes (with no ``--config``/``--checkpoint``, only that). With ``--data``
+(the task of the held-out questions), each PRM also picks among the held-out questions' replies (``quality/completions.jsonl``): best-of-k (rerank@k) and PRM-weighted voting
 (wmaj@k) against maj@k, k = 4 and 8, with a reply scored by its lowest, last or mean step score.
 
     python bench/prm_settings.py --prm-dir runs/efficacy-multistep/multistep/seed0/sft_rl_prm/multistep/prm \\
@@ -134,7 +135,7 @@ def main(argv=None) -> list[dict]:
         print(f"{name} labelling: {n['alone']} step prefixes rolled out one reply at a time, {n['shared']} when "
               f"the replies to a question share theirs ({1 - n['shared'] / max(n['alone'], 1):.0%} fewer rollouts)")
     if not configs and not args.checkpoint:
-        ap.error("nothing to compare: give --config and/or --checkpoint")
+        return []  # the labellings' prefix counts only
     rows = run(Path(args.prm_dir), configs, Path(args.out), args.model, args.policy_adapter, args.checkpoint,
                args.data)
     print(f"\n{'settings':<72} {'steps':>6} {'AUC':>6} {'acc':>6} {'train s':>8}")
