@@ -21,7 +21,6 @@ Sources:
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -30,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from openrft.data.sample import DataError, Sample
+from openrft.data.jsonl import read_records, write_records
+from openrft.data.sample import Sample
 from openrft.models.backends.base import Generator, Prompt, SamplingParams
 from openrft.rewards.steps import split_steps
 
@@ -105,38 +105,13 @@ def hard_labels(labels: Iterable[float]) -> list[float]:
 
 def read_step_examples(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[StepExample]:
     """Examples from JSONL files; a bad line raises :class:`DataError` naming ``file:line`` and the field."""
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    out: list[StepExample] = []
-    for path in map(Path, paths):
-        if not path.is_file():
-            raise DataError(f"{path}: step-labels file not found")
-        found = 0
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno}); each line "
-                                    "must hold one object {question, steps, labels}") from None
-                try:
-                    out.append(StepExample.from_dict(rec))
-                except ValueError as e:
-                    raise DataError(f"{path}:{lineno}: {e}") from None
-                found += 1
-        if not found:
-            raise DataError(f"{path}: no step examples (the file is empty); each line must hold one object "
-                            '{"question": ..., "steps": [...], "labels": [...]}')
-    return out
+    return read_records(paths, StepExample.from_dict, "step examples",
+                        '{"question": ..., "steps": [...], "labels": [...]}')
 
 
 def write_step_examples(path: str | os.PathLike, examples: Iterable[StepExample]) -> Path:
     """Write ``examples`` as JSONL, atomically."""
-    from openrft.core.rundir import atomic_write_text
-
-    return atomic_write_text(path, "".join(json.dumps(e.to_dict(), ensure_ascii=False) + "\n" for e in examples))
+    return write_records(path, examples)
 
 
 # ---------------------------------------------------------------------------- Math-Shepherd estimation

@@ -25,10 +25,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from openrft.data.sample import DataError, Sample
+from openrft.data.jsonl import read_records, write_records
+from openrft.data.sample import Sample
 from openrft.models.backends.base import Generator, SamplingParams
 from openrft.core.rundir import (
-    atomic_write_json, atomic_write_text, begin_stage, file_hash, finish_stage, stable_hash,
+    atomic_write_json, begin_stage, file_hash, finish_stage, stable_hash,
 )
 from openrft.reward_models.value_head_train import (
     METRICS, METRICS_JSON, Item, ValueHeadTrainSettings, _help, binary_metrics,
@@ -85,32 +86,12 @@ class OutcomeExample:
 
 def read_outcome_examples(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[OutcomeExample]:
     """Examples from JSONL files; a bad line raises :class:`DataError` naming ``file:line`` and the field."""
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    out: list[OutcomeExample] = []
-    for path in map(Path, paths):
-        if not path.is_file():
-            raise DataError(f"{path}: outcome-labels file not found")
-        found = 0
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    out.append(OutcomeExample.from_dict(json.loads(line)))
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
-                except ValueError as e:
-                    raise DataError(f"{path}:{lineno}: {e}") from None
-                found += 1
-        if not found:
-            raise DataError(f"{path}: no examples (the file is empty); each line must hold one object "
-                            '{"question": ..., "completion": ..., "label": 0 or 1}')
-    return out
+    return read_records(paths, OutcomeExample.from_dict, "outcome examples",
+                        '{"question": ..., "completion": ..., "label": 0 or 1}')
 
 
 def write_outcome_examples(path: str | os.PathLike, examples: Sequence[OutcomeExample]) -> Path:
-    return atomic_write_text(path, "".join(json.dumps(e.to_dict(), ensure_ascii=False) + "\n" for e in examples))
+    return write_records(path, examples)
 
 
 def sample_outcome_examples(generator: Generator, samples: Sequence[Sample], n: int = 4, temperature: float = 0.7,
@@ -198,10 +179,10 @@ def _sampled_examples(config: ORMTrainConfig, out: Path, generator, show_progres
         return read_outcome_examples(sdir / SAMPLES_FILE)
     if generator is None:
         from openrft.models.backends.hf import TransformersGenerator
-        from openrft.models.lora import load_model_with_adapter
 
-        model, tokenizer = load_model_with_adapter(config.policy or config.model, config.adapter, device=config.device)
-        generator = TransformersGenerator(model, tokenizer, batch_size=config.generation_batch_size)
+        generator = TransformersGenerator.from_pretrained(config.policy or config.model, adapter=config.adapter,
+                                                          device=config.device,
+                                                          batch_size=config.generation_batch_size)
     t0 = time.perf_counter()
     examples = sample_outcome_examples(generator, samples, n=config.n, temperature=config.temperature,
                                        top_p=config.top_p, max_new_tokens=config.max_new_tokens, seed=config.seed,

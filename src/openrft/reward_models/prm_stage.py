@@ -111,14 +111,6 @@ class PRMStageResult:
     labels: dict[str, Any]
 
 
-def _policy_generator(model: str, adapter: str | os.PathLike | None, batch_size: int, device=None, dtype="auto"):
-    from openrft.models.backends.hf import TransformersGenerator
-    from openrft.models.lora import load_model_with_adapter
-
-    policy, tokenizer = load_model_with_adapter(model, adapter, dtype=dtype, device=device)
-    return TransformersGenerator(policy, tokenizer, batch_size=batch_size)
-
-
 def _label(config: PRMStageConfig, samples: Sequence[Sample], out: Path, generator_fn, *, n_completions: int,
            label_first: int | None, policy_id: dict[str, str], examples_for, show_progress: bool,
            what: str) -> tuple[list[StepExample], dict[str, Any]]:
@@ -177,8 +169,10 @@ def run_prm_stage(config: PRMStageConfig, samples: Sequence[Sample], out_dir: st
 
     def get_generator():
         if not generator:
-            generator.append(_policy_generator(policy_model, adapter, config.generation_batch_size,
-                                               device=config.device))
+            from openrft.models.backends.hf import TransformersGenerator
+
+            generator.append(TransformersGenerator.from_pretrained(policy_model, adapter=adapter, device=config.device,
+                                                                   batch_size=config.generation_batch_size))
         return generator[0]
 
     examples, label_stats = _label(config, samples, out / LABELS_DIR, get_generator, n_completions=config.n_completions,

@@ -140,15 +140,6 @@ class PRMTrainResult:
     stats: dict[str, Any]
 
 
-def _policy_generator(config: PRMTrainConfig):
-    from openrft.models.backends.hf import TransformersGenerator
-    from openrft.models.lora import load_model_with_adapter
-
-    model, tokenizer = load_model_with_adapter(config.policy or config.model, config.adapter,
-                                               device=config.device)
-    return TransformersGenerator(model, tokenizer, batch_size=config.generation_batch_size)
-
-
 def auto_label(config: PRMTrainConfig, out_dir: str | os.PathLike, generator=None,
                show_progress: bool = True) -> list[StepExample]:
     """Math-Shepherd labels for ``config.data`` in ``<out_dir>/labels/``: reused when its manifest matches, resumed
@@ -167,7 +158,12 @@ def auto_label(config: PRMTrainConfig, out_dir: str | os.PathLike, generator=Non
     if finished and (labels_dir / LABELS_FILE).is_file():
         logger.info("prm: reusing the step labels in %s", labels_dir / LABELS_FILE)
         return read_step_examples(labels_dir / LABELS_FILE)
-    generator = generator if generator is not None else _policy_generator(config)
+    if generator is None:
+        from openrft.models.backends.hf import TransformersGenerator
+
+        generator = TransformersGenerator.from_pretrained(config.policy or config.model, adapter=config.adapter,
+                                                          device=config.device,
+                                                          batch_size=config.generation_batch_size)
     t0 = time.perf_counter()
     examples = label_policy_rollouts(
         generator, samples, labels_dir, n_completions=config.n_completions, n_rollouts=config.n_rollouts,

@@ -154,10 +154,13 @@ class TransformersGenerator(Generator):
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, dtype="auto", device=None, **kwargs) -> "TransformersGenerator":
-        from openrft.models.loading import load_model
+    def from_pretrained(cls, name_or_path: str, dtype="auto", device=None, adapter=None,
+                        **kwargs) -> "TransformersGenerator":
+        """The model (bundled name, local directory or hub id), with a LoRA ``adapter`` merged in when given:
+        the policy a stage samples from."""
+        from openrft.models.lora import load_model_with_adapter
 
-        model, tokenizer = load_model(name_or_path, dtype=dtype, device=device)
+        model, tokenizer = load_model_with_adapter(name_or_path, adapter, dtype=dtype, device=device)
         return cls(model, tokenizer, **kwargs)
 
     @property

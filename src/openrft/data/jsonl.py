@@ -1,0 +1,59 @@
+"""Record files other than samples: one JSON object a line, read with errors that name ``file:line``.
+
+Step labels (:mod:`openrft.reward_models.labels`) and outcome labels (:mod:`openrft.reward_models.orm_train`)
+are stored this way; each kind brings its own ``from_dict`` that checks one object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from openrft.core.rundir import atomic_write_text
+from openrft.data.sample import DataError
+
+__all__ = ["read_records", "write_records"]
+
+T = TypeVar("T")
+
+
+def read_records(paths: str | os.PathLike | Sequence[str | os.PathLike], parse: Callable[[Any], T], what: str,
+                 layout: str) -> list[T]:
+    """``parse(object)`` for every non-blank line of every file, in order.
+
+    A missing file, an empty one, a line that is not JSON and a line ``parse`` rejects (``ValueError``) each
+    raise :class:`DataError` naming the file (and line); ``what`` names the records ("step examples"),
+    ``layout`` what a line must hold.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out: list[T] = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise DataError(f"{path}: {what} file not found")
+        found = 0
+        with path.open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno}); each line "
+                                    f"must hold one object {layout}") from None
+                try:
+                    out.append(parse(rec))
+                except ValueError as e:
+                    raise DataError(f"{path}:{lineno}: {e}") from None
+                found += 1
+        if not found:
+            raise DataError(f"{path}: no {what} (the file is empty); each line must hold one object {layout}")
+    return out
+
+
+def write_records(path: str | os.PathLike, records: Iterable[Any]) -> Path:
+    """``record.to_dict()`` of each record as one JSON line, written atomically."""
+    return atomic_write_text(path, "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in records))
