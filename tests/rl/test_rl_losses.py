@@ -61,8 +61,8 @@ def ref_kl(lp, ref, kind, clamp=10.0):
         return lp - ref
     if kind == "k2":
         return 0.5 * (lp - ref) ** 2
-    x = max(-clamp, min(clamp, ref - lp))
-    return math.exp(x) - x - 1
+    x = max(-20.0, min(20.0, ref - lp))  # verl's low_var_kl: the estimate clamped to 10
+    return min(clamp, math.exp(x) - x - 1)
 
 
 def ref_policy(lp, old, adv, mask, clip_low, clip_high, dual_clip, mode, max_len=None):
@@ -148,6 +148,25 @@ def test_kl_estimate_and_kl_loss_match_loop(kind):
     assert_close(loss, torch.tensor(ref_aggregate(expected, mask, "seq-mean-token-mean")))
     with pytest.raises(ValueError, match="k1, k2, k3"):
         kl_estimate(t(lp), t(ref), "k4")
+
+
+def test_seq_mean_token_sum_norm_kl_and_value_losses_do_not_change_with_padding_width():
+    """Two rows of 3 and 5 tokens: padded to width 5 or to width 256, the same fixed ``max_len`` gives the same loss."""
+    torch.manual_seed(0)
+    lp, ref, v, old, ret = (torch.randn(2, 5) for _ in range(5))
+    lens = torch.tensor([3, 5])
+
+    def pad(x, width):
+        return torch.cat([x, torch.zeros(2, width - 5)], dim=1)
+
+    got = []
+    for width in (5, 256):
+        mask = torch.arange(width)[None] < lens[:, None]
+        kl = kl_loss(pad(lp, width), pad(ref, width), mask, "k3", agg="seq-mean-token-sum-norm", max_len=8)
+        vl, _ = value_loss(pad(v, width), pad(old, width), pad(ret, width), mask, agg="seq-mean-token-sum-norm",
+                           max_len=8)
+        got.append((float(kl), float(vl)))
+    assert got[0] == pytest.approx(got[1])
 
 
 def test_kl_estimators_on_a_known_distribution_pair():

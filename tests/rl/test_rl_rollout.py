@@ -57,3 +57,11 @@ def test_dense_rewards_wrong_middle_step_lowers_only_that_steps_tokens(bundled_t
         assert (s2 < s1[0] - 1e-3).all(), name
         # the correct completions' tokens are all credited alike and above the wrong step
         assert torch.allclose(out.advantages[0][: len(ids[0])], out.advantages[0][0].expand(len(ids[0])))
+
+
+def test_a_step_ending_in_a_multi_byte_character_ends_at_the_token_that_completes_it(bundled_tokenizer):
+    """'✓' and '🎉' take several byte tokens: the step ends where the character is complete, not at its first byte."""
+    text = "First, 12 × 3 = 36 → ok.\nThen 36 + 4 = 40 ✓\nThe answer is 40 🎉"
+    ids = bundled_tokenizer(text, add_special_tokens=False)["input_ids"]
+    steps = split_steps(text, "newline")
+    assert char_to_token_ends(bundled_tokenizer, ids, [s.end for s in steps]) == [14, 29, 39]

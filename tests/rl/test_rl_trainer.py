@@ -304,3 +304,25 @@ def test_pin_local_inputs_hashes_local_paths_and_leaves_names():
     assert settings == {"model": "smollm2-135m", "adapter": "local",
                         "reward": {"prm": "judge:smollm2-135m", "alpha": 1}}
     assert list(inputs) == ["adapter"] and len(inputs["adapter"]) == 16 and shown == {"adapter_path": __file__}
+
+
+def test_kl_and_value_losses_get_the_policy_losss_fixed_length(tiny_model_dir, samples, length_fn, tmp_path,
+                                                                monkeypatch):
+    """Under seq-mean-token-sum-norm (Dr.GRPO) every loss term divides by max_new_tokens, not by the padding width
+    of its micro-batch."""
+    import openrft.rl.trainer as trainer_module
+
+    seen = {}
+    for name in ("kl_loss", "value_loss"):
+        real = getattr(trainer_module, name)
+
+        def spy(*args, _real=real, _name=name, **kwargs):
+            seen[_name] = kwargs.get("max_len")
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(trainer_module, name, spy)
+    torch.set_num_threads(1)
+    cfg = _config(tiny_model_dir, length_fn, steps=1, estimator="gae", kl_in="loss", kl_coef=0.1,
+                  loss_agg="seq-mean-token-sum-norm")
+    run_rl(cfg, tmp_path / "rl", samples, show_progress=False)
+    assert seen == {"kl_loss": cfg.max_new_tokens, "value_loss": cfg.max_new_tokens}

@@ -351,8 +351,9 @@ def grpo(*, scores: Tensor, mask: Tensor, group_ids: Tensor, config: AdvantageCo
     Outcome part, per group g: ``s' = (s − mean_g) / (std_g + eps)`` (unbiased std, as torch.std)
     or ``s' = s − mean_g`` when ``config.norm_by_std`` is False (Dr.GRPO); ``s`` first gets the
     masked row sum of ``token_penalty`` when given. A group of one response or of all-equal scores
-    gets exactly 0 (counted in ``stats["zero_std_groups"]``). ``s'`` is broadcast over the
-    response's valid tokens.
+    gets exactly 0 (counted in ``stats["zero_std_groups"]``): a response with nothing to be compared with
+    carries no group-relative signal. (verl differs for a group of one: its mean is 0 and its std 1, so the
+    response keeps its raw score as advantage.) ``s'`` is broadcast over the response's valid tokens.
 
     Process part (``step_rewards`` + ``step_mask``), DeepSeekMath §4.1.3: the step rewards of all
     responses of a group are pooled and normalized the same way per group; a token then gets the

@@ -69,11 +69,14 @@ def kl_estimate(logp: Tensor, ref_logp: Tensor, kind: str = "k3", clamp: float |
 
     With ``log r = ref_logp − logp``: ``k1 = −log r`` (unbiased, high variance, can be negative);
     ``k2 = ½ (log r)²`` (biased, low variance); ``k3 = (r − 1) − log r`` (unbiased, ≥ 0, low
-    variance; GRPO's KL term). For k3 ``log r`` is clamped to ±``clamp`` before ``exp`` (``None``
-    disables). Returns fp32 ``[B, T]``.
+    variance; GRPO's KL term). k3 is clamped to at most ``clamp`` (``None`` disables), as verl's
+    ``low_var_kl`` and OpenRLHF do, so one token far from the reference cannot dominate the loss;
+    ``log r`` is first limited to ±20 so ``exp`` cannot overflow. Returns fp32 ``[B, T]``.
 
     >>> kl_estimate(torch.tensor([0.0]), torch.tensor([0.0]), "k3")
     tensor([0.])
+    >>> kl_estimate(torch.tensor([-5.0]), torch.tensor([0.0]), "k3")  # exp(5) - 5 - 1 = 142.4, clamped
+    tensor([10.])
     """
     log_ratio = _f32(logp) - _f32(ref_logp)
     if kind == "k1":
@@ -81,8 +84,9 @@ def kl_estimate(logp: Tensor, ref_logp: Tensor, kind: str = "k3", clamp: float |
     if kind == "k2":
         return 0.5 * log_ratio**2
     if kind == "k3":
-        neg = -log_ratio if clamp is None else (-log_ratio).clamp(-clamp, clamp)
-        return torch.expm1(neg) - neg
+        neg = (-log_ratio).clamp(-20.0, 20.0)
+        k3 = torch.expm1(neg) - neg
+        return k3 if clamp is None else k3.clamp(max=clamp)
     raise ValueError(f"unknown KL estimator {kind!r}; valid: {', '.join(KL_KINDS)}")
 
 

@@ -114,8 +114,10 @@ def char_to_token_ends(tokenizer, token_ids: Sequence[int], char_ends: Sequence[
     cache: dict[int, int] = {}
 
     def decoded_len(k: int) -> int:
+        """Characters the first ``k`` tokens complete: a trailing partial character (the first bytes of a
+        multi-byte one, which decodes to U+FFFD) is not complete yet."""
         if k not in cache:
-            cache[k] = len(tokenizer.decode(list(token_ids[:k]), skip_special_tokens=True))
+            cache[k] = len(tokenizer.decode(list(token_ids[:k]), skip_special_tokens=True).rstrip("\ufffd"))
         return cache[k]
 
     for end in char_ends:

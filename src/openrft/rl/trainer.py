@@ -236,7 +236,8 @@ class RLTrainer:
                                                   max_len=cfg.max_new_tokens)
                         stats = {f"policy/{k}": v for k, v in stats.items()}
                         if cfg.kl_coef > 0 and cfg.resolved_kl_in == "loss":
-                            kl = kl_loss(logp, mb.ref_logp, mb.response_mask, kind=cfg.resolved_kl_estimator, agg=agg)
+                            kl = kl_loss(logp, mb.ref_logp, mb.response_mask, kind=cfg.resolved_kl_estimator, agg=agg,
+                                         max_len=cfg.max_new_tokens)
                             loss = loss + cfg.kl_coef * kl
                             stats["policy/kl_loss"] = float(kl.detach())
                         if cfg.entropy_coef > 0:
@@ -248,8 +249,10 @@ class RLTrainer:
                             sums.setdefault(k, []).append(v)
                     if self.critic_opt is not None:
                         v = self.ac.values(mb)
+                        # the same fixed length as the policy loss: a seq-mean-token-sum-norm loss must not change
+                        # with the padding width of the micro-batch
                         vloss, vstats = value_loss(v, mb.values, mb.returns, mb.response_mask, clip=cfg.value_clip,
-                                                   agg="token-mean" if agg == "token-mean" else agg)
+                                                   agg=agg, max_len=cfg.max_new_tokens)
                         (vloss * weight).backward()
                         sums.setdefault("critic/loss", []).append(float(vloss.detach()))
                         for k, val in vstats.items():
