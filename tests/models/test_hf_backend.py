@@ -122,3 +122,18 @@ def test_batched_sampler_draws_from_the_distribution(top_p):
     again = [_Row(0, 0, torch.Generator().manual_seed(1)), _Row(1, 0, torch.Generator().manual_seed(2))]
     first = [_Row(0, 0, torch.Generator().manual_seed(1)), _Row(1, 0, torch.Generator().manual_seed(2))]
     assert sample_next(logits, again, params).tolist() == sample_next(logits, first, params).tolist()
+
+
+def test_adapters_on_the_bundled_model_name_its_hub_id_as_their_base(tmp_path):
+    """Not the local cache path it was loaded from: the adapter then loads with peft on another machine."""
+    import json
+
+    from peft import LoraConfig, get_peft_model
+
+    from openrft.models.loading import load_model
+
+    model, _ = load_model("smollm2-135m", device="cpu")
+    assert model.name_or_path == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(tmp_path / "adapter")
+    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert saved["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"

