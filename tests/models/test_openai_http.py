@@ -352,3 +352,13 @@ def test_kill_9_midway_loses_only_requests_in_flight(scripted, tmp_path):
     out = client(url, cache_dir=tmp_path / "cache").generate([f"p{i}" for i in range(40)], GREEDY)
     assert [o[0].text.split("|")[0] for o in out] == [f"p{i}" for i in range(40)]
     assert len(script.requests) - before == 40 - done
+
+
+def test_client_settings_are_readable():
+    from openrft.models.backends.openai_http import OpenAIGenerator
+
+    gen = OpenAIGenerator("http://127.0.0.1:9/v1", "m", timeout_s=7, max_retries=2)
+    try:
+        assert (gen.timeout_s, gen.max_retries) == (7, 2)
+    finally:
+        gen.close()

@@ -172,6 +172,14 @@ class OpenAIGenerator(Generator):
     def __repr__(self) -> str:
         return f"OpenAIGenerator({self.base_url!r}, model={self.model!r})"
 
+    @property
+    def timeout_s(self) -> float:
+        return self._http.timeout_s
+
+    @property
+    def max_retries(self) -> int:
+        return self._http.max_retries
+
     def close(self) -> None:
         self._http.close()
 

@@ -92,6 +92,14 @@ class RemoteScorer(ProcessScorer):
         """HTTP attempts made so far (retries included)."""
         return self._http.requests
 
+    @property
+    def timeout_s(self) -> float:
+        return self._http.timeout_s
+
+    @property
+    def max_retries(self) -> int:
+        return self._http.max_retries
+
     def __repr__(self) -> str:
         return f"RemoteScorer({self.url!r})"
 
