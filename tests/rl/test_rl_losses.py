@@ -378,3 +378,22 @@ def test_losses_on_cuda_match_cpu():
         loss_g, _ = policy_loss(lp.to(dtype).cuda(), lp.to(dtype).cuda() * 0.9, adv.cuda(), mask.cuda(), dual_clip=3.0)
         assert_close(loss_g.cpu(), loss_c)
         assert_close(kl_loss(lp.cuda(), adv.cuda(), mask.cuda()).cpu(), kl_loss(lp, adv, mask))
+
+
+def test_policy_loss_registry_names_plugins_and_refuses_a_taken_name():
+    from openrft.rl.losses import POLICY_LOSSES, get_policy_loss, register_policy_loss
+
+    assert get_policy_loss("ppo") is policy_loss and get_policy_loss("openrft.rl.losses:policy_loss") is policy_loss
+    with pytest.raises(ValueError, match="'ppo' is already registered"):
+        register_policy_loss("ppo")
+    with pytest.raises(ValueError, match="unknown policy loss 'gspo'"):
+        get_policy_loss("gspo")
+
+    @register_policy_loss("test-zero")
+    def zero(logp, old_logp, advantages, mask, **_):
+        return (logp * 0).sum(), {"loss": 0.0}
+
+    try:
+        assert get_policy_loss("test-zero") is zero
+    finally:
+        del POLICY_LOSSES["test-zero"]

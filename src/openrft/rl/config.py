@@ -14,7 +14,7 @@ from typing import Any
 from openrft.models.lora import LoraSettings
 from openrft.rewards.base import RewardConfig
 from openrft.rl.advantages import AdvantageConfig, get_estimator
-from openrft.rl.losses import KL_KINDS, LOSS_AGG
+from openrft.rl.losses import KL_KINDS, LOSS_AGG, get_policy_loss
 
 
 def _help(text: str) -> dict[str, str]:
@@ -62,6 +62,9 @@ class RLConfig:
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
     warmup_steps: int = field(default=0, metadata=_help("linear learning-rate warm-up, in optimizer steps"))
     max_grad_norm: float = field(default=1.0, metadata=_help("gradient clipping (0 disables)"))
+    policy_loss: str = field(default="ppo", metadata=_help(
+        "policy loss: ppo (clipped surrogate, with clip-higher and dual clip) or 'package.module:function' "
+        "registered like it (openrft.rl.losses.register_policy_loss)"))
     clip_low: float = field(default=0.2, metadata=_help("PPO ratio clip below 1"))
     clip_high: float | None = field(default=None, metadata=_help("PPO ratio clip above 1 (DAPO clip-higher: 0.28); default = clip_low"))
     dual_clip: float | None = field(default=None, metadata=_help("dual-clip constant c > 1 for negative advantages"))
@@ -106,6 +109,7 @@ class RLConfig:
         if isinstance(self.data, str):
             self.data = [self.data]
         get_estimator(self.estimator)  # a registry name or 'package.module:function', checked before any model loads
+        get_policy_loss(self.policy_loss)
         if self.kl_estimator is not None and self.kl_estimator not in KL_KINDS:
             raise ValueError(f"kl_estimator must be one of {', '.join(KL_KINDS)}, got {self.kl_estimator!r}")
         if self.loss_agg is not None and self.loss_agg not in LOSS_AGG:

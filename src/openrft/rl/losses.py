@@ -7,14 +7,18 @@ gradient (even NaN/inf there). Stats dicts hold Python floats computed under ``n
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
 from openrft.rl.advantages import masked_mean, masked_sum, masked_var
 
 __all__ = [
-    "KL_KINDS", "LOSS_AGG", "aggregate", "entropy_from_logits", "explained_variance", "kl_estimate", "kl_loss",
-    "policy_loss", "token_logprobs", "value_loss",
+    "KL_KINDS", "LOSS_AGG", "POLICY_LOSSES", "aggregate", "entropy_from_logits", "explained_variance",
+    "get_policy_loss", "kl_estimate", "kl_loss", "policy_loss", "register_policy_loss", "token_logprobs",
+    "value_loss",
 ]
 
 LOSS_AGG = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
@@ -97,6 +101,47 @@ def kl_loss(logp: Tensor, ref_logp: Tensor, mask: Tensor, kind: str = "k3", agg:
     return aggregate(kl_estimate(_clean(logp, mask), _clean(ref_logp, mask), kind), mask, agg, max_len)
 
 
+PolicyLoss = Callable[..., tuple[Tensor, dict[str, float]]]
+#: policy losses by name: ``fn(logp, old_logp, advantages, mask, *, clip_low, clip_high, dual_clip, agg, max_len)
+#: -> (loss, stats)``; ``RLConfig.policy_loss`` picks one (or a ``package.module:function``)
+POLICY_LOSSES: dict[str, PolicyLoss] = {}
+
+
+def register_policy_loss(name: str) -> Callable[[PolicyLoss], PolicyLoss]:
+    """Decorator adding a policy loss to :data:`POLICY_LOSSES`; a name already registered is an error."""
+    if name in POLICY_LOSSES:
+        raise ValueError(f"a policy loss named {name!r} is already registered; pick another name")
+
+    def deco(fn: PolicyLoss) -> PolicyLoss:
+        POLICY_LOSSES[name] = fn
+        return fn
+
+    return deco
+
+
+def get_policy_loss(name: str) -> PolicyLoss:
+    """A policy loss by registry name or dotted path ``package.module:function``.
+
+    >>> get_policy_loss("ppo").__name__
+    'policy_loss'
+    """
+    if ":" in name:
+        mod, _, attr = name.partition(":")
+        try:
+            fn = getattr(importlib.import_module(mod), attr)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"policy loss {name!r}: {err}") from None
+        if not callable(fn):
+            raise ValueError(f"policy loss {name!r} is not a function")
+        return fn
+    try:
+        return POLICY_LOSSES[name]
+    except KeyError:
+        raise ValueError(f"unknown policy loss {name!r}; valid: {', '.join(sorted(POLICY_LOSSES))} "
+                         "or a dotted path 'package.module:function'") from None
+
+
+@register_policy_loss("ppo")
 def policy_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, *, clip_low: float = 0.2,
                 clip_high: float | None = None, dual_clip: float | None = None, agg: str = "token-mean",
                 max_len: int | None = None) -> tuple[Tensor, dict[str, float]]:

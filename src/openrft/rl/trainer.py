@@ -38,7 +38,7 @@ from openrft.rewards.base import CompositeReward, RewardBatch, build_reward
 from openrft.rl.advantages import compute_advantages, masked_mean
 from openrft.rl.config import RLConfig
 from openrft.rl.logs import MetricsLog, checkpoint_dirs, last_checkpoint, read_metrics
-from openrft.rl.losses import explained_variance, kl_estimate, kl_loss, policy_loss, value_loss
+from openrft.rl.losses import explained_variance, get_policy_loss, kl_estimate, kl_loss, value_loss
 from openrft.rl.policy import ActorCritic, load_base
 from openrft.rl.rollout import RolloutBatch, build_batch, place_step_rewards
 from openrft.rl.runtime import DistState, VLLMRollouts
@@ -231,9 +231,9 @@ class RLTrainer:
                         logp, ent = self.ac.logprobs(mb, with_entropy=True, entropy_grad=cfg.entropy_coef > 0)
                         logp = logp.float()
                         old = mb.old_logp if mb.old_logp is not None else logp.detach()
-                        loss, stats = policy_loss(logp, old, mb.advantages, mb.response_mask, clip_low=cfg.clip_low,
-                                                  clip_high=cfg.clip_high, dual_clip=cfg.dual_clip, agg=agg,
-                                                  max_len=cfg.max_new_tokens)
+                        loss, stats = get_policy_loss(cfg.policy_loss)(
+                            logp, old, mb.advantages, mb.response_mask, clip_low=cfg.clip_low,
+                            clip_high=cfg.clip_high, dual_clip=cfg.dual_clip, agg=agg, max_len=cfg.max_new_tokens)
                         stats = {f"policy/{k}": v for k, v in stats.items()}
                         if cfg.kl_coef > 0 and cfg.resolved_kl_in == "loss":
                             kl = kl_loss(logp, mb.ref_logp, mb.response_mask, kind=cfg.resolved_kl_estimator, agg=agg,
@@ -416,6 +416,8 @@ def run_rl(config: RLConfig, out_dir: str | os.PathLike, samples: Sequence[Sampl
     cfg_dict = config.to_dict()
     for volatile in ("output_dir", "threads", "tensorboard", "log_every"):
         cfg_dict.pop(volatile, None)
+    if cfg_dict.get("policy_loss") == "ppo":  # the loss before the option existed: earlier RL stages still match
+        del cfg_dict["policy_loss"]
     resolved = {}
     if config.adapter:
         from openrft.models.lora import resolve_adapter_dir
