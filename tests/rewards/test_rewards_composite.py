@@ -50,6 +50,15 @@ def test_non_dense_total_and_parts():
     assert summary["correct/mean"] == 0.5 and summary["no_steps/mean"] == 0.25 and summary["outcome/std"] > 0
 
 
+def test_the_answer_line_can_be_left_to_the_outcome_term():
+    """score_answer_step=False (OpenRFT): the PRM scores the reasoning steps only; a one-step reply is still scored."""
+    scorer = EqualsScorer()
+    reward = CompositeReward(RewardConfig(alpha=0.6, agg="min", score_answer_step=False), scorer=scorer)
+    batch = reward([NUM, NUM, NUM], ["3 + 4 = 7\nThe answer is 7.", "3 * 4 = 12\nSo 12.", "So 7."])
+    assert scorer.calls[0][1] == [["3 + 4 = 7"], ["3 * 4 = 12"], ["So 7."]]
+    assert batch.parts["process"] == [0.9, 0.9, 0.3] and batch.parts["n_steps"] == [1.0, 1.0, 1.0]
+
+
 def test_dense_places_step_scores_at_step_ends():
     reward = CompositeReward(RewardConfig(alpha=0.7, dense=True), scorer=EqualsScorer())
     batch = reward(SAMPLES, COMPLETIONS)

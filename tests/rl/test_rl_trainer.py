@@ -281,6 +281,8 @@ def test_a_fully_fine_tuned_model_is_known_by_its_bytes_not_its_path(tiny_model_
     first = run_rl(_config(model, length_fn, steps=1), tmp_path / "rl", samples, show_progress=False)
     manifest = json.loads((tmp_path / "rl" / "manifest.json").read_text())
     assert manifest["config"]["model"] == "local" and manifest["inputs"]["model"]
+    # options added later keep their old behaviour by default and stay out of the identity then
+    assert "policy_loss" not in manifest["config"] and "score_answer_step" not in manifest["config"]["reward"]
     assert manifest["stats"]["model_path"] == str(model)
     # the same bytes elsewhere: a copy of the model and of the finished stage match
     shutil.copytree(model, tmp_path / "elsewhere")

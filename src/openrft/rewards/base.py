@@ -54,6 +54,10 @@ class RewardConfig:
     prm_device: str | None = field(default=None, metadata={"help": "device of a local PRM (default: cuda if available, else cpu)"})
     prm_dtype: str | None = field(default=None, metadata={"help": "dtype of a local PRM: auto|fp32|bf16|fp16"})
     prm_batch_size: int = field(default=8, metadata={"help": "completions (judge: step prompts) per PRM forward pass"})
+    score_answer_step: bool = field(default=True, metadata={
+        "help": "the PRM also scores a completion's last step (its final-answer line); false leaves the answer to "
+                "the outcome term and scores the reasoning steps only, as OpenRFT does (a one-step completion is "
+                "still scored)"})
 
     def __post_init__(self) -> None:
         self.alpha = check_alpha(self.alpha)
@@ -179,6 +183,8 @@ class CompositeReward:
 
     def _process(self, samples: Sequence[Sample], completions: Sequence[str]) -> tuple[list[list[Step]], list[list[float]]]:
         steps = [self.split(c) for c in completions]
+        if not self.config.score_answer_step:  # the final-answer line is the outcome term's
+            steps = [st[:-1] if len(st) > 1 else st for st in steps]
         todo = [i for i, st in enumerate(steps) if st]
         scores: list[list[float]] = [[] for _ in completions]
         if todo:

@@ -416,8 +416,12 @@ def run_rl(config: RLConfig, out_dir: str | os.PathLike, samples: Sequence[Sampl
     cfg_dict = config.to_dict()
     for volatile in ("output_dir", "threads", "tensorboard", "log_every"):
         cfg_dict.pop(volatile, None)
-    if cfg_dict.get("policy_loss") == "ppo":  # the loss before the option existed: earlier RL stages still match
+    # options whose default is what openrft did before they existed stay out of the identity, so earlier RL
+    # stages still match
+    if cfg_dict.get("policy_loss") == "ppo":
         del cfg_dict["policy_loss"]
+    if cfg_dict["reward"].get("score_answer_step") is True:
+        cfg_dict["reward"] = {k: v for k, v in cfg_dict["reward"].items() if k != "score_answer_step"}
     resolved = {}
     if config.adapter:
         from openrft.models.lora import resolve_adapter_dir
