@@ -21,12 +21,13 @@ values (``gae`` only). Estimators never build autograd graphs.
 from __future__ import annotations
 
 import functools
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+
+from openrft.rl.registry import Registry
 
 __all__ = [
     "ESTIMATORS", "AdvantageConfig", "AdvantageOutput", "compute_advantages", "gae", "get_estimator", "grpo",
@@ -151,22 +152,16 @@ class AdvantageOutput:
 # ---- registry -----------------------------------------------------------------------------------
 
 Estimator = Callable[..., AdvantageOutput]
-ESTIMATORS: dict[str, Estimator] = {}
+_ESTIMATORS: Registry[Estimator] = Registry("advantage estimator",
+                                           wrap=lambda fn: functools.wraps(fn)(torch.no_grad()(fn)))
+#: estimators by name (run under ``no_grad``)
+ESTIMATORS: dict[str, Estimator] = _ESTIMATORS.items
 
 
 def register_estimator(name: str) -> Callable[[Estimator], Estimator]:
     """Decorator adding an estimator to :data:`ESTIMATORS` under ``name``; it runs under ``no_grad``. A name
     already registered is an error (a plug-in cannot silently replace a built-in)."""
-
-    if name in ESTIMATORS:
-        raise ValueError(f"an advantage estimator named {name!r} is already registered; pick another name")
-
-    def deco(fn: Estimator) -> Estimator:
-        wrapped = functools.wraps(fn)(torch.no_grad()(fn))
-        ESTIMATORS[name] = wrapped
-        return wrapped
-
-    return deco
+    return _ESTIMATORS.register(name)
 
 
 def get_estimator(name: str) -> Estimator:
@@ -175,20 +170,7 @@ def get_estimator(name: str) -> Estimator:
     >>> get_estimator("grpo").__name__
     'grpo'
     """
-    if ":" in name:
-        mod, _, attr = name.partition(":")
-        try:
-            fn = getattr(importlib.import_module(mod), attr)
-        except (ImportError, AttributeError) as err:
-            raise ValueError(f"advantage estimator {name!r}: {err}") from None
-        if not callable(fn):
-            raise ValueError(f"advantage estimator {name!r} is not a function")
-        return fn
-    try:
-        return ESTIMATORS[name]
-    except KeyError:
-        raise ValueError(f"unknown advantage estimator {name!r}; valid: {', '.join(sorted(ESTIMATORS))} "
-                         "or a dotted path 'package.module:function'") from None
+    return _ESTIMATORS.get(name)
 
 
 def compute_advantages(name: str, **kwargs) -> AdvantageOutput:

@@ -7,13 +7,13 @@ gradient (even NaN/inf there). Stats dicts hold Python floats computed under ``n
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from openrft.rl.advantages import masked_mean, masked_sum, masked_var
+from openrft.rl.registry import Registry
 
 __all__ = [
     "KL_KINDS", "LOSS_AGG", "POLICY_LOSSES", "aggregate", "entropy_from_logits", "explained_variance",
@@ -102,21 +102,15 @@ def kl_loss(logp: Tensor, ref_logp: Tensor, mask: Tensor, kind: str = "k3", agg:
 
 
 PolicyLoss = Callable[..., tuple[Tensor, dict[str, float]]]
+_POLICY_LOSSES: Registry[PolicyLoss] = Registry("policy loss")
 #: policy losses by name: ``fn(logp, old_logp, advantages, mask, *, clip_low, clip_high, dual_clip, agg, max_len)
 #: -> (loss, stats)``; ``RLConfig.policy_loss`` picks one (or a ``package.module:function``)
-POLICY_LOSSES: dict[str, PolicyLoss] = {}
+POLICY_LOSSES: dict[str, PolicyLoss] = _POLICY_LOSSES.items
 
 
 def register_policy_loss(name: str) -> Callable[[PolicyLoss], PolicyLoss]:
     """Decorator adding a policy loss to :data:`POLICY_LOSSES`; a name already registered is an error."""
-    if name in POLICY_LOSSES:
-        raise ValueError(f"a policy loss named {name!r} is already registered; pick another name")
-
-    def deco(fn: PolicyLoss) -> PolicyLoss:
-        POLICY_LOSSES[name] = fn
-        return fn
-
-    return deco
+    return _POLICY_LOSSES.register(name)
 
 
 def get_policy_loss(name: str) -> PolicyLoss:
@@ -125,20 +119,7 @@ def get_policy_loss(name: str) -> PolicyLoss:
     >>> get_policy_loss("ppo").__name__
     'policy_loss'
     """
-    if ":" in name:
-        mod, _, attr = name.partition(":")
-        try:
-            fn = getattr(importlib.import_module(mod), attr)
-        except (ImportError, AttributeError) as err:
-            raise ValueError(f"policy loss {name!r}: {err}") from None
-        if not callable(fn):
-            raise ValueError(f"policy loss {name!r} is not a function")
-        return fn
-    try:
-        return POLICY_LOSSES[name]
-    except KeyError:
-        raise ValueError(f"unknown policy loss {name!r}; valid: {', '.join(sorted(POLICY_LOSSES))} "
-                         "or a dotted path 'package.module:function'") from None
+    return _POLICY_LOSSES.get(name)
 
 
 @register_policy_loss("ppo")
