@@ -210,7 +210,10 @@ def summarize(results: list[dict], rows: list[str], tasks: list[str]) -> dict:
                       f"{a['samples_out']} samples, {a['variants_per_question']} variants per question {a['methods']}")
         claims = _claims(table, pairs) + _prm_claims(prm)
         for c in claims:
-            print(f"{'HOLDS' if c['holds'] else 'DOES NOT HOLD'}: {c['claim']} ({c['evidence']})")
+            verdict = "HOLDS" if c["holds"] else "DOES NOT HOLD"
+            if not c.get("established", True):
+                verdict += " ON ONE SEED (not established)"
+            print(f"{verdict}: {c['claim']} ({c['evidence']})")
         summary["tasks"][task] = {"rows": table, "paired": pairs, "claims": claims, "prm_quality": prm}
     return summary
 
@@ -271,7 +274,10 @@ def _gap_claim(claim: str, table: dict, pairs: dict, hi: str, lo: str, rel: floa
                 + (f" = {gap / b['sampled']:+.1%} relative (needs {rel:+.0%})" if rel is not None and b["sampled"] else "")
                 + (f", 2x seed std {bar:.3f}" if bar is not None else ", one seed: no seed std")
                 + (f", paired 95% CI [{d['low']:+.3f}, {d['high']:+.3f}]" if d.get("low") is not None else ""))
-    return {"claim": claim, "holds": bool(holds), "gap": gap, "two_seed_std": bar, "evidence": evidence}
+    # a row measured on one training seed has no seed spread of its own: whatever it shows is not established
+    established = len(a.get("seeds", [0, 1])) >= 2 and len(b.get("seeds", [0, 1])) >= 2
+    return {"claim": claim, "holds": bool(holds), "established": established, "gap": gap, "two_seed_std": bar,
+            "evidence": evidence}
 
 
 #: (claim, row, the row it is compared with, relative gain needed or None for any gain)

@@ -39,6 +39,10 @@ def test_paired_interval_and_claims_maths():
     table["sft_rl_prm_da_icl"]["sampled"] = 0.40
     wide = {"sft_rl_prm_da_icl - vanilla_icl": {"sampled": {"low": -0.05, "high": 0.25}}}
     assert not bench._claims(table, wide)[0]["holds"]
+    # one training seed of a row: the verdict is kept but marked not established
+    table["sft_rl_prm_da_icl"]["seeds"] = [0]
+    table["vanilla_icl"]["seeds"] = [0, 1, 2]
+    assert bench._claims(table, {})[0]["established"] is False
 
 
 def test_efficacy_bench_runs_rows_and_seeds_on_a_tiny_model(tmp_path, tiny_model_dir, capsys):
