@@ -59,45 +59,34 @@ def run(prm_dir: Path, configs: list[dict], out: Path, model: str, policy_adapte
     return rows
 
 
-def _held_out_replies(quality_dir: Path, data: str) -> dict:
+def _held_out_replies(quality_dir: Path, data: str):
     """The held-out questions' replies (``completions.jsonl``), split into steps and graded against ``data``."""
-    from openrft.data.loaders import load_sources
     from openrft.core.rundir import JsonlStore
+    from openrft.data.loaders import load_sources
     from openrft.reward_models.labels import COMPLETIONS_FILE
-    from openrft.rewards.steps import split_steps
-    from openrft.tasks import task_for
+    from openrft.reward_models.quality import held_out_replies
 
     completions = JsonlStore(quality_dir / COMPLETIONS_FILE).load()
     samples = [s for s in load_sources([data], split="test") if s.id in completions]
     if len(samples) != len(completions):
         raise SystemExit(f"--data {data}: {len(completions) - len(samples)} of the held-out questions in "
                          f"{quality_dir / COMPLETIONS_FILE} are not in its test split")
-    texts = [completions[s.id]["texts"] for s in samples]
-    grades = [[task_for(s).grade(t, s) for t in reps] for s, reps in zip(samples, texts)]
-    return {"questions": [task_for(s).render_question(s) for s in samples],
-            "steps": [[[st.text for st in split_steps(t)] for t in reps] for reps in texts],
-            "correct": [[g.correct for g in gs] for gs in grades], "answers": [[g.extracted for g in gs] for gs in grades]}
+    return held_out_replies(samples, [completions[s.id]["texts"] for s in samples])
 
 
-def _measure(checkpoint: str, held, labels, replies: dict | None) -> dict:
+def _measure(checkpoint: str, held, labels, replies) -> dict:
+    from openrft.reward_models.quality import best_of_k_quality, score_replies, step_quality
     from openrft.rewards.prm.loader import load_scorer
-    from openrft.reward_models.quality import best_of_k_quality, step_quality
 
     scorer = load_scorer(checkpoint)
     try:
         out = _pick(step_quality(scorer.score_batch([e.question for e in held], [list(e.steps) for e in held]),
                                  labels))
-        if replies:
-            flat = [(i, j) for i, reps in enumerate(replies["steps"]) for j, st in enumerate(reps) if st]
-            got = scorer.score_batch([replies["questions"][i] for i, _ in flat], [replies["steps"][i][j]
-                                                                                  for i, j in flat])
-            per_question = [[[] for _ in reps] for reps in replies["steps"]]
-            for (i, j), sc in zip(flat, got, strict=True):
-                per_question[i][j] = list(sc)
-            n = min(len(r) for r in replies["correct"])
-            ks = [k for k in (4, 8) if k <= n]
+        if replies is not None:
+            per_question = score_replies(scorer, replies)
+            ks = [k for k in (4, 8) if k <= min(len(r) for r in replies.correct)]
             for agg in AGGS:  # a reply's score from its step scores: Math-Shepherd's min, the last step, the mean
-                bok = best_of_k_quality(per_question, replies["correct"], replies["answers"], ks, agg=agg)["k"]
+                bok = best_of_k_quality(per_question, replies.correct, replies.answers, ks, agg=agg)["k"]
                 for k, m in bok.items():
                     out |= {f"{agg}:rerank@{k}": m["rerank"], f"{agg}:wmaj@{k}": m["weighted_maj"]}
                     out[f"maj@{k}"] = m["maj"]

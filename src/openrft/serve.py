@@ -255,7 +255,8 @@ class Batcher:
 
 # ---------------------------------------------------------------------- server
 class OpenAIServer(JSONServer):
-    """A threaded server over a generator; ``start()`` runs it in a thread, ``stop()`` ends it."""
+    """A threaded server over a generator; ``start()`` runs it in a thread, ``stop()`` ends it. OpenAI clients take
+    ``url + "/v1"`` as their base URL."""
 
     thread_name = "openrft-serve"
 
@@ -268,22 +269,10 @@ class OpenAIServer(JSONServer):
         super().__init__((host, port), _Handler)
         self.batcher = Batcher(generator, max_batch_sequences=max_batch_sequences)
 
-    @property
-    def url(self) -> str:
-        """``http://host:port``; OpenAI clients take ``url + "/v1"`` as their base URL."""
-        return super().url
-
     def server_close(self) -> None:
         super().server_close()
         if hasattr(self, "batcher"):  # absent when binding failed in __init__
             self.batcher.close()
-
-    def start(self) -> "OpenAIServer":
-        super().start()
-        return self
-
-    def __enter__(self) -> "OpenAIServer":
-        return self if self._thread is not None else self.start()
 
     def count_prompt_tokens(self, prompt: Prompt) -> int:
         tokenizer = getattr(self.generator, "tokenizer", None)

@@ -14,9 +14,9 @@ from openrft.models.backends.base import Completion
 from openrft.pipeline.recipe import RecipeError, load_recipe
 from openrft.pipeline.runner import run_recipe
 from openrft.reward_models.labels import COMPLETIONS_FILE, STEP_LABELS_FILE, label_policy_rollouts
-from openrft.reward_models import prm_stage
-from openrft.reward_models.quality import best_of_k_quality, first_error_quality, step_quality
 from openrft.reward_models.prm_stage import PRMStageConfig, run_prm_stage
+from openrft.reward_models.quality import best_of_k_quality, first_error_quality, step_quality
+from openrft.rewards.prm import loader as prm_loader
 
 torch.set_num_threads(1)
 
@@ -163,7 +163,7 @@ def test_stage_trains_on_the_policy_backbone_measures_quality_and_skips_on_rerun
     for per_k in old["scorers"]["trained"]["best_of_k"]["k"].values():
         del per_k["weighted_maj"]
     path.write_text(json.dumps(old))
-    monkeypatch.setattr(prm_stage, "_score_replies", lambda *a, **k: pytest.fail("the replies were scored again"))
+    monkeypatch.setattr(prm_loader, "load_scorer", lambda *a, **k: pytest.fail("a scorer was loaded to score again"))
     third = run_prm_stage(config, samples, tmp_path / "prm", policy_model=str(tiny_model_dir),
                           quality_samples=held, show_progress=False)
     assert third.quality["scorers"] == result.quality["scorers"]

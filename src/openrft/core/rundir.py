@@ -106,6 +106,26 @@ def path_fingerprint(value: str | os.PathLike | None) -> str | None:
     return file_hash(path) if path.exists() else None
 
 
+def without_legacy_values(settings: dict[str, Any], legacy: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` without each option (a dotted name reaches into nested dicts) whose value is ``legacy[name]``:
+    what openrft did before the option existed. A stage run before the option then keeps its identity, and any
+    other value changes it. Only for options whose old-behaviour value reproduces the old outputs exactly.
+
+    >>> without_legacy_values({"loss": "ppo", "reward": {"alpha": 1, "x": True}}, {"loss": "ppo", "reward.x": True})
+    {'reward': {'alpha': 1}}
+    """
+    out = dict(settings)
+    for name, value in legacy.items():
+        *parents, last = name.split(".")
+        node = out
+        for parent in parents:
+            node[parent] = dict(node[parent])
+            node = node[parent]
+        if last in node and node[last] == value and type(node[last]) is type(value):
+            del node[last]
+    return out
+
+
 def pin_local_inputs(settings: dict[str, Any], inputs: dict[str, str], paths: Mapping[str, Any],
                      resolved: Mapping[str, Any] | None = None) -> dict[str, str]:
     """Make a stage's identity follow the bytes of its local inputs rather than where they lie.

@@ -15,9 +15,27 @@ from typing import Any, TypeVar
 from openrft.core.rundir import atomic_write_text
 from openrft.data.sample import DataError
 
-__all__ = ["read_records", "write_records"]
+__all__ = ["check_fields", "read_records", "write_records"]
 
 T = TypeVar("T")
+
+
+def check_fields(d: Any, fields: Sequence[str], required: Sequence[str]) -> None:
+    """``ValueError`` unless ``d`` is an object holding every ``required`` field and nothing beyond ``fields``.
+
+    >>> check_fields({"a": 1, "c": 2}, ("a", "b"), ("a",))
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown field 'c'; valid: a, b
+    """
+    if not isinstance(d, dict):
+        raise ValueError(f"expected a JSON object with fields {', '.join(fields)}, got {type(d).__name__}")
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown field {unknown[0]!r}; valid: {', '.join(fields)}")
+    missing = [k for k in required if k not in d]
+    if missing:
+        raise ValueError(f"field {missing[0]!r} is missing")
 
 
 def read_records(paths: str | os.PathLike | Sequence[str | os.PathLike], parse: Callable[[Any], T], what: str,

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from openrft.data.jsonl import read_records, write_records
+from openrft.data.jsonl import check_fields, read_records, write_records
 from openrft.data.sample import Sample
 from openrft.models.backends.base import Generator, Prompt, SamplingParams
 from openrft.rewards.steps import split_steps
@@ -87,14 +87,7 @@ class StepExample:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "StepExample":
-        if not isinstance(d, dict):
-            raise ValueError(f"expected a JSON object with fields {', '.join(_FIELDS)}, got {type(d).__name__}")
-        unknown = sorted(set(d) - set(_FIELDS))
-        if unknown:
-            raise ValueError(f"unknown field {unknown[0]!r}; valid: {', '.join(_FIELDS)}")
-        missing = [k for k in ("question", "steps", "labels") if k not in d]
-        if missing:
-            raise ValueError(f"field {missing[0]!r} is missing")
+        check_fields(d, _FIELDS, ("question", "steps", "labels"))
         return cls(d["question"], d["steps"], d["labels"], d.get("source") or "", d.get("meta") or {})
 
 

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from openrft.data.jsonl import read_records, write_records
+from openrft.data.jsonl import check_fields, read_records, write_records
 from openrft.data.sample import Sample
 from openrft.models.backends.base import Generator, SamplingParams
 from openrft.core.rundir import (
@@ -73,14 +73,7 @@ class OutcomeExample:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "OutcomeExample":
-        if not isinstance(d, dict):
-            raise ValueError(f"expected a JSON object with fields {', '.join(_FIELDS)}, got {type(d).__name__}")
-        unknown = sorted(set(d) - set(_FIELDS))
-        if unknown:
-            raise ValueError(f"unknown field {unknown[0]!r}; valid: {', '.join(_FIELDS)}")
-        missing = [k for k in ("question", "completion", "label") if k not in d]
-        if missing:
-            raise ValueError(f"field {missing[0]!r} is missing")
+        check_fields(d, _FIELDS, ("question", "completion", "label"))
         return cls(d["question"], d["completion"], d["label"], d.get("source") or "", d.get("meta") or {})
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from openrft.data.sample import Sample
 from openrft.core.rundir import (
-    atomic_write_json, begin_stage, file_hash, finish_stage, path_fingerprint, stable_hash,
+    atomic_write_json, begin_stage, file_hash, finish_stage, path_fingerprint, stable_hash, without_legacy_values,
 )
 from openrft.reward_models.labels import (
     COMPLETIONS_FILE, FLAT_STEPS_FILE, STEP_LABELS_FILE, StepExample, label_policy_rollouts, read_step_examples,
@@ -94,11 +94,9 @@ class PRMStageConfig(ValueHeadTrainSettings, StepLabelSettings):
                              f"({self.n_completions}): the first n_completions of each held-out question are labelled")
 
     def label_settings(self) -> dict[str, Any]:
-        # share_prefixes=False labels the way openrft did before the option existed: left out of the identity
-        # then, so labellings made before it stay reusable
-        return {k: getattr(self, k) for k in ("n_completions", "n_rollouts", "temperature", "max_new_tokens",
-                                               "step_rule", "seed", "questions", "label_chunk")} \
-            | ({"share_prefixes": True} if self.share_prefixes else {})
+        return without_legacy_values({k: getattr(self, k) for k in (
+            "n_completions", "n_rollouts", "temperature", "max_new_tokens", "step_rule", "seed", "questions",
+            "label_chunk", "share_prefixes")}, self.LEGACY)
 
 
 @dataclass
@@ -201,23 +199,6 @@ def _sans_measures(identity: dict | None) -> dict:
     return {k: v for k, v in (identity or {}).items() if k != "measures"}
 
 
-def _score_replies(spec: str, questions: list[str], steps: list[list[list[str]]],
-                   flat: list[tuple[str, int, int]]) -> list[list[list[float]]]:
-    """Every reply of every held-out question scored once by the PRM ``spec`` (one batched call):
-    ``[question][reply]`` -> step scores, ``[]`` for a reply without steps."""
-    from openrft.rewards.prm.loader import load_scorer
-
-    scorer = load_scorer(spec)
-    try:
-        got = scorer.score_batch([q for q, _, _ in flat], [steps[i][j] for _, i, j in flat]) if flat else []
-    finally:
-        scorer.close()
-    per_question: list[list[list[float]]] = [[[] for _ in reps] for reps in steps]
-    for (_, i, j), sc in zip(flat, got, strict=True):
-        per_question[i][j] = [float(x) for x in sc]
-    return per_question
-
-
 def measure_quality(config: PRMStageConfig, samples: Sequence[Sample], out: Path, trained: PRMTrainResult,
                     get_generator, policy_id: dict[str, str], examples_for, show_progress: bool,
                     say: Callable[[str], None]) -> dict[str, Any]:
@@ -225,9 +206,10 @@ def measure_quality(config: PRMStageConfig, samples: Sequence[Sample], out: Path
     import json
 
     from openrft.core.rundir import JsonlStore
-    from openrft.reward_models.quality import best_of_k_quality, first_error_quality, step_quality
-    from openrft.rewards.steps import split_steps
-    from openrft.tasks import task_for
+    from openrft.reward_models.quality import (
+        best_of_k_quality, first_error_quality, held_out_replies, score_replies, step_quality,
+    )
+    from openrft.rewards.prm.loader import load_scorer
 
     qdir = out / QUALITY_DIR
     examples, stats = _label(config, samples, qdir, get_generator, n_completions=config.quality_completions,
@@ -250,20 +232,21 @@ def measure_quality(config: PRMStageConfig, samples: Sequence[Sample], out: Path
     result: dict[str, Any] = {"identity": ident, "questions": len(samples), "labelled_solutions": len(examples),
                               "scorers": {}, "reply_scores": {}}
     index = {s.id: i for i, s in enumerate(samples)}
-    questions = [task_for(s).render_question(s) for s in samples]
-    steps = [[[st.text for st in split_steps(t, config.step_rule)] for t in reps] for reps in texts]
-    flat = [(q, i, j) for i, q in enumerate(questions) for j, st in enumerate(steps[i]) if st]
-    grades = [[task_for(s).grade(t, s) for t in reps] for s, reps in zip(samples, texts)]
+    replies = held_out_replies(samples, texts, config.step_rule)
     for name in names:
-        per_question: list[list[list[float]]] = cached.get(name) or _score_replies(
-            config.quality_judge if name == "judge" else str(trained.checkpoint_dir), questions, steps, flat)
+        per_question = cached.get(name)
+        if per_question is None:
+            scorer = load_scorer(config.quality_judge if name == "judge" else str(trained.checkpoint_dir))
+            try:
+                per_question = score_replies(scorer, replies)
+            finally:
+                scorer.close()
         result["reply_scores"][name] = per_question
         # the labelled replies are the first ones of each question, split the same way
         scores = [per_question[index[e.meta["sample_id"]]][e.meta["completion_index"]] for e in examples]
         result["scorers"][name] = {
             "steps": step_quality(scores, labels), "first_error": first_error_quality(scores, labels),
-            "best_of_k": best_of_k_quality(per_question, [[g.correct for g in gs] for gs in grades],
-                                           [[g.extracted for g in gs] for gs in grades], ks)}
+            "best_of_k": best_of_k_quality(per_question, replies.correct, replies.answers, ks)}
     constant = [[0.5] * len(y) for y in labels]
     result["scorers"]["constant"] = {"steps": step_quality(constant, labels),
                                      "first_error": first_error_quality(constant, labels)}

@@ -24,10 +24,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from openrft.core.rundir import (
-    atomic_write_json, begin_stage, file_hash, finish_stage, pin_local_inputs, stable_hash,
+    atomic_write_json, begin_stage, file_hash, finish_stage, pin_local_inputs, stable_hash, without_legacy_values,
 )
 from openrft.reward_models.labels import (
     COMPLETIONS_FILE, FLAT_STEPS_FILE, STEP_LABELS_FILE, StepExample, hard_labels, label_policy_rollouts,
@@ -66,6 +66,8 @@ class StepLabelSettings:
                             default="hard")
     share_prefixes: bool = _help("roll out a step prefix that several replies to a question share once and give "
                                  "each the label (the same estimate, less decoding)", default=True)
+    #: option values that reproduce the labelling from before the option existed (kept out of its identity)
+    LEGACY: ClassVar[dict[str, Any]] = {"share_prefixes": False}
 
     def check_label_settings(self) -> None:
         if self.label_mode not in LABEL_MODES:
@@ -124,10 +126,10 @@ class PRMTrainConfig(ValueHeadTrainSettings, StepLabelSettings):
 
     def label_fields(self) -> dict[str, Any]:
         """The settings that decide what auto-labelling produces."""
-        # share_prefixes=False labels as openrft did before the option: left out then, so older labels match
-        return {k: getattr(self, k) for k in ("data", "split", "limit", "policy", "adapter", "n_completions",
-                                               "n_rollouts", "temperature", "max_new_tokens", "step_rule", "seed")} \
-            | {"policy": self.policy or self.model} | ({"share_prefixes": True} if self.share_prefixes else {})
+        return without_legacy_values({k: getattr(self, k) for k in (
+            "data", "split", "limit", "policy", "adapter", "n_completions", "n_rollouts", "temperature",
+            "max_new_tokens", "step_rule", "seed", "share_prefixes")} | {"policy": self.policy or self.model},
+            self.LEGACY)
 
 
 # ---------------------------------------------------------------------------- the PRM stage

@@ -24,12 +24,14 @@ continuation from it still reached the answer: Math-Shepherd's hard estimate), *
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from openrft.data.sample import Sample
 from openrft.core.metrics import maj_at_k, pass_at_k, rerank_at_k, weighted_maj_at_k
 from openrft.rewards.combine import aggregate_steps
 
-__all__ = ["QUALITY_DIR", "QUALITY_FILE", "QUALITY_MEASURES", "best_of_k_quality", "first_error", "first_error_quality", "step_quality"]
+__all__ = ["QUALITY_DIR", "QUALITY_FILE", "QUALITY_MEASURES", "HeldOutReplies", "held_out_replies", "score_replies", "best_of_k_quality", "first_error", "first_error_quality", "step_quality"]
 
 #: where the prm stage writes its held-out measures, relative to the stage directory (the run report reads it)
 QUALITY_DIR, QUALITY_FILE = "quality", "quality.json"
@@ -127,3 +129,38 @@ def best_of_k_quality(step_scores: Sequence[Sequence[Sequence[float]]], correct:
                             "pass": pass_at_k(correct, k),
                             "mean": sum(sum(c) / len(c) for c in first) / len(first) if first else None}
     return out
+
+
+@dataclass
+class HeldOutReplies:
+    """The replies to held-out questions, ready to score: ``steps[q][r]`` the step texts of reply ``r`` of question
+    ``q``, ``correct``/``answers`` its grade, ``questions`` as the task renders them (what a PRM reads)."""
+
+    questions: list[str]
+    steps: list[list[list[str]]]
+    correct: list[list[bool]]
+    answers: list[list[str | None]]
+
+
+def held_out_replies(samples: Sequence[Sample], texts: Sequence[Sequence[str]],
+                     step_rule: str = "newline") -> HeldOutReplies:
+    """Split ``texts[q]`` (the replies to ``samples[q]``) into steps and grade them with the sample's task."""
+    from openrft.rewards.steps import split_steps
+    from openrft.tasks import grade_all, task_for
+
+    grades = [grade_all([s] * len(reps), list(reps)) for s, reps in zip(samples, texts, strict=True)]
+    return HeldOutReplies([task_for(s).render_question(s) for s in samples],
+                          [[[st.text for st in split_steps(t, step_rule)] for t in reps] for reps in texts],
+                          [[g.correct for g in gs] for gs in grades], [[g.extracted for g in gs] for gs in grades])
+
+
+def score_replies(scorer, replies: HeldOutReplies) -> list[list[list[float]]]:
+    """Every reply scored once by ``scorer`` (a :class:`~openrft.rewards.prm.base.ProcessScorer`), in one batched
+    call: ``[question][reply]`` -> step scores, ``[]`` for a reply without steps."""
+    flat = [(i, j) for i, reps in enumerate(replies.steps) for j, st in enumerate(reps) if st]
+    got = scorer.score_batch([replies.questions[i] for i, _ in flat], [replies.steps[i][j] for i, j in flat]) \
+        if flat else []
+    per_question: list[list[list[float]]] = [[[] for _ in reps] for reps in replies.steps]
+    for (i, j), sc in zip(flat, got, strict=True):
+        per_question[i][j] = [float(x) for x in sc]
+    return per_question

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from openrft.models.lora import LoraSettings
 from openrft.rewards.base import RewardConfig
@@ -102,6 +102,9 @@ class RLConfig:
     log_every: int = field(default=1, metadata=_help("console line every N steps"))
     tensorboard: bool = field(default=True, metadata=_help("also log to TensorBoard when it is installed"))
     threads: int | None = field(default=None, metadata=_help("torch CPU threads (default: torch's choice)"))
+
+    #: option values that reproduce RL from before the option existed (kept out of the stage's identity)
+    LEGACY: ClassVar[dict[str, Any]] = {"policy_loss": "ppo", "reward.score_answer_step": True}
 
     def __post_init__(self) -> None:
         if isinstance(self.reward, dict):

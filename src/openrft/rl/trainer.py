@@ -32,7 +32,7 @@ from openrft.models.backends.base import SamplingParams
 from openrft.models.backends.hf import TransformersGenerator, render_prompt
 from openrft.models.lora import save_atomic
 from openrft.core.rundir import (
-    atomic_write_json, begin_stage, finish_stage, pin_local_inputs, stable_hash,
+    atomic_write_json, begin_stage, finish_stage, pin_local_inputs, stable_hash, without_legacy_values,
 )
 from openrft.rewards.base import CompositeReward, RewardBatch, build_reward
 from openrft.rl.advantages import compute_advantages, masked_mean
@@ -416,12 +416,7 @@ def run_rl(config: RLConfig, out_dir: str | os.PathLike, samples: Sequence[Sampl
     cfg_dict = config.to_dict()
     for volatile in ("output_dir", "threads", "tensorboard", "log_every"):
         cfg_dict.pop(volatile, None)
-    # options whose default is what openrft did before they existed stay out of the identity, so earlier RL
-    # stages still match
-    if cfg_dict.get("policy_loss") == "ppo":
-        del cfg_dict["policy_loss"]
-    if cfg_dict["reward"].get("score_answer_step") is True:
-        cfg_dict["reward"] = {k: v for k, v in cfg_dict["reward"].items() if k != "score_answer_step"}
+    cfg_dict = without_legacy_values(cfg_dict, RLConfig.LEGACY)
     resolved = {}
     if config.adapter:
         from openrft.models.lora import resolve_adapter_dir
