@@ -115,6 +115,19 @@ def _merge(earlier: list[dict], new: list[dict]) -> list[dict]:
     return [r for r in earlier if key(r) not in fresh] + list(new)
 
 
+def _save_partial(partial: Path, new: list[dict]) -> None:
+    """Merge ``new`` into ``partial`` as it is on disk now, under a lock: invocations running side by side (one
+    seed each) keep each other's rows."""
+    import fcntl
+
+    with open(partial.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        earlier = json.loads(partial.read_text()) if partial.is_file() else []
+        tmp = partial.with_suffix(".tmp")
+        tmp.write_text(json.dumps(_merge(earlier, new), indent=1, default=str))
+        tmp.replace(partial)
+
+
 def collect(info: dict) -> dict:
     """Accuracies of one (row, task, seed) from its two run directories, plus stage times and PRM quality."""
     from openrft.report import load_run
@@ -363,7 +376,6 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     # rows finished by earlier invocations (other rows, other overrides) stay in the tables
     partial = runs_dir / "efficacy.partial.json"
-    earlier = json.loads(partial.read_text()) if partial.is_file() else []
     results = []
     for task in tasks:
         for seed in seeds:
@@ -377,7 +389,8 @@ def main(argv=None) -> dict:
                                show_progress=args.progress, quiet=args.quiet)
                 done.append(info["sampled_dir"])
                 results.append(collect(info) | {"overrides": list(args.overrides)})
-                partial.write_text(json.dumps(_merge(earlier, results), indent=1, default=str))
+                _save_partial(partial, results)
+    earlier = json.loads(partial.read_text()) if partial.is_file() else []
     results = [r for r in _merge(earlier, results) if r["task"] in tasks]
     rows = [r for r in ROWS if any(x["row"] == r for x in results)]
     summary = summarize(results, rows, tasks)
