@@ -181,13 +181,14 @@ def test_main_process_unaffected(batch):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process sweep reads /proc")
 def test_escaped_processes_swept_without_seccomp(monkeypatch, tmp_path):
-    """Without seccomp, a libc fork + setsid leaves the process group; the batch sweep still kills it."""
+    """Without seccomp and RLIMIT_NPROC, a libc fork + setsid leaves the process group; the batch sweep kills it."""
     import openrft.tasks.sandbox as sandbox
 
-    # the real child program with its seccomp layer switched off
+    # the real child program with its seccomp and nproc layers switched off
     weakened = tmp_path / "child_without_seccomp.py"
     weakened.write_text(f"import sys\nsys.path.insert(0, {str(sandbox.CHILD_SCRIPT.parent)!r})\n"
-                        "import sandbox_child\nsandbox_child.seccomp = lambda: False\nsandbox_child.main()\n")
+                        "import sandbox_child\nsandbox_child.seccomp = sandbox_child.nproc = lambda: False\n"
+                        "sandbox_child.main()\n")
     monkeypatch.setattr(sandbox, "CHILD_SCRIPT", weakened)
     assert sandbox.sandbox_layers()["seccomp"] is False
     escape = (

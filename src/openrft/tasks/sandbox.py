@@ -1,38 +1,51 @@
 """Run untrusted generated Python programs in separate, time- and memory-limited processes.
 
-Model-written code is never executed in the calling process. Each program runs in its
-own ``python -I -B`` child, started in a new session (so its whole process group can be
-killed), with an almost empty environment and a fresh temporary directory as its working
-directory (removed afterwards). Before the program runs, the child applies, in order:
+Model-written code is never executed in the calling process. Each program gets a fresh temporary working directory
+(removed afterwards) and a ``python -I -B`` child started in a new session (so its whole process group can be
+killed) with an almost empty environment. The child (``sandbox_child.py``) forks before anything untrusted runs:
+a **monitor**, which never runs untrusted code, and a **worker**, which applies these layers, in order, and then
+runs the program:
 
-* **resource limits**: address space (``RLIMIT_AS``), CPU seconds (``RLIMIT_CPU``), file
-  size (``RLIMIT_FSIZE``; writing past it fails with ``EFBIG``), no core dumps, and
-  ``RLIMIT_NPROC`` when not running as root (root ignores it);
-* **Landlock** (Linux >= 5.13, when enabled): file writes only beneath the working
-  directory; with newer ABIs also no TCP bind/connect and no signals to processes
-  outside the sandbox;
-* **capabilities dropped** (when run as root), so raised hard limits, mounts, reboots and
-  ptrace of other processes are refused;
-* **seccomp** (x86-64 and arm64): no new processes (``fork``/``vfork``/``clone`` without
-  ``CLONE_THREAD``), no ``execve``, no sockets, no ``io_uring``, no ``ptrace``, no signals
-  to other processes;
-* **Python-level guards**: ``socket.socket``, ``create_connection``, ``getaddrinfo`` and
-  friends raise, and ``os.fork``/``os.system``/``os.exec*``/``subprocess`` spawning raise.
+* **privilege drop** (when the parent runs as root): the worker becomes ``nobody`` (65534 on Linux) with no
+  supplementary groups; that uid owns the working directory. Where that uid cannot read the Python installation
+  (e.g. one under ``/root``) it keeps ``CAP_DAC_READ_SEARCH`` alone, so it can import modules; it then reads what
+  root reads (as a root sandbox always did) but writes, chmods and signals only as ``nobody``;
+* **resource limits**: address space (``RLIMIT_AS``), CPU seconds (``RLIMIT_CPU``), file size (``RLIMIT_FSIZE``;
+  writing past it fails with ``EFBIG``), no core dumps, and ``RLIMIT_NPROC`` of 1 (the ``nproc`` layer; root is
+  exempt, hence the drop first), so no fork succeeds even without seccomp;
+* **Landlock** (Linux >= 5.13, when enabled): file writes only beneath the working directory; with newer ABIs
+  also no TCP bind/connect and no signals to processes outside the sandbox;
+* **capabilities dropped** (when still root), so raised hard limits, mounts, reboots and ptrace are refused;
+* **seccomp** (x86-64 and arm64, ``sandbox_seccomp.py``): no new processes (``fork``/``vfork``/``clone`` without
+  ``CLONE_THREAD``), no ``execve``, no sockets, no ``io_uring``, no ``ptrace``, no ``open_by_handle_at``, no
+  signals to other processes, and no change of file mode, owner, timestamps or extended attributes anywhere
+  (Landlock cannot confine those to the working directory, and a maths program never needs them);
+* **Python-level guards**: ``socket.socket``, ``create_connection``, ``getaddrinfo`` and friends raise, and
+  ``os.fork``/``os.system``/``os.exec*``/``subprocess`` spawning raise.
 
-Every layer is best effort: on a kernel or platform without one, the others still apply
-and the parent still enforces the wall-clock limit and kills the process group.
-:func:`sandbox_layers` reports which layers a child could apply on this machine. This is
-a guard against accidents and sloppy generated code (infinite loops, memory bombs,
-stray file writes, fork bombs), not a container against a determined attacker; run RL on
-machines you are prepared to lose, or inside a container.
+Every layer is best effort: on a kernel or platform without one, the others still apply and the parent still
+enforces the wall-clock limit, kills the process group and sweeps stray processes. :func:`sandbox_layers` reports
+which layers a child could apply on this machine, and the first batch logs them (INFO). This is a guard against
+accidents and sloppy generated code (infinite loops, memory bombs, stray file writes, fork bombs), not a
+container against a determined attacker; run RL on machines you are prepared to lose, or inside a container.
 
-The result of the entry function travels back as one JSON object on a private pipe.
+**Result channel.** The worker points its stdin and stdout at ``/dev/null``; it reports to the monitor over a pipe,
+in lines that start with a random nonce (output the program writes to its descriptors lacks it and is ignored).
+The monitor is not dumpable, so the worker can reach neither its descriptors nor its memory through ``/proc``. It
+reads a per-run key from stdin after the fork (so the worker never held it), waits for the worker, checks the
+result's fields and the output cap, and writes the parent one line: the key, then the layers report, the result
+and the worker's exit status as JSON. The parent ignores anything without the key. A program can therefore at most
+claim a value it could have returned (if it digs the nonce out of its own memory): the layers report is sent before
+it starts, and nothing reaches the parent before the worker exits, so the wall-clock limit still holds.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
+import secrets
 import selectors
 import shutil
 import signal
@@ -49,6 +62,8 @@ from typing import Any, Literal
 
 ErrorKind = Literal["timeout", "memory", "exception", "no_entry", "syntax", "output_too_large"]
 ERROR_KINDS: tuple[str, ...] = ("timeout", "memory", "exception", "no_entry", "syntax", "output_too_large")
+
+logger = logging.getLogger(__name__)
 
 _STDERR_KEEP = 4096
 #: the child program, run as a script by an isolated interpreter (see its docstring)
@@ -131,11 +146,14 @@ def run_programs(
     workers = max(1, min(max_workers or min(4, os.cpu_count() or 1), len(codes)))
     try:
         if workers == 1:
-            return [_run_one(code, spec)[0] for code in codes]
-        with ThreadPoolExecutor(workers, thread_name_prefix="openrft-sandbox") as pool:
-            return [r for r, _ in pool.map(lambda c: _run_one(c, spec), codes)]
+            pairs = [_run_one(code, spec) for code in codes]
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="openrft-sandbox") as pool:
+                pairs = list(pool.map(lambda c: _run_one(c, spec), codes))
     finally:
         _sweep(spec.token)
+    _log_layers(next((raw["layers"] for _, raw in pairs if raw.get("layers")), None))
+    return [r for r, _ in pairs]
 
 
 def run_program(code: str, entry: str | None = "solution", **kwargs: Any) -> ExecResult:
@@ -146,7 +164,8 @@ def run_program(code: str, entry: str | None = "solution", **kwargs: Any) -> Exe
 def sandbox_layers() -> dict[str, bool]:
     """Which protection layers a sandboxed child can apply on this machine.
 
-    Keys: ``rlimits``, ``landlock``, ``drop_caps``, ``seccomp``, ``python_guards``.
+    Keys, in the order the child applies them: ``drop_privileges``, ``rlimits``, ``nproc``, ``landlock``,
+    ``drop_caps``, ``seccomp``, ``python_guards``.
     """
     result, raw = _run_one("", _Spec(None, _token(), 10.0, 256, 1024, 0))
     if not result.ok:
@@ -155,6 +174,43 @@ def sandbox_layers() -> dict[str, bool]:
 
 
 # ---- parent side -------------------------------------------------------------------------
+
+_layers_logged = False
+
+
+def _log_layers(layers: Any) -> None:
+    """Log, once per process, which protection layers the sandbox's children applied."""
+    global _layers_logged
+    if _layers_logged or not isinstance(layers, dict):
+        return
+    _layers_logged = True
+    on = ", ".join(k for k, v in layers.items() if v) or "none"
+    off = ", ".join(k for k, v in layers.items() if not v) or "none"
+    logger.info("program sandbox layers active: %s; unavailable: %s", on, off)
+
+
+@functools.cache
+def _unprivileged_ids() -> tuple[int, int]:
+    """The uid and gid a root parent's programs run as: ``nobody``'s, else 65534."""
+    try:
+        import pwd
+
+        entry = pwd.getpwnam("nobody")
+        return entry.pw_uid, entry.pw_gid
+    except (ImportError, KeyError):
+        return 65534, 65534
+
+
+def _give_away(workdir: str) -> list[int] | None:
+    """Under root, hand ``workdir`` to the unprivileged ids the child will switch to; those ids, or ``None``."""
+    if os.geteuid() != 0:
+        return None
+    uid, gid = _unprivileged_ids()
+    try:
+        os.chown(workdir, uid, gid)
+    except OSError:  # e.g. a user namespace that maps no such id: the child stays root, without capabilities
+        return None
+    return [uid, gid]
 
 
 def _token() -> str:
@@ -201,17 +257,19 @@ def _run_one(code: str, spec: _Spec) -> tuple[ExecResult, dict[str, Any]]:
             "max_output_bytes": spec.max_output_bytes,
             "max_file_bytes": spec.max_file_bytes,
             "ppid": os.getpid(),
+            "run_as": _give_away(workdir),
         }
         with open(os.path.join(workdir, "payload.json"), "w", encoding="utf-8") as f:
             json.dump(payload, f)
         env = dict(_ENV, HOME=workdir, TMPDIR=workdir, OPENRFT_SANDBOX=spec.token)
+        key = secrets.token_hex(16)  # authenticates the monitor's line; the program never holds it
         start = time.monotonic()
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-I", "-B", str(CHILD_SCRIPT)],
                 cwd=workdir,
                 env=env,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
@@ -219,14 +277,20 @@ def _run_one(code: str, spec: _Spec) -> tuple[ExecResult, dict[str, Any]]:
             )
         except OSError as e:
             return ExecResult(False, None, "exception", f"could not start the sandbox process: {e}"), {}
-        # The result is a JSON object holding stdout, value and message, each capped in the child.
-        hard_cap = 4 * spec.max_output_bytes + (1 << 16)
         try:
-            state, out, err = _collect(proc, start + spec.timeout_s, hard_cap)
+            assert proc.stdin is not None
+            os.write(proc.stdin.fileno(), key.encode())
+            proc.stdin.close()
+        except OSError:
+            pass  # the child is already gone; classified below
+        # The monitor's line holds stdout, value and message, each capped in the child.
+        hard_cap = 32 * spec.max_output_bytes + (1 << 16)
+        try:
+            state, out, err = _collect(proc, start + spec.timeout_s, hard_cap, key.encode())
         finally:
             _kill_group(proc)
         elapsed = time.monotonic() - start
-        return _classify(state, proc.returncode, out, err, elapsed, spec)
+        return _classify(state, proc.returncode, out, err, elapsed, spec, key)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -241,7 +305,9 @@ def _leader_exited(proc: subprocess.Popen) -> bool:
         return proc.poll() is not None
 
 
-def _collect(proc: subprocess.Popen, deadline: float, hard_cap: int) -> tuple[str, bytes, bytes]:
+def _collect(proc: subprocess.Popen, deadline: float, hard_cap: int, key: bytes) -> tuple[str, bytes, bytes]:
+    """Read the child's stdout and stderr until it exits, sends its whole line (``key``, ..., newline), runs out of
+    time or writes more than ``hard_cap`` bytes; the state (``exited``, ``timeout``, ``too_large``) and the bytes."""
     assert proc.stdout is not None and proc.stderr is not None
     out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
     bufs = {out_fd: bytearray(), err_fd: bytearray()}
@@ -271,7 +337,8 @@ def _collect(proc: subprocess.Popen, deadline: float, hard_cap: int) -> tuple[st
             if len(bufs[out_fd]) > hard_cap:
                 state = "too_large"
                 break
-            if _leader_exited(proc):
+            finished = key in bufs[out_fd] and bufs[out_fd].endswith(b"\n")  # the monitor's last words
+            if finished or _leader_exited(proc):
                 for fd in list(sel.get_map()):
                     read(fd)
                 state = "too_large" if len(bufs[out_fd]) > hard_cap else "exited"
@@ -283,9 +350,9 @@ def _collect(proc: subprocess.Popen, deadline: float, hard_cap: int) -> tuple[st
             if not sel.get_map():  # both pipes closed; the child is exiting
                 time.sleep(min(remaining, 0.005))
                 continue
-            for key, _ in sel.select(min(remaining, 0.05)):
-                if not read(key.fd):
-                    sel.unregister(key.fd)
+            for ready, _ in sel.select(min(remaining, 0.05)):
+                if not read(ready.fd):
+                    sel.unregister(ready.fd)
     finally:
         sel.close()
     return state, bytes(bufs[out_fd]), bytes(bufs[err_fd])
@@ -299,26 +366,34 @@ def _kill_group(proc: subprocess.Popen) -> None:
         except (ProcessLookupError, PermissionError):
             pass
     proc.wait()
-    for f in (proc.stdout, proc.stderr):
+    for f in (proc.stdin, proc.stdout, proc.stderr):
         if f is not None:
             f.close()
 
 
+def _message(out: bytes, key: str) -> dict[str, Any]:
+    """The monitor's message: the JSON object on the line that starts with this run's key; ``{}`` if none."""
+    prefix = key.encode() + b" "
+    for line in out.splitlines():
+        if line.startswith(prefix):
+            try:
+                msg = json.loads(line[len(prefix):])
+            except ValueError:
+                return {}
+            return msg if isinstance(msg, dict) else {}
+    return {}
+
+
 def _classify(
-    state: str, returncode: int, out: bytes, err: bytes, elapsed: float, spec: _Spec
+    state: str, returncode: int, out: bytes, err: bytes, elapsed: float, spec: _Spec, key: str
 ) -> tuple[ExecResult, dict[str, Any]]:
     if state == "timeout":
         return ExecResult(False, None, "timeout", f"no result within {spec.timeout_s:g} s (wall clock)", elapsed), {}
     if state == "too_large":
         msg = f"program output exceeded {spec.max_output_bytes} characters"
         return ExecResult(False, None, "output_too_large", msg, elapsed), {}
-    raw: dict[str, Any] = {}
-    text = out.decode("utf-8", "replace").strip()
-    if text:
-        try:
-            raw = json.loads(text.splitlines()[-1])
-        except ValueError:
-            raw = {}
+    msg = _message(out, key)
+    raw = msg.get("result")
     if isinstance(raw, dict) and "ok" in raw:
         error = raw.get("error")
         value = raw.get("value")
@@ -336,15 +411,17 @@ def _classify(
             elapsed=elapsed,
             stdout=str(raw.get("stdout", "")),
         )
-        return result, raw
-    # No result object: the child died before it could report.
+        return result, msg
+    # No result: the program's process (msg["status"]), or the monitor itself, died before it could report.
+    status = msg.get("status")
+    returncode = status if isinstance(status, int) and not isinstance(status, bool) else returncode
     tail = err.decode("utf-8", "replace").strip()[-1000:]
     if returncode in (-signal.SIGXCPU, -signal.SIGALRM):
-        return ExecResult(False, None, "timeout", "CPU time limit exceeded", elapsed), {}
+        return ExecResult(False, None, "timeout", "CPU time limit exceeded", elapsed), msg
     if returncode == -signal.SIGKILL or "MemoryError" in tail:
-        return ExecResult(False, None, "memory", f"killed (likely out of memory). {tail}".strip(), elapsed), {}
+        return ExecResult(False, None, "memory", f"killed (likely out of memory). {tail}".strip(), elapsed), msg
     if returncode < 0:
         name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else str(-returncode)
-        return ExecResult(False, None, "exception", f"program crashed with signal {name}. {tail}".strip(), elapsed), {}
-    msg = f"program exited with status {returncode} without a result. {tail}".strip()
-    return ExecResult(False, None, "exception", msg, elapsed), {}
+        return ExecResult(False, None, "exception", f"program crashed with signal {name}. {tail}".strip(), elapsed), msg
+    text = f"program exited with status {returncode} without a result. {tail}".strip()
+    return ExecResult(False, None, "exception", text, elapsed), msg

@@ -1,9 +1,23 @@
 """The sandbox's child program (:mod:`openrft.tasks.sandbox` starts it as ``python -I -B <this file>``).
 
-It runs in the program's fresh working directory, reads ``payload.json`` there (the code, the entry function and
-the limits), applies the sandbox layers, runs the program and writes one JSON result to a private copy of
-stdout. It imports nothing from openrft (an isolated interpreter does not see the package) and only the standard
-library: every layer is a function here, so a test can run the child with one of them switched off.
+It runs in the program's fresh working directory, reads ``payload.json`` there (the code, the entry function, the
+limits and, under root, the unprivileged uid and gid that own the directory), deletes it and forks:
+
+* the **worker** points stdin and stdout at ``/dev/null`` (stderr stays, for crash reports), applies the sandbox
+  layers, then sends the monitor a layers report, runs the program and sends its result. Both are lines on a pipe
+  that start with a random nonce, so output the program writes to its descriptors is ignored;
+* the **monitor** (this process) never runs untrusted code and is not dumpable, so the worker can open neither its
+  descriptors nor its memory through ``/proc``. After the fork it reads the parent's per-run key from stdin (the
+  worker never held it), collects the worker's lines (past a byte limit it kills the worker), waits for the worker,
+  and writes the parent one line: the key, then a JSON object with the layers report, the result (``null`` when the
+  worker died without one) and the worker's exit status.
+
+A program that digs the nonce out of its memory can at most claim a value it could have returned: the layers report
+is the first line, sent before the program starts; nothing reaches the parent before the worker exits, so the
+parent's wall-clock limit still holds; and the monitor checks the result's fields and the output cap again.
+
+Standard library only, plus ``sandbox_seccomp.py`` next to this file (an isolated interpreter sees neither openrft
+nor this directory). Every layer is a module-level function, so a test can run the child with one switched off.
 """
 
 from __future__ import annotations
@@ -14,9 +28,16 @@ import io
 import json
 import os
 import resource
+import select
 import signal
 import sys
 import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+try:
+    from sandbox_seccomp import seccomp
+finally:
+    del sys.path[0]  # the program must not import this directory's modules
 
 
 def landlock(root: str) -> bool:
@@ -57,12 +78,8 @@ def landlock(root: str) -> bool:
         os.close(ruleset)
 
 
-def drop_caps() -> bool:
-    if sys.platform != "linux":
-        return os.geteuid() != 0
-
-    if os.geteuid() != 0:
-        return True
+def capset(mask: int) -> bool:
+    """Keep only the capabilities in ``mask``, effective and permitted (Linux)."""
 
     class Header(ctypes.Structure):
         _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
@@ -70,79 +87,74 @@ def drop_caps() -> bool:
     class Data(ctypes.Structure):
         _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
+    low, high = mask & 0xFFFFFFFF, mask >> 32
+    data = (Data * 2)(Data(low, low, 0), Data(high, high, 0))
     libc = ctypes.CDLL(None, use_errno=True)
-    data = (Data * 2)()
     return libc.capset(ctypes.byref(Header(0x20080522, 0)), data) == 0  # _LINUX_CAPABILITY_VERSION_3
 
 
-def seccomp() -> bool:
-    if sys.platform != "linux":
+def drop_caps() -> bool:
+    """As root, give up every capability (Linux). Not root: nothing to do (see :func:`drop_privileges`)."""
+    if os.geteuid() != 0:
+        return True
+    return sys.platform == "linux" and capset(0)
+
+
+def readable_as(uid: int, gid: int) -> bool:
+    """Whether ``uid``/``gid`` can open every directory Python imports from (probed with temporary effective ids)."""
+    dirs = [d for d in sys.path if os.path.isdir(d)]
+    egid = os.getegid()
+    os.setegid(gid)
+    os.seteuid(uid)
+    try:
+        for d in dirs:
+            try:
+                os.close(os.open(d, os.O_RDONLY | os.O_DIRECTORY))
+            except OSError:
+                return False
+        return True
+    finally:
+        os.seteuid(0)
+        os.setegid(egid)
+
+
+def drop_privileges(ids: list[int] | None) -> bool:
+    """As root, become the unprivileged ``ids`` (uid, gid) that own the working directory; whether not root now.
+
+    Where that uid cannot read the directories Python imports from (an interpreter under ``/root``), the process
+    keeps ``CAP_DAC_READ_SEARCH`` (Linux only): it reads what root reads, as a root sandbox did, and nothing more.
+    """
+    if os.geteuid() != 0:
+        return True
+    if not ids:
         return False
-
-    tables = {
-        "x86_64": (0xC000003E, {"fork": 57, "vfork": 58, "execve": 59, "execveat": 322, "socket": 41,
-                                "socketpair": 53, "ptrace": 101, "process_vm_readv": 310,
-                                "process_vm_writev": 311, "io_uring_setup": 425, "clone3": 435,
-                                "clone": 56, "kill": 62, "tkill": 200, "tgkill": 234}),
-        "aarch64": (0xC00000B7, {"execve": 221, "execveat": 281, "socket": 198, "socketpair": 199,
-                                 "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271,
-                                 "io_uring_setup": 425, "clone3": 435, "clone": 220, "kill": 129,
-                                 "tkill": 130, "tgkill": 131}),
-    }
-    machine = os.uname().machine
-    if machine not in tables:
+    uid, gid = ids
+    os.setgroups([])
+    keep_read = not readable_as(uid, gid)
+    if keep_read and sys.platform != "linux":
         return False
-    audit_arch, nr = tables[machine]
-    pid = os.getpid()
-    LD, JEQ, JGE, JSET, RET = 0x20, 0x15, 0x35, 0x45, 0x06
-    ALLOW, EPERM, ENOSYS = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
-    prog: list[tuple] = [(LD, 4), (JEQ, audit_arch, None, "nosys"), (LD, 0)]
-    if machine == "x86_64":
-        prog.append((JGE, 0x40000000, "nosys", None))  # x32 syscalls
-    for name in ("fork", "vfork", "execve", "execveat", "socket", "socketpair", "ptrace",
-                 "process_vm_readv", "process_vm_writev", "io_uring_setup"):
-        if name in nr:
-            prog.append((JEQ, nr[name], "eperm", None))
-    prog += [
-        (JEQ, nr["clone3"], "nosys", None),  # flags sit behind a pointer; libc falls back to clone
-        (JEQ, nr["clone"], "clone", None),
-        (JEQ, nr["kill"], "kill", None),
-        (JEQ, nr["tkill"], "self", None),
-        (JEQ, nr["tgkill"], "self", None),
-        (RET, ALLOW),
-        "clone", (LD, 16), (JSET, 0x00010000, "allow", "eperm"),  # threads only (CLONE_THREAD)
-        "kill", (LD, 16), (JEQ, 0, "allow", None), (JEQ, (-pid) & 0xFFFFFFFF, "allow", None),
-        "self", (JEQ, pid, "allow", "eperm"),
-        "allow", (RET, ALLOW),
-        "eperm", (RET, EPERM),
-        "nosys", (RET, ENOSYS),
-    ]
-    labels, insns = {}, []
-    for item in prog:
-        if isinstance(item, str):
-            labels[item] = len(insns)
-        else:
-            insns.append(item)
-
-    class Filter(ctypes.Structure):
-        _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
-
-    class Prog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(Filter))]
-
-    filters = (Filter * len(insns))()
-    for i, ins in enumerate(insns):
-        code, k = ins[0], ins[1]
-        jt = jf = 0
-        if len(ins) == 4:
-            jt = 0 if ins[2] is None else labels[ins[2]] - i - 1
-            jf = 0 if ins[3] is None else labels[ins[3]] - i - 1
-        filters[i] = Filter(code, jt, jf, k)
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(38, 1, 0, 0, 0):  # PR_SET_NO_NEW_PRIVS
+    if keep_read and libc.prctl(8, 1, 0, 0, 0):  # PR_SET_KEEPCAPS
         return False
-    fprog = Prog(len(insns), filters)
-    return libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) == 0  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+    os.setgid(gid)
+    os.setuid(uid)
+    if keep_read and (not capset(1 << 2) or libc.prctl(8, 0, 0, 0, 0)):  # CAP_DAC_READ_SEARCH only
+        os._exit(70)  # never run a program that could raise its permitted capabilities again
+    if sys.platform == "linux":
+        libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS: no set-uid program takes it back to root
+    return os.getuid() != 0 and os.geteuid() != 0
+
+
+def nproc() -> bool:
+    """``RLIMIT_NPROC`` of 1: this process already counts, so no fork succeeds; root is exempt."""
+    resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))
+    return os.getuid() != 0
+
+
+def set_dumpable(on: bool) -> None:
+    """``PR_SET_DUMPABLE``: a process that is not dumpable keeps its ``/proc`` descriptors and memory to itself."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(4, int(on), 0, 0, 0)
 
 
 def python_guards() -> bool:
@@ -232,44 +244,37 @@ class Capped(io.TextIOBase):
         return "".join(self.parts)
 
 
-def backstops(p: dict) -> None:
-    """SIGKILL when the parent dies, SIGALRM when the time is up (should the parent fail to kill us); exit at
-    once if the parent is already gone."""
+def backstops(ppid: int, seconds: float) -> None:
+    """SIGKILL when the parent dies, SIGALRM after ``seconds`` (should the parent fail to kill us); exit at once if
+    the parent is already gone."""
     try:
         if sys.platform == "linux":
             ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
     except Exception:
         pass
-    if os.getppid() != p["ppid"]:
+    if os.getppid() != ppid:
         os._exit(3)
-    signal.alarm(int(p["timeout_s"]) + 3)
+    signal.alarm(int(seconds))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over-long writes fail with EFBIG instead
 
 
-def private_stdout() -> int:
-    """A private copy of fd 1 for the result; fd 1 itself goes to /dev/null."""
-    result_fd = os.dup(1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.close(devnull)
-    return result_fd
-
-
 def apply_layers(p: dict) -> dict[str, bool]:
-    """Resource limits, then Landlock, dropped capabilities, seccomp and the Python guards; which ones held."""
+    """The privilege drop, resource limits, Landlock, dropped capabilities, seccomp and Python guards; which held."""
     layers = {}
+    try:
+        layers["drop_privileges"] = bool(drop_privileges(p["run_as"]))
+    except Exception:
+        layers["drop_privileges"] = False
     mb, cpu = p["memory_mb"], int(p["timeout_s"]) + 1
     limits = [(resource.RLIMIT_AS, mb << 20, mb << 20), (resource.RLIMIT_CPU, cpu, cpu + 1),
               (resource.RLIMIT_FSIZE, p["max_file_bytes"], p["max_file_bytes"]), (resource.RLIMIT_CORE, 0, 0)]
-    if os.geteuid() != 0:
-        limits.append((resource.RLIMIT_NPROC, 1, 1))
     layers["rlimits"] = True
     for res, soft, hard in limits:
         try:
             resource.setrlimit(res, (soft, hard))
         except (ValueError, OSError):
             layers["rlimits"] = False
-    for name, fn in (("landlock", lambda: landlock(os.getcwd())), ("drop_caps", drop_caps),
+    for name, fn in (("nproc", nproc), ("landlock", lambda: landlock(".")), ("drop_caps", drop_caps),
                      ("seccomp", seccomp), ("python_guards", python_guards)):
         try:
             layers[name] = bool(fn())
@@ -322,33 +327,135 @@ def run(p: dict, res: dict) -> None:
         res.update(ok=False, error="exception", message=describe(e))
 
 
-def report(res: dict, result_fd: int) -> None:
-    try:
-        data = (json.dumps(res) + "\n").encode()
-    except Exception as e:
-        data = (json.dumps({"ok": False, "error": "exception", "message": f"unreportable result: {e}"}) + "\n").encode()
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``."""
     view = memoryview(data)
     while view:
-        view = view[os.write(result_fd, view):]
+        view = view[os.write(fd, view):]
 
 
-def main() -> None:
-    with open("payload.json", encoding="utf-8") as f:
-        p = json.load(f)
-    os.unlink("payload.json")
+def send(fd: int, nonce: bytes, kind: bytes, obj: dict) -> None:
+    """One line to the monitor: the nonce, the kind (``L`` layers, ``R`` result) and ``obj`` as JSON."""
+    try:
+        text = json.dumps(obj)
+    except Exception as e:
+        text = json.dumps({"ok": False, "error": "exception", "message": f"unreportable result: {e}"})
+    write_all(fd, nonce + b" " + kind + b" " + text.encode() + b"\n")
+
+
+def worker(p: dict, fd: int, nonce: bytes, monitor_pid: int) -> None:
+    """The forked process: closes the parent's descriptors, applies the layers, runs the program, reports on ``fd``."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    set_dumpable(True)  # so a parent of the same uid can still find it in /proc (see sandbox._sweep)
     cap = p["max_output_bytes"]
-    backstops(p)
-    result_fd = private_stdout()
     out, err = Capped(cap), Capped(cap)
     sys.stdout, sys.stderr = out, err
-    res = {"ok": False, "value": None, "error": None, "message": "", "layers": apply_layers(p)}
+    layers = apply_layers(p)
+    backstops(monitor_pid, p["timeout_s"] + 3)  # after the privilege drop, which clears the parent-death signal
+    send(fd, nonce, b"L", layers)
+    res = {"ok": False, "value": None, "error": None, "message": ""}
     run(p, res)
     if out.overflow or err.overflow:
         res.update(ok=False, value=None, error="output_too_large", message=f"program output exceeded {cap} characters")
     res["stdout"] = out.getvalue()
     if res["error"] == "exception" and err.parts:
         res["message"] = (res["message"] + "\nstderr: " + err.getvalue()[-1000:])[:4000]
-    report(res, result_fd)
+    send(fd, nonce, b"R", res)
+    os._exit(0)
+
+
+def collect(fd: int, pid: int, limit: int) -> tuple[bytes | None, int]:
+    """The worker's bytes, up to end of file or, should a stray process hold the pipe open, until the worker has
+    exited and the pipe is drained; and its exit status. ``None`` past ``limit`` bytes (the worker is killed)."""
+    buf = bytearray()
+    os.set_blocking(fd, False)
+    done, status = 0, 0
+    while True:
+        if not done and not select.select([fd], [], [], 0.05)[0]:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            continue
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            if done:
+                break
+            continue
+        if not chunk:
+            break
+        buf += chunk
+        if len(buf) > limit:
+            if not done:
+                os.kill(pid, signal.SIGKILL)
+                done, status = os.waitpid(pid, 0)
+            return None, os.waitstatus_to_exitcode(status)
+    if not done:
+        done, status = os.waitpid(pid, 0)
+    return bytes(buf), os.waitstatus_to_exitcode(status)
+
+
+def frame(line: bytes, prefix: bytes) -> dict | None:
+    """The JSON object after ``prefix`` on ``line``, or ``None``."""
+    if not line.startswith(prefix):
+        return None
+    try:
+        obj = json.loads(line[len(prefix):])
+    except (ValueError, RecursionError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def checked(raw: dict, cap: int) -> dict:
+    """The result's known fields with their types checked, and the output cap applied again."""
+    value, stdout, error, message = (raw.get(k) for k in ("value", "stdout", "error", "message"))
+    stdout = stdout if isinstance(stdout, str) else ""
+    error = error if isinstance(error, str) or error is None else "exception"
+    if len(stdout) > cap:
+        return {"ok": False, "value": None, "error": "output_too_large",
+                "message": f"program output exceeded {cap} characters", "stdout": ""}
+    return {"ok": raw.get("ok") is True and error is None, "value": value if isinstance(value, (str, float)) else None,
+            "error": error, "message": str(message or "")[:4000], "stdout": stdout}
+
+
+def monitor(p: dict, fd: int, pid: int, nonce: bytes) -> dict:
+    """What the parent learns: the layers report (the first line), the first result line, the exit status."""
+    cap = p["max_output_bytes"]
+    data, status = collect(fd, pid, 32 * cap + (1 << 16))
+    if data is None:
+        result = {"ok": False, "value": None, "error": "output_too_large",
+                  "message": f"program output exceeded {cap} characters", "stdout": ""}
+        return {"layers": {}, "result": result, "status": status}
+    lines = data.split(b"\n")[:-1]  # complete lines only
+    layers = frame(lines[0], nonce + b" L ") if lines else None
+    result = next(filter(None, (frame(line, nonce + b" R ") for line in lines[1:])), None)
+    return {"layers": layers or {}, "result": None if result is None else checked(result, cap), "status": status}
+
+
+def main() -> None:
+    with open("payload.json", encoding="utf-8") as f:
+        p = json.load(f)
+    os.unlink("payload.json")
+    backstops(p["ppid"], p["timeout_s"] + 5)
+    set_dumpable(False)  # before the fork: the worker never sees a dumpable monitor
+    nonce = os.urandom(16).hex().encode()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            worker(p, write_end, nonce, os.getppid())
+        except BaseException:
+            traceback.print_exc(file=sys.__stderr__)
+        finally:
+            os._exit(1)
+    os.close(write_end)
+    key = b""
+    while chunk := os.read(0, 256):
+        key += chunk
+    msg = monitor(p, read_end, pid, nonce)
+    write_all(1, key.strip() + b" " + json.dumps(msg).encode() + b"\n")
     os._exit(0)
 
 
