@@ -122,3 +122,42 @@ def test_weights_name_follows_local_bytes(tmp_path):
     (adapter / "adapter_model.safetensors").write_bytes(b"two")
     assert weights_name("smollm2-135m", adapter) != before
     assert weights_name(str(tmp_path)).startswith(f"{tmp_path} (")  # a local full model
+
+
+class KilledAfter:
+    """Wraps a real generator; a kill (KeyboardInterrupt) lands once ``items`` items of a call have finished."""
+
+    def __init__(self, inner, items=None):
+        self.inner, self.items, self.prompts = inner, items, 0
+
+    def generate(self, prompts, params, progress=None):
+        raise AssertionError("evaluate saves item by item through generate_each")
+
+    def generate_each(self, prompts, params, on_item, progress=None):
+        self.prompts += len(prompts)
+        finished = 0
+
+        def each(i, outs):
+            nonlocal finished
+            on_item(i, outs)
+            finished += 1
+            if finished == self.items:
+                raise KeyboardInterrupt
+
+        return self.inner.generate_each(prompts, params, each, progress=progress)
+
+
+def test_kill_mid_chunk_keeps_finished_items_and_resume_draws_the_same_samples(tmp_path, tiny_generator):
+    """One chunk of 6 items, killed after 4 finished: the 4 are on disk, the rerun generates only 2, and the
+    result equals an uninterrupted run (row seeds follow the prompt, not its position in the call)."""
+    samples = load_bundled("sciknoweval/retrosynthesis")[:6]
+    config = EvalConfig(n=2, temperature=1.0, max_new_tokens=6, seed=5)
+    assert config.chunk_size >= len(samples)
+    full = evaluate(tiny_generator, samples, config, tmp_path / "full", show_progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(KilledAfter(tiny_generator, items=4), samples, config, tmp_path / "killed", show_progress=False)
+    assert len((tmp_path / "killed" / COMPLETIONS).read_text().splitlines()) == 4
+    again = KilledAfter(tiny_generator)
+    resumed = evaluate(again, samples, config, tmp_path / "killed", show_progress=False)
+    assert again.prompts == 2
+    assert resumed.records == full.records

@@ -113,3 +113,46 @@ def test_cells_fan_out_over_tasks_and_sizes():
     assert [(c.id, c.task, c.data_size) for c in cells] == [
         ("retrosynthesis-n25", "sciknoweval/retrosynthesis", 25), ("retrosynthesis-n50", "sciknoweval/retrosynthesis", 50),
         ("svamp-n25", "svamp", 25), ("svamp-n50", "svamp", 50)]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("eval.n=three", "stages.eval.n: expected an integer, got 'three'"),
+    ("eval.temperature=hot", "stages.eval.temperature: expected a number, got 'hot'"),
+    ("eval.max_new_tokens=-3", "stages.eval: max_new_tokens must be >= 1, got -3"),
+    ("eval.top_p=0", "stages.eval: top_p must be in (0, 1], got 0"),
+    ("eval.chunk_size=0", "stages.eval: chunk_size and rerank_batch_size must be >= 1"),
+    ("eval.batch_size=0", "stages.eval.batch_size must be >= 1, got 0"),
+    ("eval.backend=vlm", "stages.eval.backend: expected one of 'transformers', 'vllm', got 'vlm'"),
+    ("rl.reward.alpha=high", "stages.rl.reward.alpha: expected a number, got 'high'"),
+    ("rl.temperature=-1", "stages.rl: temperature must be >= 0, got -1"),
+    ("sft.full=maybe", "stages.sft.full: expected true or false, got 'maybe'"),
+    ("synthesize.rounds=[2, x]", "stages.synthesize.rounds: expected a list of integers, got [2, 'x']"),
+    ("synthesize.max_new_tokens=0", "stages.synthesize: max_new_tokens must be >= 1, got 0"),
+    ("seed=abc", "seed: expected an integer, got 'abc'"),
+    ("model=135", "model: expected a string, got 135"),
+    ("icl.k=two", "icl.k: expected an integer, got 'two'"),
+    ("long_questions=drop", "long_questions must be one of skip, error, got 'drop'"),
+])
+def test_bad_values_are_named_with_their_key_and_type_at_load(tmp_path, override, message):
+    with pytest.raises(RecipeError) as err:
+        load_recipe(write(tmp_path, BASE), [override])
+    assert message in str(err.value) and str(tmp_path / "r.yaml") in str(err.value)
+
+
+def test_every_stage_config_checks_its_sampling_and_batch_ranges(tmp_path):
+    """Whatever the stage: a bad budget, temperature, top_p or batch size fails when the recipe loads."""
+    from openrft.pipeline.recipe import STAGE_ORDER, stage_fields
+
+    bad = {"max_new_tokens": -3, "temperature": -1.0, "top_p": 0.0, "batch_size": 0, "chunk_size": 0}
+    stages = {s: {} for s in STAGE_ORDER}
+    checked = []
+    for stage in STAGE_ORDER:
+        for key in stage_fields(stage):
+            value = next((v for suffix, v in bad.items() if key == suffix or key.endswith("_" + suffix)), None)
+            if value is None:
+                continue
+            with pytest.raises(RecipeError, match=key):
+                recipe_from_mapping({**BASE, "stages": {**stages, stage: {key: value}}})
+            checked.append(f"{stage}.{key}")
+    assert {"eval.max_new_tokens", "augment.temperature", "rl.top_p", "synthesize.batch_size",
+            "prm.generation_batch_size", "eval.rerank_batch_size"} <= set(checked)

@@ -11,6 +11,7 @@ import yaml
 
 from openrft.data.sample import Sample
 from openrft.models.backends.base import Completion
+from openrft.models.backends.openai_http import GenerationError
 from openrft.pipeline.recipe import RecipeError, load_recipe
 from openrft.pipeline.runner import run_recipe
 from openrft.reward_models.labels import COMPLETIONS_FILE, STEP_LABELS_FILE, label_policy_rollouts
@@ -70,7 +71,10 @@ def test_math_shepherd_labels_are_the_fraction_of_continuations_reaching_the_gol
         and fe["accuracy_error_free"] == 1.0 and fe["f1"] == pytest.approx(2 / 3)
 
 
-def test_labelling_resumes_after_a_kill_without_redoing_finished_questions(bundled_tokenizer, tmp_path):
+@pytest.mark.parametrize("fault", [KeyboardInterrupt, GenerationError("HTTP 503 from the labelling server",
+                                                                     url="http://127.0.0.1:1/v1", status=503)])
+def test_labelling_resumes_after_a_kill_without_redoing_finished_questions(bundled_tokenizer, tmp_path, fault):
+    """A kill or a server error mid-labelling keeps the finished questions; the rerun labels only the rest."""
     samples = _samples(6)
     replies = {str(i): f"good {i} + 2\n{'good' if i % 2 else 'bad'} step\nThe answer is {i + 2 - (i % 2 == 0)}."
                for i in range(6)}
@@ -81,11 +85,11 @@ def test_labelling_resumes_after_a_kill_without_redoing_finished_questions(bundl
     class Killed(ScriptedGenerator):
         def generate(self, prompts, params, progress=None):
             if len(self.calls) == 2:  # policy replies done (one call of 4 * chunk questions), one labelling chunk
-                raise KeyboardInterrupt
+                raise fault
             return super().generate(prompts, params, progress)
 
     killed = Killed(bundled_tokenizer, replies)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(fault if isinstance(fault, type) else type(fault)):
         label_policy_rollouts(killed, samples, tmp_path / "killed", n_completions=1, n_rollouts=2, chunk=2)
     stored = [json.loads(x)["id"] for x in (tmp_path / "killed" / STEP_LABELS_FILE).read_text().splitlines()]
     assert stored == ["q0", "q1"] and len((tmp_path / "killed" / COMPLETIONS_FILE).read_text().splitlines()) == 6

@@ -16,10 +16,16 @@ from openrft.rl.logs import read_metrics
 from openrft.rl.trainer import RLTrainer, run_rl
 
 REWARD_FILE = '''
-def length_reward(prompts, completions, **columns):
-    """Longer completions score higher: a learnable signal for a random model."""
-    return [min(len(c), 40) / 40 for c in completions]
+def vowel_reward(prompts, completions, **columns):
+    """The share of vowels: a learnable signal for a random model that differs between any two samples
+    (a length reward does not, once every sample runs to max_new_tokens)."""
+    return [sum(ch in "aeiouAEIOU" for ch in c) / max(len(c), 1) for c in completions]
 '''
+
+
+VOWEL_REWARD = {}
+exec(REWARD_FILE, VOWEL_REWARD)  # the same function in-process, for the reward that kills a run
+VOWEL_REWARD = VOWEL_REWARD["vowel_reward"]
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +34,10 @@ def samples():
 
 
 @pytest.fixture()
-def length_fn(tmp_path):
+def vowel_fn(tmp_path):
     path = tmp_path / "rewards.py"
     path.write_text(REWARD_FILE)
-    return f"{path}:length_reward"
+    return f"{path}:vowel_reward"
 
 
 def _config(tiny_model_dir, fn, **kw):
@@ -48,14 +54,14 @@ def _lora_b_norm(adapter_dir) -> float:
 
 
 @pytest.mark.parametrize("estimator", ["grpo", "rloo", "reinforce_pp"])
-def test_critic_free_estimators_train_the_adapter(tiny_model_dir, samples, length_fn, tmp_path, estimator):
+def test_critic_free_estimators_train_the_adapter(tiny_model_dir, samples, vowel_fn, tmp_path, estimator):
     torch.set_num_threads(1)
-    cfg = _config(tiny_model_dir, length_fn, estimator=estimator)
+    cfg = _config(tiny_model_dir, vowel_fn, estimator=estimator)
     result = run_rl(cfg, tmp_path / "rl", samples, show_progress=False)
     assert not result.skipped and len(result.metrics) == 2
     row = result.metrics[-1]
     for key in ("reward", "accuracy", "kl", "entropy", "policy/clipfrac", "policy/loss", "response_length",
-                "tokens_per_s", "time/generation", "time/scoring", "time/update", "reward/fn/length_reward/mean"):
+                "tokens_per_s", "time/generation", "time/scoring", "time/update", "reward/fn/vowel_reward/mean"):
         assert key in row, key
         assert math.isfinite(row[key]), key
     # LoRA B starts at zero: any update shows in it
@@ -64,9 +70,9 @@ def test_critic_free_estimators_train_the_adapter(tiny_model_dir, samples, lengt
     assert manifest["status"] == "finished" and manifest["stats"]["steps"] == 2
 
 
-def test_gae_trains_policy_and_critic_with_ppo_epochs(tiny_model_dir, samples, length_fn, tmp_path):
+def test_gae_trains_policy_and_critic_with_ppo_epochs(tiny_model_dir, samples, vowel_fn, tmp_path):
     torch.set_num_threads(1)
-    cfg = _config(tiny_model_dir, length_fn, estimator="gae", n_samples=2, ppo_epochs=2, minibatch_size=2,
+    cfg = _config(tiny_model_dir, vowel_fn, estimator="gae", n_samples=2, ppo_epochs=2, minibatch_size=2,
                   micro_batch_size=1)
     result = run_rl(cfg, tmp_path / "rl", samples, show_progress=False)
     # the critic starts at 0 (zero-initialised value head), so step 1's values are 0 and its value loss is
@@ -99,19 +105,19 @@ class _Killer:
 
     def __init__(self, at: int):
         self.at, self.calls = at, 0
-        self.__name__ = "length_reward"
+        self.__name__ = "vowel_reward"
 
     def __call__(self, prompts, completions, **columns):
         self.calls += 1
         if self.calls == self.at:
             raise KeyboardInterrupt
-        return [min(len(c), 40) / 40 for c in completions]
+        return VOWEL_REWARD(prompts, completions, **columns)
 
 
-def test_kill_then_rerun_resumes_from_last_checkpoint_and_rerun_skips(tiny_model_dir, samples, length_fn, tmp_path):
+def test_kill_then_rerun_resumes_from_last_checkpoint_and_rerun_skips(tiny_model_dir, samples, vowel_fn, tmp_path):
     torch.set_num_threads(1)
     out = tmp_path / "rl"
-    cfg = _config(tiny_model_dir, length_fn, steps=3, save_every=1)
+    cfg = _config(tiny_model_dir, vowel_fn, steps=3, save_every=1)
     killer = CompositeReward(cfg.reward, functions=[_Killer(at=3)])
     with pytest.raises(KeyboardInterrupt):
         run_rl(cfg, out, samples, reward=killer, show_progress=False)
@@ -124,10 +130,10 @@ def test_kill_then_rerun_resumes_from_last_checkpoint_and_rerun_skips(tiny_model
     assert again.skipped
 
 
-def test_resumed_run_matches_uninterrupted_run(tiny_model_dir, samples, length_fn, tmp_path):
+def test_resumed_run_matches_uninterrupted_run(tiny_model_dir, samples, vowel_fn, tmp_path):
     """Same seeds, same prompts per step, restored optimizer: the resumed adapter equals the straight one."""
     torch.set_num_threads(1)
-    cfg = _config(tiny_model_dir, length_fn, steps=2, save_every=1)
+    cfg = _config(tiny_model_dir, vowel_fn, steps=2, save_every=1)
     straight = run_rl(cfg, tmp_path / "a", samples, show_progress=False)
     killer = CompositeReward(cfg.reward, functions=[_Killer(at=2)])
     with pytest.raises(KeyboardInterrupt):
@@ -139,7 +145,7 @@ def test_resumed_run_matches_uninterrupted_run(tiny_model_dir, samples, length_f
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
 
 
-def test_rl_from_sft_adapter_saves_a_stacked_adapter_eval_can_load(tiny_model_dir, samples, length_fn, tmp_path):
+def test_rl_from_sft_adapter_saves_a_stacked_adapter_eval_can_load(tiny_model_dir, samples, vowel_fn, tmp_path):
     from openrft.models.loading import load_model
     from openrft.models.lora import LoraSettings, attach_lora, load_adapter
 
@@ -151,7 +157,7 @@ def test_rl_from_sft_adapter_saves_a_stacked_adapter_eval_can_load(tiny_model_di
             if "lora_B" in n:
                 p.normal_(std=0.5)
     sft.save_pretrained(tmp_path / "sft" / "adapter")
-    cfg = _config(tiny_model_dir, length_fn, steps=1, adapter=str(tmp_path / "sft"))
+    cfg = _config(tiny_model_dir, vowel_fn, steps=1, adapter=str(tmp_path / "sft"))
     trainer = RLTrainer(cfg, samples, tmp_path / "rl", show_progress=False)
     result = trainer.train()
     assert (result.adapter_dir / "openrft_adapter.json").exists()
@@ -174,9 +180,9 @@ def test_rl_from_sft_adapter_saves_a_stacked_adapter_eval_can_load(tiny_model_di
         assert not torch.allclose(plain.logprobs(batch)[0] * batch.response_mask, want * batch.response_mask)
 
 
-def test_prompt_longer_than_context_is_named(tiny_model_dir, samples, length_fn, tmp_path):
+def test_prompt_longer_than_context_is_named(tiny_model_dir, samples, vowel_fn, tmp_path):
     long = samples[0].replace(question="word " * 3000)
-    cfg = _config(tiny_model_dir, length_fn, steps=1)
+    cfg = _config(tiny_model_dir, vowel_fn, steps=1)
     with pytest.raises(ValueError, match=rf"sample {long.id}: its prompt has \d+ tokens"):
         RLTrainer(cfg, [long, *samples[1:]], tmp_path / "rl", show_progress=False)
 
@@ -269,7 +275,7 @@ def test_rollouts_sample_from_the_merged_policy_and_restore_the_exact_base(tiny_
     assert not any(m.merged_adapters for m in ac.model.modules() if hasattr(m, "merged_adapters"))
 
 
-def test_a_fully_fine_tuned_model_is_known_by_its_bytes_not_its_path(tiny_model_dir, samples, length_fn, tmp_path):
+def test_a_fully_fine_tuned_model_is_known_by_its_bytes_not_its_path(tiny_model_dir, samples, vowel_fn, tmp_path):
     """After a full-weight SFT the RL stage's model is a local directory: new bytes behind the same path rerun RL,
     and the same bytes under another path (another run directory's copy) match."""
     import json
@@ -278,7 +284,7 @@ def test_a_fully_fine_tuned_model_is_known_by_its_bytes_not_its_path(tiny_model_
     torch.set_num_threads(1)
     model = tmp_path / "sft-full"
     shutil.copytree(tiny_model_dir, model)
-    first = run_rl(_config(model, length_fn, steps=1), tmp_path / "rl", samples, show_progress=False)
+    first = run_rl(_config(model, vowel_fn, steps=1), tmp_path / "rl", samples, show_progress=False)
     manifest = json.loads((tmp_path / "rl" / "manifest.json").read_text())
     assert manifest["config"]["model"] == "local" and manifest["inputs"]["model"]
     # options added later keep their old behaviour by default and stay out of the identity then
@@ -287,12 +293,12 @@ def test_a_fully_fine_tuned_model_is_known_by_its_bytes_not_its_path(tiny_model_
     # the same bytes elsewhere: a copy of the model and of the finished stage match
     shutil.copytree(model, tmp_path / "elsewhere")
     shutil.copytree(tmp_path / "rl", tmp_path / "rl-copy")
-    assert run_rl(_config(tmp_path / "elsewhere", length_fn, steps=1), tmp_path / "rl-copy", samples,
+    assert run_rl(_config(tmp_path / "elsewhere", vowel_fn, steps=1), tmp_path / "rl-copy", samples,
                   show_progress=False).skipped
     # new bytes behind the same path: RL trains again
     config = json.loads((model / "config.json").read_text())
     (model / "config.json").write_text(json.dumps(config | {"openrft_note": "retrained"}))
-    again = run_rl(_config(model, length_fn, steps=1), tmp_path / "rl", samples, show_progress=False)
+    again = run_rl(_config(model, vowel_fn, steps=1), tmp_path / "rl", samples, show_progress=False)
     assert not first.skipped and not again.skipped
 
 
@@ -308,7 +314,7 @@ def test_pin_local_inputs_hashes_local_paths_and_leaves_names():
     assert list(inputs) == ["adapter"] and len(inputs["adapter"]) == 16 and shown == {"adapter_path": __file__}
 
 
-def test_kl_and_value_losses_get_the_policy_losss_fixed_length(tiny_model_dir, samples, length_fn, tmp_path,
+def test_kl_and_value_losses_get_the_policy_losss_fixed_length(tiny_model_dir, samples, vowel_fn, tmp_path,
                                                                 monkeypatch):
     """Under seq-mean-token-sum-norm (Dr.GRPO) every loss term divides by max_new_tokens, not by the padding width
     of its micro-batch."""
@@ -324,7 +330,7 @@ def test_kl_and_value_losses_get_the_policy_losss_fixed_length(tiny_model_dir, s
 
         monkeypatch.setattr(trainer_module, name, spy)
     torch.set_num_threads(1)
-    cfg = _config(tiny_model_dir, length_fn, steps=1, estimator="gae", kl_in="loss", kl_coef=0.1,
+    cfg = _config(tiny_model_dir, vowel_fn, steps=1, estimator="gae", kl_in="loss", kl_coef=0.1,
                   loss_agg="seq-mean-token-sum-norm")
     run_rl(cfg, tmp_path / "rl", samples, show_progress=False)
     assert seen == {"kl_loss": cfg.max_new_tokens, "value_loss": cfg.max_new_tokens}

@@ -91,6 +91,10 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         if self.k < 0 or self.expansion < 1 or self.retries < 0 or self.batch_size < 1:
             raise ValueError("need k >= 0, expansion >= 1, retries >= 0, batch_size >= 1")
+        SamplingParams(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens)  # validates
+        if self.teacher_max_new_tokens < 1 or self.retry_temperature < 0:
+            raise ValueError(f"need teacher_max_new_tokens >= 1 and retry_temperature >= 0, got "
+                             f"{self.teacher_max_new_tokens} and {self.retry_temperature}")
         if not 0 < self.similarity_threshold <= 1:
             raise ValueError(f"similarity_threshold must be in (0, 1], got {self.similarity_threshold}")
         if not 0 <= self.min_length_ratio < self.max_length_ratio:

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     from openrft.data import DataError
     from openrft.data.bundled import get_bundled, list_bundled
     from openrft.data.leakage import leakage_report
-    from openrft.data.loaders import load_samples
+    from openrft.data.loaders import has_splits, load_samples
 
     try:
         if args.cmd == "list":
@@ -40,8 +40,14 @@ def main(argv: list[str] | None = None) -> int:
             for s in load_samples(args.data, split=args.split, limit=args.limit):
                 print(json.dumps(s.to_dict(), ensure_ascii=False, indent=2))
         else:
-            train = load_samples(args.data, split=args.train_split)
-            test = load_samples(args.data, split=args.test_split)
+            if has_splits(args.data):
+                train = load_samples(args.data, split=args.train_split)
+                test = load_samples(args.data, split=args.test_split)
+            else:  # one set of samples: compared with itself, every sample would look leaked
+                train, test = [], load_samples(args.data)
+                print(f"openrft data: {args.data} holds one set of samples, not train/test splits: checking "
+                      "duplicates within it (for leakage, name a folder with split subfolders or a bundled dataset)",
+                      file=sys.stderr)
             report = leakage_report(train, test, threshold=args.threshold)
             print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) if args.json else report.summary())
     except DataError as err:

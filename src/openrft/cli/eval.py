@@ -26,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--split", default="test", help="split to evaluate (bundled data and split folders)")
     ap.add_argument("--limit", type=int, default=None, help="evaluate the first N items of each task")
     ap.add_argument("--greedy", action="store_true", help="greedy decoding, one run (same as --temperature 0)")
+    ap.add_argument("--long-questions", choices=["skip", "error"], default="skip",
+                    help="a question too long for the model's context: skip it with a warning naming it (default: "
+                         "the evaluation goes on) or stop with an error before the model loads (exact token counts: "
+                         "before generating)")
     from openrft.evaluate.runner import EvalConfig
 
     add_config_args(ap.add_argument_group("evaluation settings (EvalConfig)"), EvalConfig)
@@ -44,23 +48,32 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.data = args.data or [DEFAULT_DATA]
     from openrft.data import DataError
+    from openrft.data.lengths import drop_long_questions
     from openrft.data.loaders import load_sources
+    from openrft.evaluate.prompts import fit_prompts
     from openrft.evaluate.rerank import load_reranker
     from openrft.evaluate.results import print_tables, write_report
     from openrft.evaluate.runner import EvalConfig, evaluate
     from openrft.models.backends import make_generator
-    from openrft.models.loading import ModelNotFoundError
+    from openrft.models.loading import ModelNotFoundError, context_window
     from openrft.core.rundir import IncompatibleRunError
     from openrft.retrieval.embedder import EmbedderNotAvailableError
 
     try:
-        samples = load_sources(args.data, split=args.split, limit_per_task=args.limit)
         config = config_from_args(EvalConfig, args, **({"temperature": 0.0} if args.greedy else {}))
+        samples = load_sources(args.data, split=args.split, limit_per_task=args.limit)
+        samples = drop_long_questions(samples, context_window(args.model) if args.backend != "openai" else None,
+                                      args.long_questions)
+        if not samples:
+            raise DataError(f"no samples to evaluate in {', '.join(args.data)} (split {args.split!r})")
         generator = make_generator(args.backend, args.model, base_url=args.base_url, batch_size=args.batch_size,
                                    dtype=args.dtype, cache_dir=os.path.join(args.out, "http-cache") if args.out else None)
         if args.adapter:
             generator = _with_adapter(generator, args.adapter)
         examples_for = examples_for_from_args(args, args.data)
+        samples = fit_prompts(generator, samples, examples_for, args.long_questions)
+        if not samples:
+            raise DataError("no samples left to evaluate: every prompt is too long for the model")
         reranker = None
         if config.rerank:  # loaded before generating, so a bad checkpoint fails at once
             reranker = load_reranker(config.rerank, agg=config.rerank_agg, step_rule=config.step_rule,

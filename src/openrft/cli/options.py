@@ -11,6 +11,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from openrft.core.configs import build_config
+
 
 def field_type(cls: type, f: dataclasses.Field) -> Any:
     """The flag type of a field: ``X`` for ``X | None``; ``list[X]`` and ``tuple[X, ...]`` stay as they are."""
@@ -82,12 +84,13 @@ def explicit_values(args: argparse.Namespace, cls: type, prefix: str = "") -> di
 
 def config_from_args(cls: type, args: argparse.Namespace, what: str = "", **fixed: Any) -> Any:
     """``cls`` from its defaults, then the ``--config`` YAML (when the parser has one), then explicit flags,
-    then ``fixed`` (values the command itself decides)."""
+    then ``fixed`` (values the command itself decides); a value of the wrong type or range raises
+    :class:`~openrft.core.configs.ConfigValueError` (a ``ValueError`` naming the flag) before anything loads."""
     values: dict[str, Any] = load_yaml_mapping(args.config, what or cls.__name__) \
         if getattr(args, "config", None) else {}
     values.update(explicit_values(args, cls))
     values.update(fixed)
-    return cls.from_dict(values) if hasattr(cls, "from_dict") else cls(**values)
+    return build_config(cls, values, "--")
 
 
 def load_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import sys
 from openrft.cli.options import (
     add_config_args, add_icl_args, examples_for_from_args, explicit_values, load_yaml_mapping,
 )
+from openrft.core.configs import build_config
 
 ALIASES = {"n_samples": ["-n"], "lora_rank": ["--rank"]}
 REWARD_ALIASES = {"functions": ["--reward-fn"]}
@@ -52,9 +53,7 @@ def make_config(args: argparse.Namespace):
     values.update(explicit_values(args, RLConfig))
     reward.update(explicit_values(args, RewardConfig))
     values["output_dir"] = args.out
-    config = RLConfig.from_dict(values)
-    config.reward = RewardConfig(**reward)
-    return config
+    return build_config(RLConfig, values | {"reward": reward}, "--")
 
 
 def main(argv: list[str] | None = None) -> int:

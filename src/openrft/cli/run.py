@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="another run whose finished stages may stand in for this run's (repeatable), e.g. the "
                          "synthesis and SFT of an SFT run for an SFT+RL run; a stage is reused only when its "
                          "settings and inputs match")
-    ap.add_argument("--dry-run", action="store_true", help="validate the recipe and print the plan; run nothing")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="validate the recipe, its models and data and print the plan; load no model, run nothing")
     ap.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     return ap
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from openrft.models.loading import ModelNotFoundError
     from openrft.pipeline.recipe import RecipeError, load_recipe
     from openrft.core.rundir import IncompatibleRunError, StageInputError
-    from openrft.pipeline.runner import expand_tasks, plan_cells, run_recipe
+    from openrft.pipeline.runner import expand_tasks, plan_cells, preflight, run_recipe
     from openrft.retrieval.embedder import EmbedderNotAvailableError
     from openrft.rewards.prm.base import PRMFormatError
 
@@ -81,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
             print("openrft run: warning: this recipe is sized for a GPU (requires: gpu) and no CUDA device is "
                   "visible; it will be very slow on CPU (recipes/small/ has CPU-sized variants)", file=sys.stderr)
     if args.dry_run:
+        try:  # what a run would check before its first stage: models, data, question lengths, ICL
+            preflight(recipe, cells)
+        except errors as err:
+            print(f"openrft run: {err}", file=sys.stderr)
+            return 2
         for stage in recipe.ordered_stages:
             print(f"  {stage}: {recipe.stage_config(stage)}")
         return 0

@@ -12,6 +12,7 @@ import sys
 from openrft.cli.options import (
     add_config_args, add_icl_args, examples_for_from_args, explicit_values, load_yaml_mapping,
 )
+from openrft.core.configs import build_config
 
 ALIASES = {"learning_rate": ["--lr"], "lora_rank": ["--rank"], "lora_alpha": ["--alpha"]}
 
@@ -41,7 +42,7 @@ def make_config(args: argparse.Namespace):
     cls = _config_cls()
     values: dict = load_yaml_mapping(args.config, "SFT") if args.config else {}
     values.update(explicit_values(args, cls))
-    return cls.from_dict(values)
+    return build_config(cls, values, "--")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """Record files other than samples: one JSON object a line, read with errors that name ``file:line``.
 
-Step labels (:mod:`openrft.reward_models.labels`) and outcome labels (:mod:`openrft.reward_models.orm_train`)
+:func:`utf8_lines` and :func:`read_utf8` read any text data file (samples too) and name the line and byte of
+text that is not UTF-8. Step labels (:mod:`openrft.reward_models.labels`) and outcome labels (:mod:`openrft.reward_models.orm_train`)
 are stored this way; each kind brings its own ``from_dict`` that checks one object.
 """
 
@@ -8,16 +9,45 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from openrft.core.rundir import atomic_write_text
 from openrft.data.sample import DataError
 
-__all__ = ["check_fields", "read_records", "write_records"]
+__all__ = ["check_fields", "read_records", "read_utf8", "utf8_lines", "write_records"]
 
 T = TypeVar("T")
+
+
+def _not_utf8(path: Path, line: int, offset: int, err: UnicodeDecodeError) -> DataError:
+    """The error for bytes that are not UTF-8: ``file:line``, their offset in the file, the bytes themselves."""
+    return DataError(f"{path}:{line}: not UTF-8 text (byte offset {offset}: {err.object[err.start:err.end]!r}, "
+                     f"{err.reason}); save the file as UTF-8")
+
+
+def utf8_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of each line of a UTF-8 file, read lazily; bytes that are not UTF-8 raise
+    :class:`DataError` naming ``file:line`` and the byte offset in the file."""
+    path, offset = Path(path), 0
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise _not_utf8(path, lineno, offset + err.start, err) from None
+            offset += len(raw)
+
+
+def read_utf8(path: str | os.PathLike) -> str:
+    """The whole text of a UTF-8 file; bytes that are not UTF-8 raise :class:`DataError` as in :func:`utf8_lines`."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise _not_utf8(path, 1 + data.count(b"\n", 0, err.start), err.start, err) from None
 
 
 def check_fields(d: Any, fields: Sequence[str], required: Sequence[str]) -> None:
@@ -53,20 +83,19 @@ def read_records(paths: str | os.PathLike | Sequence[str | os.PathLike], parse: 
         if not path.is_file():
             raise DataError(f"{path}: {what} file not found")
         found = 0
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno}); each line "
-                                    f"must hold one object {layout}") from None
-                try:
-                    out.append(parse(rec))
-                except ValueError as e:
-                    raise DataError(f"{path}:{lineno}: {e}") from None
-                found += 1
+        for lineno, line in utf8_lines(path):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno}); each line "
+                                f"must hold one object {layout}") from None
+            try:
+                out.append(parse(rec))
+            except ValueError as e:
+                raise DataError(f"{path}:{lineno}: {e}") from None
+            found += 1
         if not found:
             raise DataError(f"{path}: no {what} (the file is empty); each line must hold one object {layout}")
     return out

@@ -10,6 +10,7 @@ first record) unless named. Every error is a :class:`DataError` naming ``file:li
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from openrft.data.bundled import SCIKNOWEVAL_TASKS, bundled_path, get_bundled
+from openrft.data.jsonl import read_utf8, utf8_lines
 from openrft.data.records import CONVERTERS, LAYOUTS, Context, FieldMap, data_error, sniff_layout
 from openrft.data.sample import ANSWER_TYPES, DataError, Sample
 
@@ -32,19 +34,18 @@ _HF_MARKERS = ("dataset_info.json", "dataset_dict.json", "state.json")
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield f"{path}:{lineno}", json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno}); "
-                                "each line must hold one JSON object") from None
+    for lineno, line in utf8_lines(path):
+        if not line.strip():
+            continue
+        try:
+            yield f"{path}:{lineno}", json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno}); "
+                            "each line must hold one JSON object") from None
 
 
 def _read_json(path: Path) -> Iterator[tuple[str, Any]]:
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path)
     start = len(text) - len(text.lstrip())
     if text[start:start + 1] == "{":
         try:
@@ -78,12 +79,11 @@ def _read_json(path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def _read_csv(path: Path, delimiter: str) -> Iterator[tuple[str, Any]]:
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f, delimiter=delimiter)
-        for row in reader:
-            if None in row:
-                raise DataError(f"{path}:{reader.line_num}: more cells than header columns")
-            yield f"{path}:{reader.line_num}", {k: (None if v == "" else v) for k, v in row.items()}
+    reader = csv.DictReader(io.StringIO(read_utf8(path), newline=""), delimiter=delimiter)
+    for row in reader:
+        if None in row:
+            raise DataError(f"{path}:{reader.line_num}: more cells than header columns")
+        yield f"{path}:{reader.line_num}", {k: (None if v == "" else v) for k, v in row.items()}
 
 
 def _read_parquet(path: Path) -> Iterator[tuple[str, Any]]:
@@ -166,6 +166,9 @@ def _load_file(path: Path, *, container: str | None = None, layout: str | None =
                              f"duplicate id {s.id!r} (first at {where[s.id]}); ids must be unique")
         where[s.id] = loc
         out.append(s)
+    if not where and limit != 0:
+        raise DataError(f"{path}{f'[{split}]' if container == 'hf' and split else ''}: no samples (the "
+                        f"{'dataset' if container == 'hf' else 'file'} holds no records)")
     return out
 
 
@@ -269,6 +272,23 @@ def load_samples(source: str | os.PathLike[str], *, format: str | None = None, s
         _check_unique(out)
         return out
     return _load_file(path, container=container, layout=layout, split=split, limit=limit, **kw)
+
+
+def has_splits(source: str | os.PathLike[str]) -> bool:
+    """Whether ``source`` holds separate splits: a bundled name, a ``DatasetDict`` folder, a folder of split folders.
+    A single file, a plain ``Dataset`` folder or a folder of data files is one set of samples, whatever the split.
+
+    >>> has_splits("sciknoweval/chemical_calculation"), has_splits(__file__)
+    (True, False)
+    """
+    path = Path(source)
+    if not path.exists():
+        return not path.suffix  # a bundled name (a missing file fails when it is loaded)
+    if not path.is_dir():
+        return False
+    if any((path / m).exists() for m in _HF_MARKERS):
+        return (path / "dataset_dict.json").exists()
+    return bool(_split_dirs(path))
 
 
 def load_bundled(name: str, split: str = "test", *, limit: int | None = None, **kw: Any) -> list[Sample]:

@@ -5,7 +5,7 @@ Items are generated in chunks and each finished item is appended to
 (a rerun with the same settings skips the items already in the file).
 
 With ``rerank`` set, every completion is also scored by a PRM or an ORM
-(:mod:`openrft.evaluate.rerank`) before its item is appended: each sample gets ``score``
+(:mod:`openrft.evaluate.rerank`) once its chunk is generated: each sample gets ``score``
 (and, from a PRM, ``step_scores``) and the record names the scorer under ``"rerank"``.
 The rerank settings are not part of the stage's fingerprint: a rerun that adds or changes
 ``rerank`` keeps the completions and scores only those not yet scored by the same scorer
@@ -27,7 +27,7 @@ from typing import Any
 from openrft.data.sample import Sample
 from openrft.core.metrics import answered_rate, maj_at_k, pass_at_k, rerank_at_k, run_accuracy, weighted_maj_at_k
 from openrft.evaluate.rerank import Reranker, check_rerank_spec, load_reranker
-from openrft.models.backends.base import Generator, SamplingParams
+from openrft.models.backends.base import Generator, SamplingParams, generate_each
 from openrft.core.rundir import JsonlStore, begin_stage, finish_stage
 from openrft.rewards.combine import aggregate_steps, check_agg
 from openrft.rewards.steps import step_rule as get_step_rule
@@ -49,7 +49,7 @@ class EvalConfig:
     seed: int = field(default=0, metadata={"help": "sampling seed"})
     maj_k: int | None = field(default=None, metadata={"help": "k for maj@k (default: n)"})
     pass_k: int | None = field(default=None, metadata={"help": "k for pass@k (default: n)"})
-    chunk_size: int = field(default=64, metadata={"help": "items generated between checkpoints of completions.jsonl"})
+    chunk_size: int = field(default=64, metadata={"help": "items per generation call (each finished item is saved to completions.jsonl at once)"})
     rerank: str | None = field(default=None, metadata={
         "help": "score every completion for rerank@k and weighted_maj@k: prm:<checkpoint | judge:<model> | "
                 "http(s)://url> or orm:<checkpoint>; none = no reranking"})
@@ -64,6 +64,10 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.temperature == 0:
             self.n = 1
+        self.sampling  # noqa: B018 - validates n, temperature, top_p, max_new_tokens
+        if self.chunk_size < 1 or (self.rerank_batch_size is not None and self.rerank_batch_size < 1):
+            raise ValueError(f"chunk_size and rerank_batch_size must be >= 1, got {self.chunk_size} and "
+                             f"{self.rerank_batch_size}")
         for name in ("maj_k", "pass_k", "rerank_k"):
             k = getattr(self, name)
             if k is not None and not 1 <= k <= self.n:
@@ -281,7 +285,7 @@ def evaluate(
 
     ``examples_for(sample) -> list[Sample]`` supplies few-shot examples (ICL) for the prompt.
     With ``out_dir``, every graded item is appended to ``completions.jsonl`` as soon as its
-    chunk finishes, and a rerun with the same settings resumes from there.
+    completions are all done, and a rerun with the same settings resumes from there.
 
     With ``config.rerank`` (or a ``reranker``, whose ``spec``, step rule and aggregator then
     replace the config's) every completion is scored for rerank@k and weighted_maj@k; a
@@ -312,22 +316,14 @@ def evaluate(
     by_id = {s.id: s for s in samples}
     progress = _Progress(len(todo) * config.n, show_progress)
     t0 = time.perf_counter()
-    tokens = 0
     try:
-        for start in range(0, len(todo), config.chunk_size):
-            chunk = todo[start:start + config.chunk_size]
-            outs = generator.generate([prompts[s.id] for s in chunk], config.sampling, progress=progress.update)
-            recs = [grade_item(tasks[s.answer_type], s, o) for s, o in zip(chunk, outs)]
-            if ident is not None:
-                score_records(get_reranker(), recs, by_id, ident)
-            tokens += sum(x["num_tokens"] for r in recs for x in r["samples"])
-            for r in recs:
-                done[r["id"]] = r
-            if store is not None:
-                store.append(recs)
+        tokens = _generate_todo(generator, todo, prompts, tasks, config, done, store, progress,
+                                None if ident is None else lambda recs: score_records(get_reranker(), recs, by_id, ident))
         progress.close()
+        if store is not None and todo:  # items land in finishing order (scored ones twice): one line each, in order
+            store.rewrite([done[s.id] for s in samples])
         if ident is not None:
-            _score_stale(get_reranker, [done[s.id] for s in samples], by_id, ident, config.chunk_size, store, done,
+            _score_stale(get_reranker, [done[s.id] for s in samples], by_id, ident, config.chunk_size, store,
                          show_progress)
     finally:
         progress.close()
@@ -341,9 +337,34 @@ def evaluate(
                       tokens=tokens, seconds=seconds, records=records)
 
 
+def _generate_todo(generator, todo: list[Sample], prompts, tasks, config: EvalConfig,
+                   done: dict[str, dict[str, Any]], store: JsonlStore | None, progress: "_Progress",
+                   score) -> int:
+    """Generate and grade ``todo`` in chunks; each item is saved the moment its completions are done (a kill
+    loses only the items in flight), then ``score(records)`` (if any) runs on the chunk. Returns the tokens
+    generated."""
+    tokens = 0
+    for start in range(0, len(todo), config.chunk_size):
+        chunk = todo[start:start + config.chunk_size]
+
+        def finished(i: int, outs, chunk=chunk) -> None:
+            rec = grade_item(tasks[chunk[i].answer_type], chunk[i], outs)
+            done[rec["id"]] = rec
+            if store is not None:
+                store.append([rec])
+
+        generate_each(generator, [prompts[s.id] for s in chunk], config.sampling, finished, progress=progress.update)
+        recs = [done[s.id] for s in chunk]
+        tokens += sum(x["num_tokens"] for r in recs for x in r["samples"])
+        if score is not None:
+            score(recs)
+            if store is not None:
+                store.append(recs)
+    return tokens
+
+
 def _score_stale(get_reranker, records: list[dict[str, Any]], by_id: dict[str, Sample], ident: dict[str, Any],
-                 chunk_size: int, store: JsonlStore | None, done: dict[str, dict[str, Any]],
-                 show_progress: bool) -> None:
+                 chunk_size: int, store: JsonlStore | None, show_progress: bool) -> None:
     """Score the records of an earlier run that this scorer has not scored; rewrite the JSONL once."""
     stale = [r for r in records if not _scored(r, ident)]
     if not stale:
@@ -358,7 +379,7 @@ def _score_stale(get_reranker, records: list[dict[str, Any]], by_id: dict[str, S
                 score_records(get_reranker(), chunk, by_id, ident)
                 bar.update(len(chunk))
     if store is not None:
-        store.rewrite(done.values())
+        store.rewrite(records)
 
 
 class _Progress:

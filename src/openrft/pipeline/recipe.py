@@ -18,6 +18,9 @@ all of them with ``icl`` set)::
       rl: {estimator: gae, steps: 8, reward: {prm: "judge:smollm2-135m", alpha: 0.7}}
       eval: {n: 3, max_new_tokens: 128}
 
+``long_questions: skip`` (the default) leaves out, with a warning naming each, a question too long for the
+model's context (see :mod:`openrft.data.lengths`); ``error`` stops the run instead, before anything runs.
+
 ``extends: other.yaml`` starts from another recipe (path relative to this one) and merges this
 one over it; ``null`` removes an inherited key (``icl: null``, ``stages: {augment: null}``).
 
@@ -38,7 +41,9 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from openrft.core.configs import ConfigValueError, build_config, check_value, check_values
 
 STAGE_ORDER = ("augment", "synthesize", "sft", "prm", "rl", "eval")
 #: keys a stage section takes besides its config's fields (handled by the pipeline, not the stage)
@@ -53,13 +58,16 @@ PIPELINE_KEYS: dict[str, dict[str, str]] = {
              "backend": "generation backend: transformers | vllm (default: transformers)",
              "batch_size": "sequences decoded together (transformers backend)"},
 }
+#: the values of the pipeline keys (augment.feed is checked with the stages it feeds)
+PIPELINE_TYPES: dict[str, Any] = {"traces": str, "label": str, "backend": Literal["transformers", "vllm"],
+                                  "batch_size": int}
 #: config fields the pipeline sets itself; a recipe that sets them is told so
 PIPELINE_OWNED = {
     "rl": ("data", "split", "limit", "output_dir"),
     "prm": ("init_adapter",),  # the policy's SFT adapter, when policy_backbone is true
 }
 TOP_KEYS = ("extends", "name", "method", "description", "paper", "model", "data", "answer_type", "train_split", "test_split",
-            "resplit", "train_size", "test_size", "seed", "dtype", "icl", "stages", "requires")
+            "resplit", "train_size", "test_size", "seed", "dtype", "icl", "stages", "requires", "long_questions")
 
 
 class RecipeError(ValueError):
@@ -131,6 +139,18 @@ def stage_fields(stage: str) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if f.name not in owned] + list(PIPELINE_KEYS[stage])
 
 
+def _check_pipeline_values(stage: str, settings: Mapping[str, Any]) -> None:
+    """The pipeline keys of ``stages.<stage>`` hold values of their type (:data:`PIPELINE_TYPES`) and range."""
+    for key in PIPELINE_KEYS[stage]:
+        if key in settings and key in PIPELINE_TYPES:
+            try:
+                check_value(settings[key], PIPELINE_TYPES[key], f"stages.{stage}.{key}")
+            except ConfigValueError as err:
+                raise RecipeError(str(err)) from None
+    if "batch_size" in PIPELINE_KEYS[stage] and settings.get("batch_size", 1) < 1:
+        raise RecipeError(f"stages.{stage}.batch_size must be >= 1, got {settings['batch_size']}")
+
+
 @dataclass
 class Recipe:
     """A validated recipe (see the module docstring). ``source`` is the file it came from."""
@@ -152,6 +172,7 @@ class Recipe:
     dtype: str = "auto"
     icl: ICLSettings | None = None
     requires: str = "cpu"
+    long_questions: str = "skip"  # a question too long for the model: skip it with a warning, or error before running
     source: str | None = None
 
     def __post_init__(self) -> None:
@@ -174,6 +195,11 @@ class Recipe:
                               f"{', '.join(ANSWER_TYPES)} (program = ReFT's P-CoT)")
         if self.requires not in ("cpu", "gpu"):
             raise RecipeError(f"recipe {self.name!r}: requires must be 'cpu' or 'gpu', got {self.requires!r}")
+        from openrft.data.lengths import LONG_QUESTIONS
+
+        if self.long_questions not in LONG_QUESTIONS:
+            raise RecipeError(f"recipe {self.name!r}: long_questions must be one of {', '.join(LONG_QUESTIONS)}, got "
+                              f"{self.long_questions!r}")
         if not isinstance(self.stages, dict) or not self.stages:
             raise RecipeError(f"recipe {self.name!r}: 'stages' must map stage names to settings "
                               f"(stages: {', '.join(STAGE_ORDER)})")
@@ -193,6 +219,7 @@ class Recipe:
                 raise RecipeError(f"stages.{stage}.{owned[0]} is set by the pipeline (from the recipe's data, "
                                   f"train_size and run directory); remove it")
             check_keys(settings, stage_fields(stage), f"stages.{stage}")
+            _check_pipeline_values(stage, settings)
         if "sft" in self.stages and "synthesize" not in self.stages and not self.stages["sft"].get("traces"):
             raise RecipeError("stage 'sft' trains on the traces that the 'synthesize' stage produces: add "
                               "stages.synthesize to the recipe, or name a traces.jsonl in stages.sft.traces")
@@ -235,11 +262,11 @@ class Recipe:
 
             check_keys(values["reward"], [f.name for f in dataclasses.fields(RewardConfig)], "stages.rl.reward")
         try:
-            return cls.from_dict(values) if hasattr(cls, "from_dict") else cls(**values)
+            return build_config(cls, values, f"stages.{stage}")
         except RecipeError:
             raise
-        except (TypeError, ValueError) as err:
-            raise RecipeError(f"stages.{stage}: {err}") from None
+        except ValueError as err:  # a ConfigValueError: the key, the value and what it should be
+            raise RecipeError(str(err)) from None
 
     def pipeline_value(self, stage: str, key: str, default: Any = None) -> Any:
         return self.stages.get(stage, {}).get(key, default)
@@ -346,11 +373,20 @@ def recipe_from_mapping(raw: Mapping[str, Any], source: str | None = None) -> Re
         if not isinstance(icl, Mapping):
             raise RecipeError(f"{where}: icl must be a mapping like {{k: 3}} or null, got {icl!r}")
         check_keys(icl, [f.name for f in dataclasses.fields(ICLSettings)], "icl")
+        _check_types(ICLSettings, icl, "icl", where)
         values["icl"] = ICLSettings(**icl)
+    _check_types(Recipe, values, "", where)
     values["stages"] = {str(k): (copy.deepcopy(v) if v is not None else {}) for k, v in (raw["stages"] or {}).items()}
     try:
         return Recipe(**values, source=source)
     except RecipeError as err:
+        raise RecipeError(f"{where}: {err}") from None
+
+
+def _check_types(cls: type, values: Mapping[str, Any], prefix: str, where: str) -> None:
+    try:
+        check_values(cls, values, prefix)
+    except ConfigValueError as err:
         raise RecipeError(f"{where}: {err}") from None
 
 

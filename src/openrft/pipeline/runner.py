@@ -188,7 +188,9 @@ def _load_cell_data(recipe: Recipe, cell: Cell) -> tuple[list, list, list]:
     A data-size study keeps the warm-up fixed and varies only the RL data (OpenRFT Fig. 3): synthesis, SFT, the
     PRM and the few-shot index see the same ``train_size`` questions in every cell."""
     from openrft.data.bundled import split_samples
+    from openrft.data.lengths import drop_long_questions
     from openrft.data.loaders import load_sources
+    from openrft.models.loading import context_window
 
     kw = {"answer_type": recipe.answer_type} if recipe.answer_type else {}
     needs_train = any(s != "eval" for s in recipe.stages) or recipe.icl is not None
@@ -200,6 +202,11 @@ def _load_cell_data(recipe: Recipe, cell: Cell) -> tuple[list, list, list]:
     else:
         pool = load_sources([cell.task], split=recipe.train_split, limit_per_task=want, **kw) if needs_train else []
         test = load_sources([cell.task], split=recipe.test_split, limit_per_task=recipe.test_size, **kw)
+    context = context_window(recipe.model)
+    pool = drop_long_questions(pool, context, recipe.long_questions)
+    test = drop_long_questions(test, context, recipe.long_questions)
+    if not test:
+        raise StageInputError(f"{cell.task}: no held-out samples to evaluate in split {recipe.test_split!r}")
     train = pool[: recipe.train_size] if recipe.train_size else list(pool)
     rl_train = pool[: cell.data_size] if cell.data_size else list(pool)
     if cell.data_size is not None and needs_train and len(rl_train) < cell.data_size:
@@ -208,6 +215,36 @@ def _load_cell_data(recipe: Recipe, cell: Cell) -> tuple[list, list, list]:
         raise StageInputError(f"{cell.task}: no training samples in split {recipe.train_split!r}; name another "
                               "train_split, or set resplit to cut the test split in two")
     return train, rl_train, test
+
+
+#: backends that load no model here: a server's (openai) or none at all (the template rewriter)
+REMOTE_BACKENDS = ("openai", "template")
+
+
+def models_to_load(recipe: Recipe) -> list[str]:
+    """The models the recipe's stages load here (each stage's ``model``, the recipe's for eval, and synthesis's
+    ``teacher``), not those a server serves."""
+    names: list[str | None] = []
+    for stage in recipe.ordered_stages:
+        config = recipe.stage_config(stage)
+        backend = recipe.pipeline_value(stage, "backend") or getattr(config, "backend", "transformers")
+        if backend not in REMOTE_BACKENDS and getattr(config, "source", "model") != "gold":
+            names += [getattr(config, "model", recipe.model), getattr(config, "teacher", None)]
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def preflight(recipe: Recipe, cells: Sequence[Cell]) -> dict[str, tuple[list, list, list]]:
+    """Everything a run needs, checked before any stage runs and without loading a model: every model it loads
+    exists (a bundled name, a local checkpoint, a hub id that can load), every cell's data loads and holds samples
+    that fit the model, and ICL has enough training samples. Returns each cell's data (:func:`_load_cell_data`)."""
+    from openrft.models.loading import check_model
+
+    for model in models_to_load(recipe):
+        check_model(model)
+    data = {c.id: _load_cell_data(recipe, c) for c in cells}
+    for c in cells:
+        _check_icl(recipe, c, data[c.id][0])
+    return data
 
 
 def _check_icl(recipe: Recipe, cell: Cell, train: list) -> None:
@@ -312,10 +349,7 @@ def run_recipe(recipe: Recipe, run_dir: str | os.PathLike, *, tasks: Sequence[st
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cells = plan_cells(recipe, tasks, data_sizes)
-    # data and ICL preconditions are checked for every cell before any stage runs
-    data = {c.id: _load_cell_data(recipe, c) for c in cells}
-    for c in cells:
-        _check_icl(recipe, c, data[c.id][0])
+    data = preflight(recipe, cells)
     if recipe.icl is not None:
         from openrft.retrieval.embedder import DEFAULT_EMBEDDER, load_embedder
 

@@ -11,6 +11,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from openrft.models.backends.base import SamplingParams
 from openrft.models.lora import LoraSettings
 from openrft.rewards.base import RewardConfig
 from openrft.rl.advantages import AdvantageConfig, get_estimator
@@ -120,9 +121,11 @@ class RLConfig:
         if self.kl_in not in (None, "reward", "loss"):
             raise ValueError(f"kl_in must be 'reward' or 'loss', got {self.kl_in!r}")
         self.advantage  # gamma, lam and step_credit are checked where the estimators read them
-        for name in ("steps", "prompts_per_step", "n_samples", "ppo_epochs", "micro_batch_size", "max_new_tokens"):
+        for name in ("steps", "prompts_per_step", "n_samples", "ppo_epochs", "micro_batch_size", "max_new_tokens",
+                     "rollout_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        SamplingParams(temperature=self.temperature, top_p=self.top_p)  # validates the rollout sampling
         if self.estimator in ("grpo", "rloo") and self.n_samples < 2:
             raise ValueError(f"{self.estimator} compares completions of the same prompt: n_samples must be >= 2")
         if self.minibatch_size is not None and self.minibatch_size < 1:

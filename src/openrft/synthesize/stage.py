@@ -84,11 +84,12 @@ class SynthesizeConfig:
         if self.source not in SOURCES:
             raise ValueError(f"source={self.source!r} is unknown; valid: {', '.join(SOURCES)}")
         self.rounds = tuple(int(n) for n in self.rounds)
-        if self.questions_per_batch < 1:
-            raise ValueError(f"questions_per_batch must be >= 1, got {self.questions_per_batch}")
+        for name in ("questions_per_batch", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.fallback not in FALLBACK_MODES:
             raise ValueError(f"fallback={self.fallback!r} is unknown; valid: {', '.join(FALLBACK_MODES)}")
-        self.settings  # noqa: B018 - validates budget, rounds, m
+        self.settings.params(0)  # validates budget, rounds, m, temperature, top_p, max_new_tokens
 
     @property
     def settings(self) -> LoopSettings:

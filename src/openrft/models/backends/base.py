@@ -73,5 +73,40 @@ class Generator(ABC):
         can show a progress bar with throughput.
         """
 
+    def generate_each(
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        on_item: Callable[[int, list[Completion]], None],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[list[Completion]]:
+        """:meth:`generate`, calling ``on_item(i, completions)`` once prompt ``i``'s completions are all done.
+
+        Callers save each finished item there, so a kill loses only the items in flight. This default calls it
+        after the whole call; the local and HTTP backends call it as each prompt finishes.
+        """
+        return _each_after(self.generate(prompts, params, progress), on_item)
+
+    def too_long(self, prompts: Sequence[Prompt]) -> dict[int, str]:
+        """The prompts the model cannot take, by index, each with why (``"9000 tokens, context 8192"``); ``{}`` when
+        the backend cannot tell without sending them (a remote server checks them itself)."""
+        return {}
+
     def close(self) -> None:  # pragma: no cover - trivial
         """Release resources (HTTP sessions, GPU memory)."""
+
+
+def _each_after(outs: list[list[Completion]], on_item: Callable[[int, list[Completion]], None]):
+    for i, out in enumerate(outs):
+        on_item(i, out)
+    return outs
+
+
+def generate_each(generator, prompts: Sequence[Prompt], params: SamplingParams,
+                  on_item: Callable[[int, list[Completion]], None],
+                  progress: Callable[[int, int], None] | None = None) -> list[list[Completion]]:
+    """:meth:`Generator.generate_each` for any object with a ``generate`` method (duck-typed generators too)."""
+    method = getattr(generator, "generate_each", None)
+    if method is not None:
+        return method(prompts, params, on_item, progress=progress)
+    return _each_after(generator.generate(prompts, params, progress), on_item)

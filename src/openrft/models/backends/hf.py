@@ -36,8 +36,24 @@ def render_prompt(tokenizer, prompt: Prompt) -> list[int]:
     return list(out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out)
 
 
-def _row_seed(seed: int, prompt_idx: int, sample_idx: int) -> int:
-    digest = hashlib.blake2b(f"{seed}:{prompt_idx}:{sample_idx}".encode(), digest_size=8).digest()
+def _prompt_keys(encoded: Sequence[Sequence[int]]) -> list[str]:
+    """Each prompt's content hash plus how many identical prompts came before it in the call.
+
+    Rows are seeded from this key rather than the prompt's position, so a prompt's samples do not depend on
+    which other prompts share the call (a resumed run that generates only the unfinished items draws what
+    the uninterrupted run drew), while repeats of one prompt in a call still get different samples.
+    """
+    seen: dict[str, int] = {}
+    keys = []
+    for ids in encoded:
+        digest = hashlib.blake2b(",".join(map(str, ids)).encode(), digest_size=12).hexdigest()
+        keys.append(f"{digest}/{seen.get(digest, 0)}")
+        seen[digest] = seen.get(digest, 0) + 1
+    return keys
+
+
+def _row_seed(seed: int, prompt_key: str, sample_idx: int) -> int:
+    digest = hashlib.blake2b(f"{seed}:{prompt_key}:{sample_idx}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
@@ -168,13 +184,25 @@ class TransformersGenerator(Generator):
         return next(self.model.parameters()).device
 
     # ------------------------------------------------------------------ public
-    @torch.inference_mode()
     def generate(
         self,
         prompts: Sequence[Prompt],
         params: SamplingParams,
         progress: Callable[[int, int], None] | None = None,
     ) -> list[list[Completion]]:
+        return self._generate(prompts, params, progress, None)
+
+    def generate_each(self, prompts, params, on_item, progress=None) -> list[list[Completion]]:
+        return self._generate(prompts, params, progress, on_item)
+
+    def too_long(self, prompts: Sequence[Prompt]) -> dict[int, str]:
+        if not self.max_positions:
+            return {}
+        lengths = {i: len(render_prompt(self.tokenizer, p)) for i, p in enumerate(prompts)}
+        return {i: f"{n} tokens, context {self.max_positions}" for i, n in lengths.items() if n >= self.max_positions}
+
+    @torch.inference_mode()
+    def _generate(self, prompts, params, progress, on_item) -> list[list[Completion]]:
         encoded = [render_prompt(self.tokenizer, p) for p in prompts]
         for i, ids in enumerate(encoded):
             if not ids:
@@ -189,7 +217,7 @@ class TransformersGenerator(Generator):
         was_training = self.model.training
         self.model.eval()
         try:
-            self._run(encoded, queue, params, results, progress)
+            self._run(encoded, queue, params, results, progress, on_item)
         finally:
             self.model.train(was_training)
         return results  # type: ignore[return-value]
@@ -200,7 +228,7 @@ class TransformersGenerator(Generator):
             return max(1, min(params.max_new_tokens, self.max_positions - prompt_len))
         return params.max_new_tokens
 
-    def _prefill(self, encoded, chunk, params):
+    def _prefill(self, encoded, keys, chunk, params):
         """Prefill the distinct prompts of ``chunk``; returns (rows, cache, mask, positions, logits)."""
         distinct = sorted({p for p, _ in chunk}, key=lambda p: -len(encoded[p]))
         width = len(encoded[distinct[0]])
@@ -220,7 +248,7 @@ class TransformersGenerator(Generator):
         if len(chunk) != len(distinct) or not torch.equal(index, torch.arange(len(distinct), device=dev)):
             cache.batch_select_indices(index)
         rows = [
-            _Row(p, s, None if params.greedy else torch.Generator().manual_seed(_row_seed(params.seed or 0, p, s)))
+            _Row(p, s, None if params.greedy else torch.Generator().manual_seed(_row_seed(params.seed or 0, keys[p], s)))
             for p, s in chunk
         ]
         return rows, cache, mask[index], positions[index, -1], out.logits[index, -1, :]
@@ -253,7 +281,8 @@ class TransformersGenerator(Generator):
             layer.adopt(layer.keys[:, :, lead:], layer.values[:, :, lead:])
         return mask[:, lead:]
 
-    def _run(self, encoded, queue, params, results, progress):
+    def _run(self, encoded, queue, params, results, progress, on_item=None):
+        keys = _prompt_keys(encoded)
         dev = self.device
         rows: list[_Row] = []
         cache = mask = positions = logits = None
@@ -264,7 +293,7 @@ class TransformersGenerator(Generator):
             if pos < len(queue) and len(rows) < max(1, int(self.batch_size * self.refill_fraction)):
                 chunk = queue[pos: pos + self.batch_size - len(rows)]
                 pos += len(chunk)
-                new_rows, new_cache, new_mask, new_pos, new_logits = self._prefill(encoded, chunk, params)
+                new_rows, new_cache, new_mask, new_pos, new_logits = self._prefill(encoded, keys, chunk, params)
                 if rows:
                     mask = self._merge(cache, mask, new_cache, new_mask)
                     positions = torch.cat([positions, new_pos])
@@ -293,6 +322,8 @@ class TransformersGenerator(Generator):
                 else:
                     results[row.prompt_idx][row.sample_idx] = self._finish(row, stops)
                     done_now += 1
+                    if on_item is not None and all(c is not None for c in results[row.prompt_idx]):
+                        on_item(row.prompt_idx, results[row.prompt_idx])
             if progress is not None:
                 progress(done_now, new_tokens)
             if not keep:

@@ -197,6 +197,9 @@ class OpenAIGenerator(Generator):
         progress: Callable[[int, int], None] | None = None,
     ) -> list[list[Completion]]:
         """``params.n`` completions per prompt. Samples read from the cache count as done with 0 new tokens."""
+        return self.generate_each(prompts, params, lambda i, out: None, progress)
+
+    def generate_each(self, prompts, params, on_item, progress=None) -> list[list[Completion]]:
         targets = [self._target(p, i) for i, p in enumerate(prompts)]
         n = params.n
         # distinct prompts -> the result slots (position, sample) each sample index fills
@@ -226,8 +229,11 @@ class OpenAIGenerator(Generator):
                 units.append((target, missing[i: i + self.max_n_per_request], slots))
         if progress is not None and cached:
             progress(cached, 0)
+        for pos, row in enumerate(results):
+            if all(c is not None for c in row):
+                on_item(pos, row)
         if units:
-            self._run_units(units, params, results, progress)
+            self._run_units(units, params, results, progress, on_item)
         return results  # type: ignore[return-value]
 
     # ---------------------------------------------------------------- internals
@@ -277,7 +283,7 @@ class OpenAIGenerator(Generator):
                 body[k] = v
         return body
 
-    def _run_units(self, units, params, results, progress) -> None:
+    def _run_units(self, units, params, results, progress, on_item) -> None:
         stop = threading.Event()
         errors: list[BaseException] = []
         done_units = 0
@@ -297,12 +303,17 @@ class OpenAIGenerator(Generator):
                     continue
                 done_units += 1
                 filled = 0
+                touched = set()
                 for index, comp in zip(indices, samples):
                     for pos, s in slots[index]:
                         results[pos][s] = comp
                         filled += 1
+                        touched.add(pos)
                 if progress is not None:
                     progress(filled, sum(c.num_tokens for c in samples))
+                for pos in sorted(touched):
+                    if all(c is not None for c in results[pos]):
+                        on_item(pos, results[pos])
         except BaseException:  # KeyboardInterrupt: stop retries, keep what landed in the cache
             stop.set()
             pool.shutdown(wait=False, cancel_futures=True)
