@@ -334,3 +334,56 @@ def test_kl_and_value_losses_get_the_policy_losss_fixed_length(tiny_model_dir, s
                   loss_agg="seq-mean-token-sum-norm")
     run_rl(cfg, tmp_path / "rl", samples, show_progress=False)
     assert seen == {"kl_loss": cfg.max_new_tokens, "value_loss": cfg.max_new_tokens}
+
+
+def test_shared_prompt_forward_matches_the_full_forward_and_its_gradients(tiny_model_dir, monkeypatch):
+    """Each distinct prompt of a micro-batch runs once and its KV cache is expanded to the rows: log-probs,
+    values and the LoRA gradients equal those of the full per-row forward (ragged prompts and responses)."""
+    from openrft.models.loading import load_model
+    from openrft.models.lora import LoraSettings
+    from openrft.rl import policy
+    from openrft.rl.policy import ActorCritic
+    from openrft.rl.rollout import build_batch
+
+    torch.manual_seed(0)
+    model, tok = load_model(str(tiny_model_dir))
+    ac = ActorCritic(model, tok, LoraSettings(4, 8, 0.0, "all-linear"), critic="adapter")
+    for name, p in ac.model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.2)
+    prompts = [[5, 6, 7, 8, 9], [11, 12]]  # two groups of three, prompts of different lengths
+    responses = [[1, 2, 3], [4], [5, 6, 7, 8], [9, 10], [11, 12, 13, 14, 15], [16]]
+    batch = build_batch([prompts[i // 3] for i in range(6)], responses, [i // 3 for i in range(6)], [0.0] * 6,
+                        pad_id=tok.pad_token_id)
+    rows_run = []
+    real = policy.hidden_states
+
+    def counted(model, input_ids, *args, **kwargs):
+        rows_run.append(input_ids.shape[0])
+        return real(model, input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(policy, "hidden_states", counted)
+
+    def run():
+        rows_run.clear()
+        ac.model.zero_grad(set_to_none=True)
+        ac.value_head.zero_grad(set_to_none=True)
+        logp, _ = ac.logprobs(batch)
+        values = ac.values(batch)
+        ((logp * batch.response_mask).sum() + (values * batch.response_mask).sum()).backward()
+        grads = {n: p.grad.clone() for n, p in ac.model.named_parameters() if p.grad is not None}
+        with torch.no_grad():
+            ref, _ = ac.logprobs(batch, reference=True)
+        return logp.detach(), values.detach(), ref, grads, list(rows_run)
+
+    shared = run()
+    assert shared[4] == [2, 6] * 3  # policy, critic, reference: 2 distinct prompts, then the 6 responses
+    ac.share_prompts = False
+    full = run()
+    assert full[4] == [6] * 3
+    mask = batch.response_mask.bool()
+    for a, b in zip(shared[:3], full[:3]):
+        torch.testing.assert_close(a[mask], b[mask], rtol=1e-4, atol=1e-5)
+    assert shared[3].keys() == full[3].keys() and shared[3]
+    for name in full[3]:
+        torch.testing.assert_close(shared[3][name], full[3][name], rtol=1e-3, atol=1e-5)

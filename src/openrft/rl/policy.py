@@ -52,16 +52,48 @@ def lm_head_of(model: nn.Module) -> nn.Module:
 
 
 def hidden_states(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                  position_ids: torch.Tensor) -> torch.Tensor:
-    """Last-layer hidden states ``[B, L, H]`` (through the active LoRA adapter, if any)."""
+                  position_ids: torch.Tensor, past_key_values=None) -> torch.Tensor:
+    """Last-layer hidden states ``[B, L, H]`` (through the active LoRA adapter, if any); with ``past_key_values``
+    the inputs continue the cached ones (and the cache grows by them)."""
     out = backbone_of(model)(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                             use_cache=False)
+                             past_key_values=past_key_values, use_cache=past_key_values is not None)
     return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
 
 def response_slice(h: torch.Tensor, prompt_width: int, response_width: int) -> torch.Tensor:
     """The hidden states that predict the response tokens: columns ``P-1 .. P+T-2``."""
     return h[:, prompt_width - 1: prompt_width - 1 + response_width]
+
+
+def response_hidden(model: nn.Module, batch, share_prompts: bool = True) -> torch.Tensor:
+    """The hidden states ``[B, T, H]`` that predict ``batch``'s response tokens; each distinct prompt runs once.
+
+    The n completions of a prompt share its tokens (a group's rows are identical up to the prompt width), so
+    the distinct prompts are run once into a KV cache, the cache is expanded to the rows, and only the responses
+    run per row: with few-shot prompts several times longer than the responses this is most of the forward and
+    backward saved. Gradients flow through the shared prompt states into every row, as in the full forward.
+    """
+    P, T = batch.prompt_width, batch.response_width
+    prompt = torch.cat([batch.input_ids[:, :P], batch.attention_mask[:, :P].long()], dim=1)
+    distinct, rows = torch.unique(prompt, dim=0, return_inverse=True)
+    if len(distinct) == len(prompt) or not share_prompts:
+        h = hidden_states(model, batch.input_ids, batch.attention_mask, batch.position_ids)
+        return response_slice(h, P, T)
+    from transformers import DynamicCache
+
+    first = torch.empty(len(distinct), dtype=torch.long, device=rows.device).scatter_(
+        0, rows, torch.arange(len(rows), device=rows.device))  # a row holding each prompt (any one of them)
+    cache = DynamicCache()
+    h_prompt = hidden_states(model, batch.input_ids[first, :P], batch.attention_mask[first, :P],
+                             batch.position_ids[first, :P], past_key_values=cache)
+    last = h_prompt[rows, -1:]  # predicts the first response token
+    if T == 1:
+        return last
+    for layer in cache.layers:
+        layer.batch_select_indices(rows)
+    h = hidden_states(model, batch.input_ids[:, P:P + T - 1], batch.attention_mask[:, :P + T - 1],
+                      batch.position_ids[:, P:P + T - 1], past_key_values=cache)
+    return torch.cat([last, h], dim=1)
 
 
 class ActorCritic:
@@ -73,7 +105,11 @@ class ActorCritic:
         lora: the policy's LoRA settings.
         critic: ``None`` (critic-free), ``"adapter"`` (second adapter on ``model``) or a model name/path.
         resume_adapter: a saved policy adapter to continue training from instead of a fresh one.
+
+    ``share_prompts``: run each distinct prompt of a micro-batch once (:func:`response_hidden`).
     """
+
+    share_prompts: bool = True
 
     def __init__(self, model: nn.Module, tokenizer, lora: LoraSettings, critic: str | None = None,
                  temperature: float = 1.0, dtype="auto"):
@@ -176,8 +212,8 @@ class ActorCritic:
         ``entropy_grad``) under the policy, or under the reference (adapters off)."""
         ctx = self.model.disable_adapter() if reference else _nullcontext()
         with ctx:
-            h = hidden_states(self.model, batch.input_ids, batch.attention_mask, batch.position_ids)
-        logits = lm_head_of(self.model)(response_slice(h, batch.prompt_width, batch.response_width))
+            h = response_hidden(self.model, batch, self.share_prompts)
+        logits = lm_head_of(self.model)(h)
         logp = token_logprobs(logits, batch.response_ids, temperature=self.temperature)
         ent = None
         if with_entropy:
@@ -194,8 +230,7 @@ class ActorCritic:
             raise RuntimeError("this ActorCritic has no critic (critic-free estimator)")
         model = self.critic_model if self.critic_model is not None else self.model
         with self._adapter(CRITIC_ADAPTER):
-            h = hidden_states(model, batch.input_ids, batch.attention_mask, batch.position_ids)
-            return self.value_head(response_slice(h, batch.prompt_width, batch.response_width)).float()
+            return self.value_head(response_hidden(model, batch, self.share_prompts)).float()
 
     # ---- saving / loading ------------------------------------------------------------------------
     def save_policy(self, out_dir: str | os.PathLike, stacked_on: str | os.PathLike | None = None) -> Path:

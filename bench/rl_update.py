@@ -1,0 +1,101 @@
+"""The RL update of one step without generation: each distinct prompt run once (shared) vs every row in full.
+
+Builds the batch of one step of the full efficacy row (recipes/small/sft_rl_prm_da_icl.yaml: 8 prompts x 4
+completions, 3 worked-solution shots in each prompt, 96 new tokens, GRPO with the KL in the loss) on the bundled
+SmolLM2-135M, with random response tokens of the full length (the forward and backward do not depend on what the
+tokens are), and times what the trainer does after the rollout: the reference forward (``score_pass``) and the
+policy's forward and backward with its optimizer step (``update``). The two variants alternate within one run,
+``--repeats`` times each, so the ratio is measured under the same conditions.
+
+    python bench/rl_update.py --threads 1
+    python bench/rl_update.py --threads 1 --estimator gae     # + the critic's forward, backward and values
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+
+import torch
+
+
+def make_batch(trainer, n: int, response_len: int, seed: int):
+    """A rollout batch of every training prompt of ``trainer`` with ``n`` random responses of ``response_len``."""
+    from openrft.rl.rollout import build_batch
+
+    g = torch.Generator().manual_seed(seed)
+    vocab = len(trainer.tokenizer)
+    prompts, responses, groups = [], [], []
+    for i, ids in enumerate(trainer.prompt_ids):
+        for _ in range(n):
+            prompts.append(ids)
+            responses.append(torch.randint(100, vocab, (response_len,), generator=g).tolist())
+            groups.append(i)
+    scores = torch.rand(len(prompts), generator=g).tolist()
+    batch = build_batch(prompts, responses, groups, scores, trainer.pad_id).to(trainer.ac.device)
+    batch.advantages = torch.randn(batch.response_ids.shape, generator=g) * batch.response_mask
+    batch.returns = batch.advantages.clone()
+    return batch
+
+
+def time_update(trainer, batch, share: bool) -> float:
+    trainer.ac.share_prompts = share
+    t0 = time.perf_counter()
+    need_old = trainer.config.estimator == "gae"
+    trainer.score_pass(batch, need_old)
+    trainer.update(batch, train_policy=True)
+    return time.perf_counter() - t0
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", default="multistep")
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("-n", type=int, default=4)
+    ap.add_argument("--shots", type=int, default=3, help="worked-solution shots per prompt (the full row's ICL)")
+    ap.add_argument("--response-len", type=int, default=96)
+    ap.add_argument("--estimator", default="grpo")
+    ap.add_argument("--kl-coef", type=float, default=0.01)
+    ap.add_argument("--micro-batch", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from openrft.data.loaders import load_sources
+    from openrft.rewards.base import RewardConfig
+    from openrft.rl.config import RLConfig
+    from openrft.rl.trainer import RLTrainer
+
+    pool = load_sources([args.task], split="train", limit_per_task=args.prompts + args.shots)
+    shots, samples = pool[:args.shots], pool[args.shots:args.shots + args.prompts]
+    config = RLConfig(model="smollm2-135m", estimator=args.estimator, prompts_per_step=args.prompts,
+                      n_samples=args.n, max_new_tokens=args.response_len, kl_coef=args.kl_coef, lr=2e-4,
+                      lora_rank=8, lora_alpha=16, micro_batch_size=args.micro_batch, tensorboard=False,
+                      reward=RewardConfig(), seed=0, dr_grpo=args.estimator == "grpo")
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = RLTrainer(config, samples, tmp, examples_for=lambda s: shots, show_progress=False)
+        batch = make_batch(trainer, args.n, args.response_len, seed=0)
+        time_update(trainer, batch, True)  # warm-up (allocator, kernels)
+        times: dict[str, list[float]] = {"full": [], "shared": []}
+        for _ in range(args.repeats):
+            for share in (False, True):
+                times["shared" if share else "full"].append(time_update(trainer, batch, share))
+    prompt_tokens = statistics.mean(len(p) for p in trainer.prompt_ids)
+    result = {"prompt_tokens_mean": round(prompt_tokens, 1), "rows": len(batch), "response_len": args.response_len,
+              "full_s": [round(t, 2) for t in times["full"]], "shared_s": [round(t, 2) for t in times["shared"]],
+              "ratio_median": round(statistics.median(times["shared"]) / statistics.median(times["full"]), 3),
+              "settings": vars(args), "threads": torch.get_num_threads()}
+    print(f"{args.estimator}: {len(batch)} rows, prompts {prompt_tokens:.0f} tokens, responses {args.response_len}")
+    print(f"  every row in full : median {statistics.median(times['full']):.2f} s  {result['full_s']}")
+    print(f"  prompts shared    : median {statistics.median(times['shared']):.2f} s  {result['shared_s']}")
+    print(f"  shared / full     : {result['ratio_median']:.3f}x")
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
