@@ -215,10 +215,12 @@ class RLTrainer:
         agg = cfg.resolved_loss_agg
         sums: dict[str, list[float]] = {}
         gen = torch.Generator().manual_seed(cfg.seed + 17)
+        groups = batch.group_ids.tolist()
         for _epoch in range(cfg.ppo_epochs):
             order = torch.randperm(B, generator=gen).tolist() if (cfg.ppo_epochs > 1 or mb_size < B) else list(range(B))
             for start in range(0, B, mb_size):
-                rows = order[start:start + mb_size]
+                # a group's rows side by side: micro-batches then share prompts (the minibatch is the same set)
+                rows = sorted(order[start:start + mb_size], key=groups.__getitem__)
                 n_tok = float(batch.response_mask[rows].sum().clamp(min=1))
                 if train_policy:
                     self.actor_opt.zero_grad(set_to_none=True)
