@@ -132,11 +132,14 @@ def test_reuse_takes_matching_stages_of_another_run_only(recipe_path, tmp_path):
     # the SFT run's evaluation follows other upstream stages (no rl): not even copied as a candidate
     assert not any("eval: copied" in m for m in lines)
     assert not list(rl_run.rglob("*.replaced-*"))
-    # other SFT settings: the copied stage does not match, and SFT trains again
+    # other synthesis settings: the copied stage does not match and is dropped (not kept aside as if it were this
+    # run's own earlier outputs); synthesis and everything after it run again
     other = tmp_path / "runs" / "other"
-    run_recipe(load_recipe(recipe_path, ["sft.learning_rate=2e-3"]), other, show_progress=False, log=lines.append,
+    run_recipe(load_recipe(recipe_path, ["synthesize.seed=5"]), other, show_progress=False, log=lines.append,
                report=False, reuse_from=[sft_run])
-    assert _stages(other)[1] == {"synthesize": "skipped", "sft": "finished", "rl": "finished", "eval": "finished"}
+    assert _stages(other)[1] == {"synthesize": "finished", "sft": "finished", "rl": "finished", "eval": "finished"}
+    assert any("synthesize: the stage copied from" in m and "dropped the copy" in m for m in lines)
+    assert not list(other.rglob("*.replaced-*"))
 
 
 def test_data_sizes_keep_the_warm_up_and_vary_only_the_rl_data(recipe_path, tmp_path):

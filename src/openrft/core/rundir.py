@@ -277,7 +277,8 @@ def begin_stage(stage_dir: str | os.PathLike, stage: str, config: Mapping[str, A
             new.started = old.started
         elif any((stage_dir / k).exists() for k in resume_keys):
             raise IncompatibleRunError(
-                f"{stage_dir} holds partial '{stage}' outputs made with other settings or inputs; "
+                f"{stage_dir} holds {'finished' if old.status == 'finished' else 'partial'} '{stage}' outputs "
+                "made with other settings or inputs; "
                 "use a new run directory or delete this one"
             )
     new.save(stage_dir)

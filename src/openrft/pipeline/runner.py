@@ -273,18 +273,18 @@ def feeding_stages(recipe: Recipe, stage: str) -> list[str]:
 
 
 def _reuse_stage(stage_dir: Path, stage: str, candidates: Sequence[Path], say: Callable[[str], None],
-                 recipe: Recipe, cell_id: str) -> None:
+                 recipe: Recipe, cell_id: str) -> Path | None:
     """Copy a finished stage of another cell directory (``candidates``: the same cell of another run, or a
     sibling cell of this run) into ``stage_dir`` when this run has none yet.
 
     Only from a cell whose stages feeding this one (:func:`feeding_stages`) are this cell's (the same stages,
     finished with the same fingerprints): a stage downstream of different inputs cannot match. The copy is still
     only a candidate: the stage itself compares its manifest's fingerprint (settings and input hashes) with
-    its own and reruns when they differ, so reuse can never change a result."""
+    its own and reruns when they differ, so reuse can never change a result. Returns the stage copied, if any."""
     import shutil
 
     if stage_dir.exists():
-        return
+        return None
     upstream = feeding_stages(recipe, stage)
     ours = [_finished_fingerprint(stage_dir.parent / s) for s in upstream]
     for cell_dir in candidates:
@@ -296,7 +296,8 @@ def _reuse_stage(stage_dir: Path, stage: str, candidates: Sequence[Path], say: C
         shutil.copytree(src, stage_dir, ignore=shutil.ignore_patterns("checkpoints", "*.replaced-*"))
         say(f"[{cell_id}] {stage}: copied the finished stage of {src.parent} (used only if its settings and inputs "
             "match)")
-        return
+        return src
+    return None
 
 
 #: stages whose inputs do not depend on a cell's data size (the warm-up): shared between the cells of one task
@@ -308,7 +309,7 @@ def _run_stage(ctx: CellContext, stage: str, candidates: Sequence[Path], state: 
     """One stage of one cell: take a finished copy from ``candidates`` if one matches, run (or skip) it, record it
     in ``run.json``; outputs of earlier settings are moved aside and the stage runs again."""
     cell, cdir = ctx.cell, ctx.dir
-    _reuse_stage(cdir / stage, stage, candidates, say, ctx.recipe, cell.id)
+    copied = _reuse_stage(cdir / stage, stage, candidates, say, ctx.recipe, cell.id)
     before = _finished_fingerprint(cdir / stage)
     say(f"[{cell.id}] {stage} ...")
     state.mark(cell, stage, "running")
@@ -316,10 +317,16 @@ def _run_stage(ctx: CellContext, stage: str, candidates: Sequence[Path], state: 
     try:
         info = STAGES[stage](ctx)
     except IncompatibleRunError as err:
-        # outputs of earlier settings or inputs (the recipe or an upstream stage changed): keep them
-        # aside, never mixed with the new ones, and run the stage again
-        aside = _move_aside(cdir / stage)
-        say(f"[{cell.id}] {stage}: {err}; moved the earlier outputs to {aside} and running it again")
+        if copied is not None:  # a candidate that did not match: nothing of this run's own is lost
+            import shutil
+
+            shutil.rmtree(cdir / stage)
+            say(f"[{cell.id}] {stage}: the stage copied from {copied.parent} was made with other settings or "
+                "inputs; dropped the copy, running it")
+        else:  # outputs of earlier settings or inputs (the recipe or an upstream stage changed): kept aside,
+            # never mixed with the new ones, and the stage runs again
+            aside = _move_aside(cdir / stage)
+            say(f"[{cell.id}] {stage}: {err}; moved the earlier outputs to {aside} and running it again")
         info = STAGES[stage](ctx)
     seconds = time.perf_counter() - t0
     after = _finished_fingerprint(cdir / stage)
