@@ -22,8 +22,9 @@ from openrft.data.bundled import bundled_root
 
 def test_names() -> None:
     names = list_bundled()
-    assert names == [f"sciknoweval/{t}" for t in SCIKNOWEVAL_TASKS] + ["sciknoweval/all", "gsm8k", "svamp",
-                                                                        "arithmetic", "multistep"]
+    assert names == [f"sciknoweval/{t}" for t in SCIKNOWEVAL_TASKS] + [
+        "sciknoweval/all", "gsm8k", "svamp", "reft/svamp", "reft/svamp-pcot", "reft/mathqa", "reft/mathqa-numeric",
+        "arithmetic", "multistep"]
     assert len(SCIKNOWEVAL_TASKS) == 8
 
 
@@ -35,28 +36,33 @@ def test_importlib_resources_reaches_the_data() -> None:
         f"{t}.jsonl" for t in SCIKNOWEVAL_TASKS)
     assert bundled_root() == root
     assert bundled_path("gsm8k") == root / "gsm8k" / "test.jsonl"
+    assert bundled_path("gsm8k", "train") == root / "gsm8k" / "train.jsonl"
+    assert {p.name for p in (root / "reft").iterdir()} >= {"LICENSE", "NOTICE", "svamp_nl.json"}
     assert bundled_path("sciknoweval/all", "train") == root / "sciknoweval_l3" / "train"
 
 
 @pytest.mark.parametrize(
     ("name", "split", "count"),
-    [("gsm8k", "test", 1319), ("svamp", "test", 1000), ("sciknoweval/diffusion_rate_analysis", "test", 49),
-     ("sciknoweval/diffusion_rate_analysis", "train", 100), ("sciknoweval/all", "test", 749)],
+    [("gsm8k", "test", 1319), ("gsm8k", "train", 7473), ("svamp", "test", 1000),
+     ("sciknoweval/diffusion_rate_analysis", "test", 49), ("sciknoweval/diffusion_rate_analysis", "train", 100),
+     ("sciknoweval/all", "test", 749)],
 )
 def test_load_bundled_counts(name: str, split: str, count: int) -> None:
     assert len(load_bundled(name, split)) == count
 
 
 def test_unknown_names_and_splits() -> None:
-    with pytest.raises(DataError, match=r"unknown bundled dataset 'svamps'; did you mean: svamp\? valid names: "):
+    with pytest.raises(DataError,
+                       match=r"unknown bundled dataset 'svamps'; did you mean: svamp, reft/svamp, reft/svamp-pcot\? "):
         get_bundled("svamps")
     with pytest.raises(DataError, match=r"did you mean: sciknoweval/chemical_calculation"):
         load_bundled("chemical_calculation")
     with pytest.raises(DataError,
-                       match=r"valid names: sciknoweval/GB1_ftness_prediction, .*, gsm8k, svamp, arithmetic, multistep$"):
+                       match=r"valid names: sciknoweval/GB1_ftness_prediction, .*, gsm8k, svamp, reft/svamp, .*, "
+                             r"arithmetic, multistep$"):
         load_bundled("mmlu")
-    with pytest.raises(DataError, match=r"'gsm8k' has no split 'train'; splits: test"):
-        load_bundled("gsm8k", "train")
+    with pytest.raises(DataError, match=r"'reft/mathqa' has no split 'train'; splits: test"):
+        load_bundled("reft/mathqa", "train")
 
 
 def test_split_samples_is_seeded_disjoint_and_ordered() -> None:

@@ -10,7 +10,7 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="openrft data", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("list", help="bundled dataset names")
+    sub.add_parser("list", help="bundled dataset names, their splits with record counts, and licences")
     check = sub.add_parser("check", help="train/test leakage, repeated and near-duplicate questions")
     check.add_argument("data", help="bundled name, file or directory with split folders")
     check.add_argument("--train-split", default="train")
@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "list":
             for name in list_bundled():
                 ds = get_bundled(name)
-                print(f"{name:<45} {'/'.join(ds.splits):<11} {ds.description}")
+                counts = ", ".join(f"{split} {n:,}" for split, n in ds.records.items())
+                print(f"{name:<45} {counts:<24} {ds.description}\n{'':<45} licence: {ds.licence}")
         elif args.cmd == "show":
             for s in load_samples(args.data, split=args.split, limit=args.limit):
                 print(json.dumps(s.to_dict(), ensure_ascii=False, indent=2))

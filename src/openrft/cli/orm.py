@@ -5,7 +5,7 @@ Training data: completions sampled from the policy (``--data SAMPLES --model BAS
 ``{question, completion, label}`` (``--labels``). Every field of ORMTrainConfig is a flag;
 ``--config FILE.yaml`` reads the same keys, and flags override it.
 
-  openrft orm train --data svamp --adapter runs/x/sft --init-adapter runs/x/sft -n 8 --out runs/x/orm
+  openrft orm train --data gsm8k --split train --adapter runs/x/sft --init-adapter runs/x/sft -n 8 --out runs/x/orm
 """
 
 from __future__ import annotations

@@ -227,7 +227,7 @@ def load_samples(source: str | os.PathLike[str], *, format: str | None = None, s
     """Load samples from a file, a directory or a bundled dataset name.
 
     ``format`` is a container (``jsonl json csv tsv parquet hf``) or a layout
-    (``generic samples sciknoweval gsm8k svamp``); by default both are sniffed. A
+    (``generic samples sciknoweval gsm8k svamp reft``); by default both are sniffed. A
     directory is an HF ``save_to_disk`` folder, a ``<split>/<task>.jsonl`` tree (like
     SciKnowEval's; ``split`` picks the subfolder) or a folder of data files, loaded in
     name order. A name such as ``"gsm8k"`` or ``"sciknoweval/all"`` loads bundled data
@@ -293,12 +293,15 @@ def has_splits(source: str | os.PathLike[str]) -> bool:
 
 def load_bundled(name: str, split: str = "test", *, limit: int | None = None, **kw: Any) -> list[Sample]:
     """Load a bundled dataset (:mod:`openrft.data.bundled`) as samples; ``kw`` goes to the loader (``task``,
-    ``answer_type``, ``field_map``).
+    ``answer_type``, ``field_map``; a ``task`` or ``answer_type`` given wins over the dataset's own).
 
     >>> len(load_bundled("sciknoweval/diffusion_rate_analysis"))
     49
+    >>> load_bundled("reft/svamp-pcot", "train", limit=1)[0].answer_type
+    'program'
     """
     ds = get_bundled(name)
+    kw = {"task": ds.task, "answer_type": ds.answer_type} | {k: v for k, v in kw.items() if v is not None}
     if name == "sciknoweval/all":
         out: list[Sample] = []
         for t in SCIKNOWEVAL_TASKS:

@@ -1,23 +1,26 @@
 """Record -> :class:`Sample` conversion: field maps, choices, gold letters, numbers, layouts.
 
 A *layout* says what one source record looks like: ``sciknoweval``, ``gsm8k``,
-``svamp``, ``samples`` (``Sample.to_dict`` records) or ``generic`` (any record read
-through a :class:`FieldMap`). Each converter takes ``(loc, record, context, index)``,
-where ``loc`` ("file:line") prefixes every :class:`DataError` with the field at fault.
+``svamp``, ``reft`` (the ReFT release's records), ``samples`` (``Sample.to_dict``
+records) or ``generic`` (any record read through a :class:`FieldMap`). Each converter
+takes ``(loc, record, context, index)``, where ``loc`` ("file:line") prefixes every
+:class:`DataError` with the field at fault.
 :mod:`openrft.data.loaders` reads the containers and calls these.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from dataclasses import dataclass, fields
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from typing import Any
 
 from openrft.data.sample import ANSWER_TYPES, LETTERS, DataError, Sample
 
-LAYOUTS = ("generic", "samples", "sciknoweval", "gsm8k", "svamp")
+LAYOUTS = ("generic", "samples", "sciknoweval", "gsm8k", "svamp", "reft")
 _SAMPLE_FIELDS = frozenset(f.name for f in fields(Sample))
 _MISSING: Any = object()
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
@@ -299,6 +302,105 @@ def _svamp(loc: str, rec: dict[str, Any], ctx: Context, idx: int) -> Sample:
     return _make(loc, {**rec, "q": q}, ctx, idx, fm=fm, answer_type="numeric", sid=sid, task=task, meta=meta)
 
 
+_REFT_FM = FieldMap(question="question", answer="answer_value", choices="choices", id=None, answer_type=None,
+                    task=None)
+_REFT_FINAL = re.compile(r"\s*(?:Therefore,\s*)?the answer is\s*<([^<>]*)>\.?\s*$", re.I)
+_REFT_NO_SOLUTION = re.compile(r"already (?:been )?answered|duplicate|repeat of a previous", re.I)
+_OPTION = re.compile(r"([a-z]) \)\s*(.*)", re.S)
+
+
+def split_inline_options(question: str) -> tuple[str, list[str]] | None:
+    """The stem and option texts of a question whose last line lists lettered options (MathQA, as ReFT ships it):
+    ``a ) 38 , b ) 27.675 , ...`` or a Python list ``['a ) 12', 'b ) 15', ...]``; ``None`` without such a line.
+
+    >>> split_inline_options("x + 1 = 3 . x ?\\na ) 2 , b ) f ( 1 , 2 ) , c ) 4")
+    ('x + 1 = 3 . x ?', ['2', 'f ( 1 , 2 )', '4'])
+    >>> split_inline_options("x ?\\n['a ) 1 cm', 'b ) 3 cm']"), split_inline_options("no options")
+    (('x ?', ['1 cm', '3 cm']), None)
+    """
+    stem, _, line = question.rpartition("\n")
+    line = line.strip()
+    if line.startswith("["):
+        try:
+            parts = ast.literal_eval(line)
+        except (ValueError, SyntaxError):
+            return None
+        if not isinstance(parts, list) or not all(isinstance(p, str) for p in parts):
+            return None
+    else:  # a comma before "x ) " may sit inside an option; only the next letter in order starts one
+        parts = re.split(r"\s*,\s*(?=[a-z] \) )", line)
+    texts: list[str] = []
+    for part in parts:
+        m = _OPTION.fullmatch(part.strip())
+        if m and m[1] == chr(ord("a") + len(texts)):
+            texts.append(m[2].strip())
+        elif texts:
+            texts[-1] += f" , {part.strip()}"
+        else:
+            return None
+    return (stem.strip(), texts) if stem.strip() and len(texts) >= 2 else None
+
+
+def _reft_rationale(cot: str, gold: str, defects: list[str]) -> str | None:
+    """An N-CoT rationale without its closing "the answer is <x>" (the task adds its own answer line)."""
+    m = _REFT_FINAL.search(cot)
+    body = cot[: m.start()].strip() if m else cot.strip()
+    if _REFT_NO_SOLUTION.search(body) and len(body) < 200:
+        defects.append("answer_cot refers to another question's answer instead of solving this one; not used")
+        return None
+    if m:
+        try:
+            stated, want = Fraction(canonical_number(m[1].strip().removesuffix("%").strip())), Fraction(gold)
+            same = abs(stated - want) <= Fraction(1, 10**6) * max(abs(stated), abs(want))  # float noise only
+        except (ValueError, ZeroDivisionError):
+            same = False
+        if not same:
+            defects.append(f"answer_cot concludes <{m[1]}>; the gold answer is {gold}")
+    return body or None
+
+
+def _reft(loc: str, rec: dict[str, Any], ctx: Context, idx: int) -> Sample:
+    """The ReFT release (``item_id``, ``question``, ``answer_value``, in training files ``answer_cot``): a
+    ``def solution()`` program goes to ``meta["program"]`` (P-CoT), prose to ``meta["rationale"]`` (N-CoT); a
+    letter gold with options inline in the question is multiple choice. Defects: ``meta["defects"]``."""
+    for f in ("item_id", "question", "answer_value"):
+        if not _present(rec.get(f)) or not isinstance(rec[f], str):
+            raise data_error(loc, f, f"{f} is missing or not a string")
+    gold, cot = rec["answer_value"].strip(), rec.get("answer_cot")
+    options = split_inline_options(rec["question"])
+    at = ctx.answer_type or ("mcq" if options and re.fullmatch(r"[a-z]", gold) else
+                             "program" if isinstance(cot, str) and "def solution(" in cot else "numeric")
+    defects: list[str] = []
+    meta: dict[str, Any] = {"item_id": rec["item_id"]}
+    rec = {**rec}
+    if at == "mcq":
+        if options is None:
+            raise data_error(loc, "question", "multiple choice needs options on the last line ('a ) .. , b ) ..')")
+        rec["question"], texts = options
+        doubled = [i for i, t in enumerate(texts) if t.startswith(f"{chr(ord('a') + i)} ) ")]
+        if doubled:
+            defects.append(f"options {', '.join(chr(ord('a') + i) for i in doubled)} repeat their label "
+                           "('a ) a ) ..'); the repeat is dropped")
+        rec["choices"] = choices = [t[4:].strip() if i in doubled else t for i, t in enumerate(texts)]
+        if len(set(choices)) < len(choices):
+            defects.append("repeated option texts")
+    elif at in ("numeric", "program"):
+        try:
+            rec["answer_value"] = gold = canonical_number(gold)
+        except ValueError as e:
+            raise data_error(loc, "answer_value", f"{e}; a {at} answer must be a plain number") from None
+    if isinstance(cot, str) and cot.strip():
+        if "def solution(" in cot:
+            meta["program"] = cot
+        elif (rationale := _reft_rationale(cot, gold, defects)) is not None:
+            meta["rationale"] = rationale
+    if defects:
+        meta["defects"] = defects
+    task = ctx.task or re.sub(r"_\d+$", "", rec["item_id"])
+    return _make(loc, rec, ctx, idx, fm=_REFT_FM, answer_type=at, sid=f"{task}/{rec['item_id']}", task=task,
+                 meta=meta)
+
+
 def _samples(loc: str, rec: dict[str, Any], ctx: Context, idx: int) -> Sample:
     d = {k: v for k, v in rec.items() if v is not None or k in ("choices", "meta")}
     for k in ("choices", "meta"):
@@ -321,7 +423,8 @@ def _generic(loc: str, rec: dict[str, Any], ctx: Context, idx: int) -> Sample:
     return _make(loc, rec, ctx, idx)
 
 
-CONVERTERS = {"generic": _generic, "samples": _samples, "sciknoweval": _sciknoweval, "gsm8k": _gsm8k, "svamp": _svamp}
+CONVERTERS = {"generic": _generic, "samples": _samples, "sciknoweval": _sciknoweval, "gsm8k": _gsm8k, "svamp": _svamp,
+              "reft": _reft}
 
 
 def sniff_layout(rec: dict[str, Any]) -> str:
@@ -331,6 +434,8 @@ def sniff_layout(rec: dict[str, Any]) -> str:
     'svamp'
     >>> sniff_layout({"question": "..", "answer": "x = 2\\n#### 2"})
     'gsm8k'
+    >>> sniff_layout({"item_id": "svamp_1", "question": "..", "answer_value": "208.0"})
+    'reft'
     """
     keys = set(rec)
     if {"question", "choices", "answerKey"} <= keys:
@@ -341,4 +446,6 @@ def sniff_layout(rec: dict[str, Any]) -> str:
         return "samples"
     if {"question", "answer"} <= keys and isinstance(rec["answer"], str) and "\n####" in rec["answer"]:
         return "gsm8k"
+    if {"item_id", "question", "answer_value"} <= keys:
+        return "reft"
     return "generic"
