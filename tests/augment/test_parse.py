@@ -90,10 +90,36 @@ def test_numbers_inside_variants_are_not_list_markers():
 
 
 def test_prompt_names_k_and_separator_and_lists_existing_on_retry():
-    msg = rewrite_messages(Q, 4)[0]["content"]
-    assert "4 different versions" in msg and SEP in msg and msg.endswith(Q)
+    msg = rewrite_messages(Q, 4, prompt="strict")[0]["content"]
+    assert "4 different versions" in msg and SEP in msg and msg.endswith(f"Question:\n{Q}")
     retry = rewrite_messages(Q, 2, existing=[A])[0]["content"]
     assert "2 new ones" in retry and A in retry
+    with pytest.raises(ValueError, match="unknown rewrite prompt 'fig2'; valid: paper, strict"):
+        rewrite_messages(Q, 2, prompt="fig2")
+
+
+def test_the_paper_prompt_is_openrft_fig2s_instruction():
+    """The paragraph (the question) in 5 different expressions, meaning unchanged, separated by <sep>; and no more."""
+    msg = rewrite_messages(Q, 5)[0]["content"]
+    assert msg.startswith("Rewrite the following paragraph into 5 different expressions, keeping its meaning "
+                          "unchanged.") and f"separated by {SEP}" in msg and msg.endswith(f"Paragraph:\n{Q}")
+    assert "number" not in msg and "answer" not in msg  # the strict prompt's extra conditions are not the paper's
+    assert "into 1 different expression," in rewrite_messages(Q, 1)[0]["content"]  # a re-ask for the last one
+    assert "Question:" in rewrite_messages(Q, 1, single=True)[0]["content"]  # single mode has its own instruction
+
+
+@pytest.mark.parametrize("reply", [
+    "Find x. <sep> Give the value of x. <sep> Determine x.",
+    "<sep>\nFind x.\n<sep>\nGive the value of x.\n<sep>\nDetermine x.\n<sep>",
+    "Here are 3 different expressions of the paragraph:\nExpression 1: Find x. <sep> Expression 2: Give the value "
+    "of x. <sep> Expression 3: Determine x.",
+    "Expression 1: Find x.\nExpression 2: Give the value of x.\nExpression 3: Determine x.",
+])
+def test_replies_to_the_paper_prompt(reply):
+    assert parse_variants(reply, "What is x?") == ["Find x.", "Give the value of x.", "Determine x."]
+    # "Expression:" without a number may be the question's own word, and stays
+    assert parse_variants("Expression: 3 + 4. Evaluate it.", "Expression: 4 + 3. Evaluate it.") == \
+        ["Expression: 3 + 4. Evaluate it."]
 
 
 def test_replies_smollm2_gave_in_the_bench():

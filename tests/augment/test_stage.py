@@ -48,7 +48,7 @@ def one_torch_thread():
 
 
 def question_of(prompt) -> str:
-    return prompt[-1]["content"].rsplit("Question:\n", 1)[1]
+    return re.split(r"(?:Question|Paragraph):\n", prompt[-1]["content"])[-1]
 
 
 class Scripted(Generator):

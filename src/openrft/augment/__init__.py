@@ -26,14 +26,13 @@ from openrft.augment.shuffle import (
     shuffle_options,
     shuffle_skip_reason,
 )
+from openrft.augment.config import AugmentConfig, config_help
+from openrft.augment.stats import augment_stats, shortfall
 from openrft.augment.stage import (
     AUGMENTED,
     METHODS,
     REWRITES,
-    AugmentConfig,
     AugmentResult,
-    augment_stats,
-    config_help,
     expand,
     generator_label,
     run_augment,
@@ -65,6 +64,7 @@ __all__ = [
     "rewrite_messages",
     "rng_for",
     "run_augment",
+    "shortfall",
     "shuffle_options",
     "shuffle_skip_reason",
     "similarity",

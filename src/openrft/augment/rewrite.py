@@ -1,7 +1,9 @@
 r"""Question rewriting by an LLM: the prompt, robust parsing of the reply, validation of each variant.
 
 The rewriter sees the question STEM only (never the options) and is asked for ``k``
-meaning-preserving variants separated by ``<sep>`` (OpenRFT section 2.1). Models ignore
+meaning-preserving variants separated by ``<sep>`` (OpenRFT section 2.1): with the ``paper`` prompt in
+OpenRFT Fig. 2's words (the paragraph in ``k`` different expressions, meaning unchanged, separated by
+``<sep>``), or with the ``strict`` prompt, which also spells out what the variants must keep. Models ignore
 the marker, number their variants, add preambles and quotes; :func:`parse_variants` copes
 with all of that. :func:`validate_variant` then applies named rules, in this order (the
 first failing rule is the variant's ``reason``; every failing rule is listed in ``failed``):
@@ -37,12 +39,21 @@ from openrft.data.leakage import normalize_text
 
 SEP = "<sep>"
 
-REWRITE_INSTRUCTION = (
+#: OpenRFT Fig. 2's instruction: the paragraph (the question) in k different expressions, separated by <sep>
+PAPER_INSTRUCTION = (
+    "Rewrite the following paragraph into {k} different expression{s}, keeping its meaning unchanged. "
+    "Output only the {k} expression{s}, separated by <sep>."
+)
+#: openrft's own instruction: also names what every variant must keep and must not add
+STRICT_INSTRUCTION = (
     "Rewrite the question below into {k} different versions. Each version must keep exactly the same "
     "meaning and every number, unit, formula, name and sequence of the original. Do not add any "
     "information, hints or answer options, and do not answer the question. Adjust the wording and the "
     "sentence structure. Output only the {k} rewritten questions, separated by the marker <sep>."
 )
+#: the joint-mode instructions by name, and the label of the question under each
+PROMPTS = {"paper": PAPER_INSTRUCTION, "strict": STRICT_INSTRUCTION}
+PROMPT_LABELS = {"paper": "Paragraph", "strict": "Question"}
 RETRY_EXTRA = "These versions exist already; write {k} new ones that differ from them:\n{existing}"
 SINGLE_INSTRUCTION = (
     "Rewrite the question below. Keep exactly the same meaning and every number, unit, formula, name and "
@@ -55,25 +66,32 @@ RULES = ("empty", "prompt_echo", "duplicate_original", "duplicate_variant", "off
          "option_listing", "answer_leak", "lost_tokens", "added_numbers", "length_ratio")
 
 
-def rewrite_messages(question: str, k: int, existing: Sequence[str] = (), single: bool = False
-                     ) -> list[dict[str, str]]:
+def rewrite_messages(question: str, k: int, existing: Sequence[str] = (), single: bool = False,
+                     prompt: str = "paper") -> list[dict[str, str]]:
     """Chat messages asking for ``k`` variants of ``question`` (the stem, without options).
 
     ``existing`` variants (from an earlier attempt) are listed so the model writes new ones.
     ``single`` asks for one variant per reply (sample ``n`` replies instead): easier for small models.
+    ``prompt`` names the joint instruction (:data:`PROMPTS`); single mode has its own.
 
-    >>> print(rewrite_messages("What is 2+2?", 2)[0]["content"].splitlines()[-1])
+    >>> print(rewrite_messages("What is 2+2?", 5)[0]["content"])
+    Rewrite the following paragraph into 5 different expressions, keeping its meaning unchanged. Output only the 5 expressions, separated by <sep>.
+    <BLANKLINE>
+    Paragraph:
     What is 2+2?
     """
+    if prompt not in PROMPTS:
+        raise ValueError(f"unknown rewrite prompt {prompt!r}; valid: {', '.join(PROMPTS)}")
+    label = "Question" if single else PROMPT_LABELS[prompt]
     if single:
         text = SINGLE_INSTRUCTION
         if existing:
             text += "\n\n" + SINGLE_RETRY_EXTRA.format(existing="\n".join(f"- {e}" for e in existing))
     else:
-        text = REWRITE_INSTRUCTION.format(k=k)
+        text = PROMPTS[prompt].format(k=k, s="" if k == 1 else "s")
         if existing:
             text += "\n\n" + RETRY_EXTRA.format(k=k, existing="\n".join(f"{SEP} {e}" for e in existing))
-    return [{"role": "user", "content": f"{text}\n\nQuestion:\n{question.strip()}"}]
+    return [{"role": "user", "content": f"{text}\n\n{label}:\n{question.strip()}"}]
 
 
 # ---------------------------------------------------------------- parsing
@@ -90,8 +108,10 @@ _THINK_RE = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL | re.IGNORECASE)
 _FENCE_RE = re.compile(r"(?m)^[ \t]*```[\w-]*[ \t]*$")
 _LABEL = (r"(?:(?:rewritten|rewrite|reworded|rephrased|paraphrased|new|alternative|alternate)\s+)?"
           r"(?:variant|version|rewrite|paraphrase|question|q)")
-_LABEL_RE = re.compile(
-    rf"^\s*(?:\*\*|__)?\s*{_LABEL}\s*#?\s*(\d{{0,2}})\s*(?:\*\*|__)?\s*[:.)\-–—]\s*(?:\*\*|__)?\s*", re.IGNORECASE)
+#: the paper prompt's words, as labels only when numbered ("Expression:" alone may be the question's own)
+_NUMBERED_LABEL = r"(?:expression|paragraph)(?=\s*#?\s*\d)"
+_LABEL_RE = re.compile(rf"^\s*(?:\*\*|__)?\s*(?:{_LABEL}|{_NUMBERED_LABEL})\s*#?\s*(\d{{0,2}})"
+                       r"\s*(?:\*\*|__)?\s*[:.)\-–—]\s*(?:\*\*|__)?\s*", re.IGNORECASE)
 _NUMBER_ITEM_RE = re.compile(r"^\s*(?:\*\*)?\(?(\d{1,2})\s*[.):](?!\d)(?:\*\*)?\s+")
 _BULLET_RE = re.compile(r"^\s*[-*•‣–]\s+")
 _PREAMBLE_RE = re.compile(
@@ -278,8 +298,8 @@ def _ngrams(text: str, n: int = 5) -> set[tuple[str, ...]]:
     return {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}
 
 
-_INSTRUCTION_NGRAMS = set().union(*(_ngrams(t.replace("{k}", "").replace("{existing}", "")) for t in (
-    REWRITE_INSTRUCTION, RETRY_EXTRA, SINGLE_INSTRUCTION, SINGLE_RETRY_EXTRA)))
+_INSTRUCTION_NGRAMS = set().union(*(_ngrams(t.format(k="", s="s", existing="")) for t in (
+    PAPER_INSTRUCTION, STRICT_INSTRUCTION, RETRY_EXTRA, SINGLE_INSTRUCTION, SINGLE_RETRY_EXTRA)))
 
 
 @dataclass(frozen=True)

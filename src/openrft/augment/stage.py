@@ -5,7 +5,9 @@ missing count, up to ``retries`` times, when the reply is empty, malformed or sh
 variants), validate each (:mod:`openrft.augment.rewrite`), optionally let a teacher answer
 each variant with the original options and drop it unless the task's grader accepts the
 answer, then emit up to ``expansion`` samples: the original and the kept variants, each with
-its options shuffled independently (:mod:`openrft.augment.shuffle`).
+its options shuffled independently (:mod:`openrft.augment.shuffle`). Variants lost to validation
+are re-asked for (the ``retries``); what is still missing after them is reported, per question
+and in all, as the stats' ``shortfall`` from ``expansion`` (:mod:`openrft.augment.stats`).
 
 Run directory (``out_dir``):
 
@@ -24,13 +26,14 @@ import os
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from openrft.augment.rewrite import REWRITE_INSTRUCTION, ValidationRules, parse_variants, rewrite_messages, \
-    validate_variant
+from openrft.augment.config import TEMPLATE, AugmentConfig
+from openrft.augment.rewrite import parse_variants, rewrite_messages, validate_variant
 from openrft.augment.shuffle import balanced_targets, rng_for, shuffle_options, shuffle_skip_reason
+from openrft.augment.stats import augment_stats, shortfall, warn_shortfall
 from openrft.augment.tokens import protected_tokens
 from openrft.data.loaders import load_samples, save_samples
 from openrft.data.sample import Sample
@@ -42,88 +45,6 @@ logger = logging.getLogger(__name__)
 AUGMENTED = "augmented.jsonl"
 REWRITES = "rewrites.jsonl"
 METHODS = ("original", "rewrite", "shuffle", "rewrite+shuffle", "renumber", "reword")
-#: the model-free rewriter of arithmetic questions (openrft.augment.template)
-TEMPLATE = "template"
-
-
-def _f(default: Any, help: str) -> Any:  # noqa: A002 - the help string of a config field
-    return field(default=default, metadata={"help": help})
-
-
-@dataclass
-class AugmentConfig:
-    """Settings of ``openrft augment``. Defaults follow OpenRFT's DA rows: original + 5 rewrites, options shuffled."""
-
-    k: int = _f(5, "variants asked from the rewriter per question (0: no rewriting, shuffle only)")
-    mode: str = _f("joint", "joint: one reply holds all k variants separated by <sep> (the paper's prompt); "
-                            "single: one variant per reply, k sampled replies (easier for small models)")
-    expansion: int = _f(6, "most samples emitted per question, original included (paper: 6 = original + 5)")
-    keep_original: bool = _f(True, "emit the original question too (it is kept anyway when no variant survives)")
-    shuffle: bool = _f(True, "shuffle the options of multiple-choice samples, gold letter remapped")
-    shuffle_original: bool = _f(True, "shuffle the original's options too (else it keeps its order)")
-    balance_gold: bool = _f(False, "spread the gold letters of a question's copies round-robin (balanced letters)")
-    fill_with_shuffles: bool = _f(False, "fill the slots of missing variants with shuffled copies of the original")
-    teacher_check: bool = _f(False, "a teacher answers each variant with the original options; drop it unless correct")
-    similarity_threshold: float = _f(0.9, "near-duplicate threshold (word-level similarity of normalized texts)")
-    min_length_ratio: float = _f(0.5, "drop variants shorter than this times the original")
-    max_length_ratio: float = _f(2.0, "drop variants longer than this times the original (short originals count as "
-                                      "80 characters)")
-    require_tokens: bool = _f(True, "drop variants losing numbers, units, formulas, LaTeX, SMILES/IUPAC, sequences")
-    forbid_new_numbers: bool = _f(True, "drop variants that introduce numbers the original does not have")
-    seed: int = _f(0, "seed of the rewriter's sampling and of every option shuffle")
-    backend: str = _f("transformers", "rewriter backend: transformers, openai (any OpenAI-compatible server), vllm, "
-                                      "or template (no model: verified renumbered and reworded variants of "
-                                      "arithmetic questions with meta.expression; see openrft.augment.template)")
-    model: str | None = _f(None, "rewriter model: bundled name, local path, hub id, or the server's model name "
-                              "(the CLI loads the bundled smollm2-135m when none is named)")
-    base_url: str | None = _f(None, "OpenAI-compatible endpoint for --backend openai, e.g. http://127.0.0.1:8000/v1")
-    teacher_backend: str | None = _f(None, "teacher backend for --teacher-check (default: the rewriter's)")
-    teacher_model: str | None = _f(None, "teacher model for --teacher-check (default: the rewriter)")
-    teacher_base_url: str | None = _f(None, "teacher endpoint (default: --base-url)")
-    temperature: float = _f(0.7, "rewriter sampling temperature (0 = greedy)")
-    top_p: float = _f(1.0, "rewriter nucleus sampling mass")
-    max_new_tokens: int = _f(512, "rewriter generation budget per reply (all k variants)")
-    teacher_max_new_tokens: int = _f(1024, "teacher generation budget per answer (greedy)")
-    retries: int = _f(2, "re-asks per question for missing variants after an empty, malformed or short reply")
-    retry_temperature: float = _f(0.8, "temperature of re-asks at least (a greedy re-ask would repeat the reply)")
-    batch_size: int = _f(16, "questions per generate call; rewrites.jsonl is checkpointed after each batch")
-
-    def __post_init__(self) -> None:
-        if self.k < 0 or self.expansion < 1 or self.retries < 0 or self.batch_size < 1:
-            raise ValueError("need k >= 0, expansion >= 1, retries >= 0, batch_size >= 1")
-        SamplingParams(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens)  # validates
-        if self.teacher_max_new_tokens < 1 or self.retry_temperature < 0:
-            raise ValueError(f"need teacher_max_new_tokens >= 1 and retry_temperature >= 0, got "
-                             f"{self.teacher_max_new_tokens} and {self.retry_temperature}")
-        if not 0 < self.similarity_threshold <= 1:
-            raise ValueError(f"similarity_threshold must be in (0, 1], got {self.similarity_threshold}")
-        if not 0 <= self.min_length_ratio < self.max_length_ratio:
-            raise ValueError("need 0 <= min_length_ratio < max_length_ratio")
-        if self.mode not in ("joint", "single"):
-            raise ValueError(f"unknown mode {self.mode!r}; valid: joint, single")
-        if self.mode == "single" and self.temperature == 0 and self.k > 1:
-            raise ValueError("mode 'single' samples k replies per question: it needs temperature > 0")
-        if self.backend == TEMPLATE and self.teacher_check:
-            raise ValueError("the template rewriter's variants are verified by evaluating them; teacher_check "
-                             "does not apply (use an LLM backend for teacher-checked rewrites)")
-
-    @property
-    def rules(self) -> ValidationRules:
-        return ValidationRules(similarity_threshold=self.similarity_threshold, min_length_ratio=self.min_length_ratio,
-                               max_length_ratio=self.max_length_ratio, require_tokens=self.require_tokens,
-                               forbid_new_numbers=self.forbid_new_numbers)
-
-    def rewrite_settings(self) -> dict[str, Any]:
-        """The settings a stored rewrite depends on (shuffle settings and batch size excluded)."""
-        keys = ("k", "mode", "teacher_check", "similarity_threshold", "min_length_ratio", "max_length_ratio",
-                "require_tokens", "forbid_new_numbers", "seed", "temperature", "top_p", "max_new_tokens",
-                "teacher_max_new_tokens", "retries", "retry_temperature")
-        return {k: getattr(self, k) for k in keys} | {"instruction": REWRITE_INSTRUCTION}
-
-
-def config_help() -> dict[str, str]:
-    """Field name -> help string, for CLIs and docs."""
-    return {f.name: f.metadata.get("help", "") for f in fields(AugmentConfig)}
 
 
 @dataclass
@@ -174,8 +95,8 @@ def _rewrite_batch(batch: Sequence[Sample], generator: Generator, teacher: Gener
         n = max(config.k - len(p.kept) for p in todo) if single else 1  # single: one sampled reply per variant
         params = SamplingParams(n=n, temperature=temperature, top_p=config.top_p,
                                 max_new_tokens=config.max_new_tokens, seed=config.seed + attempt)
-        prompts = [rewrite_messages(p.sample.question, config.k - len(p.kept), p.kept if attempt else (), single)
-                   for p in todo]
+        prompts = [rewrite_messages(p.sample.question, config.k - len(p.kept), p.kept if attempt else (), single,
+                                    config.prompt) for p in todo]
         outs, failures = _generate(generator, prompts, params, counter)
         checks: list[tuple[_Parent, dict[str, Any]]] = []  # rule-valid variants waiting for the teacher
         for p, out, failure in zip(todo, outs, failures):
@@ -337,14 +258,12 @@ def run_augment(samples: Sequence[Sample], generator: Generator | None, config: 
     teacher_label = generator_label(teacher or generator, config.teacher_backend or config.backend,
                                     config.teacher_model or config.model) if config.teacher_check else None
     settings = stable_hash(config.rewrite_settings() | {"generator": label, "teacher": teacher_label})
-    manifest_config = {k: v for k, v in asdict(config).items() if k not in ("batch_size", "base_url",
-                                                                            "teacher_base_url")}
     manifest: Manifest | None = None
     done: dict[str, dict[str, Any]] = {}
     store = None
     if out_dir is not None:
         out_dir = Path(out_dir)
-        manifest, finished = begin_stage(out_dir, "augment", manifest_config | {"generator": label},
+        manifest, finished = begin_stage(out_dir, "augment", config.identity() | {"generator": label},
                                          {"samples": stable_hash([s.to_dict() for s in samples])}, seed=config.seed)
         if finished and (out_dir / AUGMENTED).exists():
             logger.info("%s: finished with these settings already; loading %s", out_dir, AUGMENTED)
@@ -370,6 +289,7 @@ def run_augment(samples: Sequence[Sample], generator: Generator | None, config: 
     stats = augment_stats(samples, outputs, [done[s.id] for s in samples if s.id in done], config)
     stats |= {"llm_calls": counter["llm_calls"], "teacher_calls": counter["teacher_calls"],
               "seconds": round(time.perf_counter() - t0, 2)}
+    warn_shortfall(stats, config.expansion)
     if stats["not_shuffled"]:
         logger.info("options not shuffled for %s", ", ".join(f"{n} question(s): {r}"
                                                             for r, n in stats["not_shuffled"].items()))
@@ -387,9 +307,7 @@ def _run_template(samples: Sequence[Sample], config: AugmentConfig, out_dir) -> 
     manifest = None
     if out_dir is not None:
         out_dir = Path(out_dir)
-        manifest_config = {k: v for k, v in asdict(config).items() if k not in ("batch_size", "base_url",
-                                                                                "teacher_base_url")}
-        manifest, finished = begin_stage(out_dir, "augment", manifest_config,
+        manifest, finished = begin_stage(out_dir, "augment", config.identity(),
                                          {"samples": stable_hash([s.to_dict() for s in samples])}, seed=config.seed)
         if finished and (out_dir / AUGMENTED).exists():
             return AugmentResult(load_samples(out_dir / AUGMENTED), dict(manifest.stats))
@@ -405,14 +323,16 @@ def _run_template(samples: Sequence[Sample], config: AugmentConfig, out_dir) -> 
             outputs.append(v.replace(id=f"{s.id}#aug{j}", meta={**v.meta, "parent_id": s.id, "variant": j,
                                                                  "generator": TEMPLATE}))
     methods = Counter(o.meta["method"] for o in outputs)
-    stats = {"samples_in": len(samples), "samples_out": len(outputs),
-             "expansion": round(len(outputs) / len(samples), 3), "variants_requested": config.k * len(samples),
-             "variants_parsed": sum(per_parent), "variants_kept": sum(per_parent),
-             "kept_fraction": 1.0 if sum(per_parent) else None, "reasons": {}, "failed_rules": {}, "replies": 0,
-             "reply_errors": {}, "questions_without_variant": sum(1 for n in per_parent if not n),
-             "variants_per_question": round(sum(per_parent) / len(samples), 3), "methods": dict(methods),
-             "not_shuffled": {}, "gold_letters": {}, "llm_calls": 0, "teacher_calls": 0,
-             "seconds": round(time.perf_counter() - t0, 3)}
+    stats = shortfall(samples, outputs, config.expansion) | {
+        "samples_in": len(samples), "samples_out": len(outputs),
+        "expansion": round(len(outputs) / len(samples), 3), "variants_requested": config.k * len(samples),
+        "variants_parsed": sum(per_parent), "variants_kept": sum(per_parent),
+        "kept_fraction": 1.0 if sum(per_parent) else None, "reasons": {}, "failed_rules": {}, "replies": 0,
+        "reply_errors": {}, "questions_without_variant": sum(1 for n in per_parent if not n),
+        "variants_per_question": round(sum(per_parent) / len(samples), 3), "methods": dict(methods),
+        "not_shuffled": {}, "gold_letters": {}, "llm_calls": 0, "teacher_calls": 0,
+        "seconds": round(time.perf_counter() - t0, 3)}
+    warn_shortfall(stats, config.expansion)
     if out_dir is not None:
         save_samples(outputs, out_dir / AUGMENTED)
         finish_stage(out_dir, manifest, **stats)
@@ -442,36 +362,6 @@ def _rewrite_all(samples, generator, teacher, config, done, store, keys, label, 
             bar.set_postfix(kept=f"{kept}/{parsed}")
     finally:
         bar.close()
-
-
-def augment_stats(samples: Sequence[Sample], outputs: Sequence[Sample], records: Sequence[dict[str, Any]],
-                  config: AugmentConfig) -> dict[str, Any]:
-    """Counts for the manifest and the CLI summary; depend only on the records, so a resumed run reports the same."""
-    variants = [v for r in records for v in r["variants"]]
-    kept = sum(len(r["kept"]) for r in records)
-    reasons = Counter(v["reason"] for v in variants if not v["kept"])
-    failed_rules = Counter(f for v in variants for f in v["failed"])
-    attempt_errors = Counter(a["error"] for r in records for a in r["attempts"] if a["error"])
-    not_shuffled = Counter(shuffle_skip_reason(s) for s in samples if shuffle_skip_reason(s)) if config.shuffle \
-        else Counter()
-    return {
-        "samples_in": len(samples),
-        "samples_out": len(outputs),
-        "expansion": round(len(outputs) / len(samples), 3),
-        "variants_requested": config.k * len(samples),
-        "variants_parsed": len(variants),
-        "variants_kept": kept,
-        "kept_fraction": round(kept / len(variants), 4) if variants else None,
-        "reasons": dict(reasons.most_common()),
-        "failed_rules": dict(failed_rules.most_common()),
-        "replies": sum(len(r["attempts"]) for r in records),
-        "reply_errors": dict(attempt_errors.most_common()),
-        "questions_without_variant": sum(1 for r in records if not r["kept"]),
-        "status": dict(Counter(r["status"] for r in records)),
-        "methods": dict(Counter(s.meta["method"] for s in outputs)),
-        "not_shuffled": dict(not_shuffled),
-        "gold_letters": dict(sorted(Counter(s.answer for s in outputs if s.answer_type == "mcq").items())),
-    }
 
 
 def drop_test_questions(samples: Sequence, test: Sequence) -> tuple[list, int]:

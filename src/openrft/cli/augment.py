@@ -91,6 +91,9 @@ def format_summary(stats: dict, out: Path) -> str:
             lines.append("dropped: " + ", ".join(f"{r} {n}" for r, n in stats["reasons"].items()))
         if stats["reply_errors"]:
             lines.append("unusable replies: " + ", ".join(f"{r} {n}" for r, n in stats["reply_errors"].items()))
+    if stats.get("shortfall"):  # manifests written before the shortfall was counted have none
+        lines.append(f"short of the expansion: {stats['shortfall']} samples over {stats['questions_short']} "
+                     f"questions ({stats['shortfall_per_question']} per question; ids in the manifest)")
     lines.append("methods: " + ", ".join(f"{m} {n}" for m, n in stats["methods"].items()))
     if stats["not_shuffled"]:
         lines.append("options not shuffled: " + ", ".join(f"{r} {n}" for r, n in stats["not_shuffled"].items()))

@@ -67,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = make_config(args)
         reward = f"outcome x {config.reward.alpha:g} + PRM {config.reward.prm}" if config.reward.prm else "outcome"
+        length = f"{config.epochs} epochs of" if config.epochs else f"{config.steps} steps x"
         print(f"rl: {config.estimator} on {config.model}{' + ' + config.adapter if config.adapter else ''}, "
-              f"{config.steps} steps x {config.prompts_per_step} prompts x {config.n_samples} samples, "
+              f"{length} {config.prompts_per_step} prompts x {config.n_samples} samples, "
               f"reward {reward}{' (dense)' if config.reward.dense else ''} -> {args.out}", file=sys.stderr)
         examples_for = examples_for_from_args(args, list(config.data))
         result = run_rl(config, args.out, show_progress=not args.quiet, examples_for=examples_for)

@@ -67,6 +67,7 @@ def free_memory() -> None:
 
 def _stage_augment(ctx: CellContext) -> dict[str, Any]:
     from openrft.augment.stage import TEMPLATE, drop_test_questions, run_augment
+    from openrft.augment.stats import shortfall
     from openrft.models.backends import make_generator
 
     config = ctx.recipe.stage_config("augment")
@@ -84,8 +85,10 @@ def _stage_augment(ctx: CellContext) -> dict[str, Any]:
         ctx.train_samples = samples
     rl_ids = {s.id for s in ctx.rl_train}
     ctx.rl_samples = [s for s in samples if (s.meta or {}).get("parent_id", s.id) in rl_ids]
+    short = shortfall(ctx.train, samples, config.expansion)  # after the test questions are dropped
     return {"samples": len(samples), "from": len(ctx.train), "variants_per_question":
-            round((len(samples) - len(ctx.train)) / len(ctx.train), 3), "dropped_as_test_questions": leaked}
+            round((len(samples) - len(ctx.train)) / len(ctx.train), 3), "dropped_as_test_questions": leaked,
+            "short_of_expansion": short["shortfall"], "questions_short": short["questions_short"]}
 
 
 def _stage_synthesize(ctx: CellContext) -> dict[str, Any]:

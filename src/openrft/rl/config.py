@@ -1,13 +1,16 @@
 """Configuration of the RL stage: one dataclass, one help string per field.
 
 Defaults are the CPU-sized version of the OpenRFT / ReFT settings; the paper values are in the
-help strings (LoRA rank 4, actor lr 3e-5, critic lr 6e-5, KL 0.01, 1536 new tokens).
+help strings (LoRA rank 4, actor lr 3e-5, critic lr 6e-5, KL 0.01, 1536 new tokens). The RL length is
+``steps``, or ``epochs`` over the training questions (ReFT's 300), turned into steps by :meth:`RLConfig.resolved_steps`
+once the trainer knows its samples.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -16,6 +19,10 @@ from openrft.models.lora import LoraSettings
 from openrft.rewards.base import RewardConfig
 from openrft.rl.advantages import AdvantageConfig, get_estimator
 from openrft.rl.losses import KL_KINDS, LOSS_AGG, get_policy_loss
+
+
+#: RL steps when neither steps nor epochs is given
+DEFAULT_STEPS = 20
 
 
 def _help(text: str) -> dict[str, str]:
@@ -40,7 +47,11 @@ class RLConfig:
     seed: int = field(default=0, metadata=_help("seed for data order, sampling and initialisation"))
 
     # ---- schedule -------------------------------------------------------------------------------
-    steps: int = field(default=20, metadata=_help("RL steps (one rollout batch + its updates each)"))
+    steps: int | None = field(default=None, metadata=_help(
+        f"RL steps (one rollout batch + its updates each); default {DEFAULT_STEPS} unless epochs is given"))
+    epochs: int | None = field(default=None, metadata=_help(
+        "RL length in passes over the training questions instead of steps (ReFT: 300): steps = "
+        "ceil(epochs * questions / prompts_per_step), resolved once the training samples are known"))
     prompts_per_step: int = field(default=8, metadata=_help("distinct prompts sampled per step"))
     n_samples: int = field(default=4, metadata=_help("completions per prompt (a group for grpo/rloo)"))
     ppo_epochs: int = field(default=1, metadata=_help("passes over each rollout batch (ReFT: 2)"))
@@ -105,7 +116,7 @@ class RLConfig:
     threads: int | None = field(default=None, metadata=_help("torch CPU threads (default: torch's choice)"))
 
     #: option values that reproduce RL from before the option existed (kept out of the stage's identity)
-    LEGACY: ClassVar[dict[str, Any]] = {"policy_loss": "ppo", "reward.score_answer_step": True}
+    LEGACY: ClassVar[dict[str, Any]] = {"policy_loss": "ppo", "reward.score_answer_step": True, "epochs": None}
 
     def __post_init__(self) -> None:
         if isinstance(self.reward, dict):
@@ -121,7 +132,8 @@ class RLConfig:
         if self.kl_in not in (None, "reward", "loss"):
             raise ValueError(f"kl_in must be 'reward' or 'loss', got {self.kl_in!r}")
         self.advantage  # gamma, lam and step_credit are checked where the estimators read them
-        for name in ("steps", "prompts_per_step", "n_samples", "ppo_epochs", "micro_batch_size", "max_new_tokens",
+        self._check_length()
+        for name in ("prompts_per_step", "n_samples", "ppo_epochs", "micro_batch_size", "max_new_tokens",
                      "rollout_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -133,7 +145,33 @@ class RLConfig:
         if self.rollout_backend not in ("transformers", "vllm"):
             raise ValueError(f"rollout_backend must be 'transformers' or 'vllm', got {self.rollout_backend!r}")
 
+    def _check_length(self) -> None:
+        """``steps`` or ``epochs``, not both, each >= 1; neither means :data:`DEFAULT_STEPS` steps."""
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError(f"give the RL length as steps or as epochs, not both (got steps={self.steps}, "
+                             f"epochs={self.epochs}; over a recipe's steps: --set rl.steps=null)")
+        for name in ("steps", "epochs"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.epochs is None and self.steps is None:
+            self.steps = DEFAULT_STEPS  # what an RLConfig without either held before epochs existed
+
     # ---- resolved choices ------------------------------------------------------------------------
+    def resolved_steps(self, questions: int) -> int:
+        """RL steps over ``questions`` training questions: ``steps``, or enough steps of ``prompts_per_step``
+        prompts for ``epochs`` passes (the last step may start the next pass).
+
+        >>> RLConfig(epochs=300, prompts_per_step=32).resolved_steps(7473), RLConfig(steps=5).resolved_steps(7473)
+        (70060, 5)
+        """
+        if self.epochs is None:
+            assert self.steps is not None  # set in __post_init__
+            return self.steps
+        if questions < 1:
+            raise ValueError("epochs need at least one training question")
+        return math.ceil(self.epochs * questions / self.prompts_per_step)
+
     @property
     def rollout_size(self) -> int:
         return self.prompts_per_step * self.n_samples

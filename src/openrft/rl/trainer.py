@@ -66,7 +66,8 @@ class RLResult:
 
 # ---------------------------------------------------------------------------------------------- trainer
 class RLTrainer:
-    """Runs ``config.steps`` RL steps on ``samples`` into ``out_dir``. See the module docstring."""
+    """Runs ``config.steps`` RL steps (or ``config.epochs`` passes) on ``samples`` into ``out_dir``. See the module
+    docstring."""
 
     def __init__(self, config: RLConfig, samples: Sequence[Sample], out_dir: str | os.PathLike, *,
                  reward: CompositeReward | None = None, examples_for: ExamplesFor | None = None,
@@ -75,6 +76,7 @@ class RLTrainer:
             raise ValueError("no training samples")
         self.config = config
         self.samples = list(samples)
+        self.steps = config.resolved_steps(len(self.samples))
         self.out = Path(out_dir)
         self.examples_for = examples_for
         self.show_progress = show_progress
@@ -363,9 +365,9 @@ class RLTrainer:
         if self.show_progress and self.dist.main:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=cfg.steps, initial=start, desc=f"rl {cfg.estimator}", unit="step")
+            bar = tqdm(total=self.steps, initial=start, desc=f"rl {cfg.estimator}", unit="step")
         try:
-            for step in range(start, cfg.steps):
+            for step in range(start, self.steps):
                 t0 = time.perf_counter()
                 row = {"step": step + 1, **self.step(step)}
                 row["time/step"] = time.perf_counter() - t0
@@ -377,10 +379,10 @@ class RLTrainer:
                     bar.set_postfix(reward=f"{row['reward']:.3f}", acc=f"{row['accuracy']:.2f}",
                                     kl=f"{row.get('kl', 0.0):.4f}", len=f"{row['response_length']:.0f}")
                 elif (step + 1) % cfg.log_every == 0:
-                    logger.info("rl step %d/%d: reward %.3f acc %.2f kl %.4f len %.0f (%.1fs)", step + 1, cfg.steps,
+                    logger.info("rl step %d/%d: reward %.3f acc %.2f kl %.4f len %.0f (%.1fs)", step + 1, self.steps,
                                 row["reward"], row["accuracy"], row.get("kl", 0.0), row["response_length"],
                                 row["time/step"])
-                if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+                if (step + 1) % cfg.save_every == 0 and step + 1 < self.steps:
                     self.save_checkpoint(step + 1)
         finally:
             if bar is not None:
@@ -392,10 +394,19 @@ class RLTrainer:
             if self.ac.value_head is not None:
                 save_atomic(lambda tmp: self.ac.save_critic(tmp), self.out / CRITIC)
         self.dist.barrier()
-        return RLResult(self.out, adapter_dir, cfg.steps, skipped=False, metrics=rows, resumed_from=resumed)
+        return RLResult(self.out, adapter_dir, self.steps, skipped=False, metrics=rows, resumed_from=resumed)
 
 
 # ---------------------------------------------------------------------------------------------- stage
+def rl_settings(config: RLConfig) -> dict[str, Any]:
+    """The settings that make an RL stage's identity: the config without bookkeeping, and without options at the
+    value that reproduces RL from before they existed (``RLConfig.LEGACY``)."""
+    settings = config.to_dict()
+    for volatile in ("output_dir", "threads", "tensorboard", "log_every"):
+        settings.pop(volatile, None)
+    return without_legacy_values(settings, RLConfig.LEGACY)
+
+
 def run_rl(config: RLConfig, out_dir: str | os.PathLike, samples: Sequence[Sample] | None = None, *,
            examples_for: ExamplesFor | None = None, reward: CompositeReward | None = None,
            show_progress: bool = True) -> RLResult:
@@ -415,10 +426,7 @@ def run_rl(config: RLConfig, out_dir: str | os.PathLike, samples: Sequence[Sampl
     inputs = {"data": stable_hash([s.to_dict() if hasattr(s, "to_dict") else repr(s) for s in samples])}
     if examples_for is not None:  # few-shot prompts: other shots (or shot replies) are other training inputs
         inputs["prompts"] = stable_hash([task_for(s).messages(s, list(examples_for(s))) for s in samples])
-    cfg_dict = config.to_dict()
-    for volatile in ("output_dir", "threads", "tensorboard", "log_every"):
-        cfg_dict.pop(volatile, None)
-    cfg_dict = without_legacy_values(cfg_dict, RLConfig.LEGACY)
+    cfg_dict = rl_settings(config)
     resolved = {}
     if config.adapter:
         from openrft.models.lora import resolve_adapter_dir
@@ -434,16 +442,19 @@ def run_rl(config: RLConfig, out_dir: str | os.PathLike, samples: Sequence[Sampl
     manifest, finished = begin_stage(out, STAGE, cfg_dict, inputs, seed=config.seed, resume_keys=[CHECKPOINTS])
     if finished and (out / ADAPTER / "adapter_config.json").exists():
         logger.info("rl: %s already finished with the same config and inputs; skipping", out)
-        return RLResult(out, out / ADAPTER, config.steps, skipped=True, metrics=read_metrics(out))
+        return RLResult(out, out / ADAPTER, config.resolved_steps(len(samples)), skipped=True,
+                        metrics=read_metrics(out))
     t0 = time.perf_counter()
     trainer = RLTrainer(config, samples, out, reward=reward, examples_for=examples_for, show_progress=show_progress)
     result = trainer.train()
     metrics = read_metrics(out)
     first = metrics[0] if metrics else {}
     last = metrics[-1] if metrics else {}
-    finish_stage(out, manifest, steps=config.steps, samples=len(samples), train_seconds=round(time.perf_counter() - t0, 2),
+    finish_stage(out, manifest, steps=result.steps, samples=len(samples),
+                 train_seconds=round(time.perf_counter() - t0, 2),
                  first_reward=first.get("reward"), last_reward=last.get("reward"),
                  first_accuracy=first.get("accuracy"), last_accuracy=last.get("accuracy"),
-                 resumed_from_step=result.resumed_from, adapter=str(result.adapter_dir), **paths)
+                 resumed_from_step=result.resumed_from, adapter=str(result.adapter_dir), **paths,
+                 **({"epochs": config.epochs} if config.epochs is not None else {}))
     result.metrics = metrics
     return result

@@ -1,0 +1,66 @@
+"""The RL length: steps, or epochs over the training questions (ReFT's schedule), and what it does to identities."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from openrft.core.rundir import stable_hash
+from openrft.data.loaders import load_bundled
+from openrft.pipeline.recipe import RecipeError, load_recipe
+from openrft.rl.config import DEFAULT_STEPS, RLConfig
+from openrft.rl.trainer import run_rl, rl_settings
+
+PAPER = Path(__file__).resolve().parents[2] / "recipes" / "paper"
+
+
+def test_epochs_resolve_to_enough_steps_for_the_training_questions():
+    assert RLConfig(epochs=2, prompts_per_step=4).resolved_steps(10) == 5  # 20 prompts, 4 a step
+    assert RLConfig(epochs=2, prompts_per_step=4).resolved_steps(7) == 4  # 14 prompts: the last step starts pass 3
+    assert RLConfig(epochs=300, prompts_per_step=32).resolved_steps(7473) == 70060  # ReFT on GSM8K train
+    assert RLConfig(steps=7, prompts_per_step=4).resolved_steps(1000) == 7  # steps ignore the data size
+    assert RLConfig().steps == DEFAULT_STEPS and RLConfig(epochs=1).steps is None
+    with pytest.raises(ValueError, match="at least one training question"):
+        RLConfig(epochs=1).resolved_steps(0)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"steps": 5, "epochs": 3}, "steps or as epochs, not both"),
+    ({"epochs": 0}, "epochs must be >= 1, got 0"),
+    ({"steps": 0}, "steps must be >= 1, got 0"),
+])
+def test_length_settings_are_checked(kw, message):
+    with pytest.raises(ValueError, match=message):
+        RLConfig(**kw)
+
+
+def test_a_recipe_counting_in_epochs_takes_steps_only_in_place_of_them():
+    recipe = load_recipe(PAPER / "reft_gsm8k.yaml")
+    assert recipe.stage_config("rl").epochs == 300 and recipe.stage_config("rl").steps is None
+    with pytest.raises(RecipeError, match="not both.*--set rl.steps=null"):
+        load_recipe(PAPER / "reft_gsm8k.yaml", ["rl.steps=2"])
+    short = load_recipe(PAPER / "reft_gsm8k.yaml", ["rl.epochs=null", "rl.steps=2"]).stage_config("rl")
+    assert short.steps == 2 and short.epochs is None
+
+
+def test_an_rl_config_without_epochs_keeps_its_identity():
+    """The identities of RLConfig() and of a ReFT-like config, hashed as run_rl hashes them, before epochs existed."""
+    assert "epochs" not in rl_settings(RLConfig(steps=3))
+    assert stable_hash(rl_settings(RLConfig())) == "f28c1f2975c7d72a"
+    reft = RLConfig(estimator="gae", steps=300, prompts_per_step=32, n_samples=1, ppo_epochs=2)
+    assert stable_hash(rl_settings(reft)) == "55ca9898ae67e74b"
+    by_epochs = rl_settings(RLConfig(epochs=3))
+    assert by_epochs["epochs"] == 3 and by_epochs["steps"] is None
+
+
+def test_run_rl_counts_epochs_over_its_samples(tiny_model_dir, tmp_path):
+    samples = load_bundled("svamp", "test")[:3]
+    config = RLConfig(model=str(tiny_model_dir), epochs=1, prompts_per_step=2, n_samples=2, max_new_tokens=4,
+                      micro_batch_size=4, lora_rank=2, tensorboard=False, save_every=100)
+    result = run_rl(config, tmp_path / "rl", samples, show_progress=False)
+    assert result.steps == 2 and len(result.metrics) == 2  # ceil(1 * 3 / 2)
+    manifest = json.loads((tmp_path / "rl" / "manifest.json").read_text())
+    assert manifest["config"]["epochs"] == 1 and manifest["stats"]["steps"] == 2
+    assert run_rl(config, tmp_path / "rl", samples, show_progress=False).steps == 2  # skipped, same count
