@@ -34,7 +34,7 @@ from openrft.augment.shuffle import balanced_targets, rng_for, shuffle_options, 
 from openrft.augment.tokens import protected_tokens
 from openrft.data.loaders import load_samples, save_samples
 from openrft.data.sample import Sample
-from openrft.models.backends.base import Completion, Generator, SamplingParams
+from openrft.models.backends.base import HTTP_LIMITS, Completion, Generator, HTTPLimits, SamplingParams, http_limit
 from openrft.core.rundir import JsonlStore, Manifest, begin_stage, finish_stage, stable_hash
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ REWRITES = "rewrites.jsonl"
 METHODS = ("original", "rewrite", "shuffle", "rewrite+shuffle", "renumber", "reword")
 #: the model-free rewriter of arithmetic questions (openrft.augment.template)
 TEMPLATE = "template"
+#: settings out of the stage's identity: how the replies are fetched (endpoints, batch size, HTTP limits), not what
+_NOT_IN_IDENTITY = ("batch_size", "base_url", "teacher_base_url", *HTTP_LIMITS)
 
 
 def _f(default: Any, help: str) -> Any:  # noqa: A002 - the help string of a config field
@@ -87,6 +89,9 @@ class AugmentConfig:
     retries: int = _f(2, "re-asks per question for missing variants after an empty, malformed or short reply")
     retry_temperature: float = _f(0.8, "temperature of re-asks at least (a greedy re-ask would repeat the reply)")
     batch_size: int = _f(16, "questions per generate call; rewrites.jsonl is checkpointed after each batch")
+    timeout: float = http_limit("timeout")
+    concurrency: int = http_limit("concurrency")
+    max_retries: int = http_limit("max_retries")
 
     def __post_init__(self) -> None:
         if self.k < 0 or self.expansion < 1 or self.retries < 0 or self.batch_size < 1:
@@ -103,6 +108,7 @@ class AugmentConfig:
             raise ValueError(f"unknown mode {self.mode!r}; valid: joint, single")
         if self.mode == "single" and self.temperature == 0 and self.k > 1:
             raise ValueError("mode 'single' samples k replies per question: it needs temperature > 0")
+        HTTPLimits.of(self)  # validates timeout, concurrency, max_retries
         if self.backend == TEMPLATE and self.teacher_check:
             raise ValueError("the template rewriter's variants are verified by evaluating them; teacher_check "
                              "does not apply (use an LLM backend for teacher-checked rewrites)")
@@ -337,8 +343,7 @@ def run_augment(samples: Sequence[Sample], generator: Generator | None, config: 
     teacher_label = generator_label(teacher or generator, config.teacher_backend or config.backend,
                                     config.teacher_model or config.model) if config.teacher_check else None
     settings = stable_hash(config.rewrite_settings() | {"generator": label, "teacher": teacher_label})
-    manifest_config = {k: v for k, v in asdict(config).items() if k not in ("batch_size", "base_url",
-                                                                            "teacher_base_url")}
+    manifest_config = {k: v for k, v in asdict(config).items() if k not in _NOT_IN_IDENTITY}
     manifest: Manifest | None = None
     done: dict[str, dict[str, Any]] = {}
     store = None
@@ -387,8 +392,7 @@ def _run_template(samples: Sequence[Sample], config: AugmentConfig, out_dir) -> 
     manifest = None
     if out_dir is not None:
         out_dir = Path(out_dir)
-        manifest_config = {k: v for k, v in asdict(config).items() if k not in ("batch_size", "base_url",
-                                                                                "teacher_base_url")}
+        manifest_config = {k: v for k, v in asdict(config).items() if k not in _NOT_IN_IDENTITY}
         manifest, finished = begin_stage(out_dir, "augment", manifest_config,
                                          {"samples": stable_hash([s.to_dict() for s in samples])}, seed=config.seed)
         if finished and (out_dir / AUGMENTED).exists():
