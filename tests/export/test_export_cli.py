@@ -35,7 +35,7 @@ def test_verl_export_prints_the_verl_settings_and_writes_a_manifest(tmp_path, ca
 def test_unknown_data_is_refused(tmp_path, capsys):
     rc, _, err = run(capsys, "verl", "--data", "gsm8", "--out", tmp_path / "x")
     assert rc == 2 and "unknown bundled dataset 'gsm8'" in err and "gsm8k" in err
-    rc, _, err = run(capsys, "openrlhf", "--data", "gsm8k", "--out", tmp_path / "y")  # gsm8k has only 'test'
+    rc, _, err = run(capsys, "openrlhf", "--data", "reft/mathqa", "--out", tmp_path / "y")  # only a 'test' split
     assert rc == 2 and "no split 'train'" in err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
     rc, _, err = run(capsys, "verl", "--out", tmp_path / "z")

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from openrft.data import DataError, Sample, load_sources
+from openrft.data import Sample, load_sources
 from openrft.export import ExportConfig, export_verl
 from openrft.rewards.combine import combine
 from openrft.rewards.steps import split_steps
@@ -159,9 +159,9 @@ def test_scores_only_returns_a_float(tmp_path, load_reward_module):
 
 def test_rows_without_an_openrft_sample_are_refused(gsm8k_export, load_reward_module):
     module = load_reward_module(gsm8k_export.files["reward"])
-    with pytest.raises(DataError, match="openrft_sample"):
+    with pytest.raises(ValueError, match="openrft_sample"):  # the bundled DataError: a ValueError
         module.compute_score("openai/gsm8k", "#### 18", "18", extra_info={"index": 0, "split": "test"})
-    with pytest.raises(DataError, match="not an openrft sample"):
+    with pytest.raises(ValueError, match="not an openrft sample"):
         module.compute_score("gsm8k", "18", "18", extra_info={"openrft_sample": "{not json"})
 
 

@@ -102,7 +102,7 @@ def test_bad_sampling_params():
 def test_batched_sampler_draws_from_the_distribution(top_p):
     """sample_next's one inverse-CDF draw per row matches the (nucleus-truncated) softmax it samples from,
     never picks a zero-probability token, and gives the same token for the same row seed."""
-    from openrft.models.backends.hf import _Row, sample_next
+    from openrft.models.backends.hf_batch import DecodeRow as _Row, sample_next
 
     logits = torch.log(torch.tensor([[0.5, 0.0, 0.2, 0.3], [0.05, 0.05, 0.6, 0.3]]))
     params = SamplingParams(temperature=1.0, top_p=top_p, seed=0)

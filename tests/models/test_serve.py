@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import httpx
 import pytest
 
-from openrft.models.backends.base import SamplingParams
+from openrft.models.backends.base import Generator, SamplingParams
 from openrft.models.backends.hf import render_prompt
 from openrft.models.backends.openai_http import GenerationError, OpenAIGenerator
-from openrft.serve import build_parser, main, make_server, server_from_args
+from openrft.serve import Limits, build_parser, main, make_server, server_from_args
+from openrft.serve.command import limits_from_args
 
 GREEDY = SamplingParams(max_new_tokens=10)
 CHATS = [
@@ -35,7 +37,8 @@ def gen(server):
 
 
 def post(server, path, body, **kw):
-    return httpx.post(server.url + path, json=body, timeout=30, **kw)
+    # allow_nan: NaN and Infinity go out as the bare literals some clients send
+    return httpx.post(server.url + path, content=json.dumps(body, allow_nan=True), timeout=30, **kw)
 
 
 def test_greedy_through_http_equals_direct(gen, tiny_generator):
@@ -54,13 +57,28 @@ def test_seeded_sampling_with_n_equals_direct(gen, tiny_generator):
         assert len(out[0]) == 3 and len({c.text for c in out[0]}) == 3
 
 
-def test_concurrent_requests_are_batched_and_stay_in_order(server, tiny_generator):
+def test_concurrent_requests_share_decode_steps_and_stay_in_order(server, tiny_generator):
     prompts = [[{"role": "user", "content": f"Question number {i}?"}] for i in range(12)]
-    before = server.batcher.calls
+    before = server.scheduler.steps
     with OpenAIGenerator(server.url, "tiny", concurrency=6, timeout_s=30) as g:
         out = g.generate(prompts, GREEDY)
     assert out == tiny_generator.generate(prompts, GREEDY)
-    assert server.batcher.calls - before < len(prompts)
+    one_by_one = sum(c.num_tokens + (c.finish_reason == "stop") for (c,) in out)  # a step per token (+ end token)
+    assert server.scheduler.steps - before < one_by_one / 2
+
+
+def test_a_plain_generator_is_served_by_whole_generate_calls(tiny_generator):
+    class Plain(Generator):  # only generate(): no token-by-token decoding to share
+        def generate(self, prompts, params, progress=None):
+            return tiny_generator.generate(prompts, params, progress)
+
+    with make_server(Plain(), "plain") as srv, OpenAIGenerator(srv.url, "plain", concurrency=6) as g:
+        prompts = [[{"role": "user", "content": f"Question number {i}?"}] for i in range(12)]
+        before = srv.scheduler.calls
+        assert g.generate(prompts, GREEDY) == tiny_generator.generate(prompts, GREEDY)
+        assert srv.scheduler.calls - before < len(prompts)  # concurrent requests merged into shared calls
+        r = post(srv, "/v1/chat/completions", {"messages": CHATS[0], "logprobs": True, "max_tokens": 2})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "logprobs"
 
 
 def test_response_layout_and_usage(server, tiny_generator):
@@ -104,9 +122,16 @@ def test_models_and_health(server):
     ("/v1/chat/completions", {"messages": CHATS[0], "max_tokens": 0}, 400, "max_tokens"),
     ("/v1/chat/completions", {"messages": CHATS[0], "seed": 1.5}, 400, "seed"),
     ("/v1/chat/completions", {"messages": CHATS[0], "stop": 5}, 400, "stop"),
-    ("/v1/chat/completions", {"messages": CHATS[0], "stream": True}, 400, "stream"),
+    ("/v1/chat/completions", {"messages": CHATS[0], "stream": "yes"}, 400, "stream"),
+    ("/v1/chat/completions", {"messages": CHATS[0], "stream_options": {"include_usage": True}}, 400, "stream_options"),
+    ("/v1/chat/completions", {"messages": CHATS[0], "top_logprobs": 2}, 400, "top_logprobs"),
+    ("/v1/chat/completions", {"messages": CHATS[0], "logprobs": True, "top_logprobs": 21}, 400, "top_logprobs"),
+    ("/v1/completions", {"prompt": "Hi", "logprobs": True}, 400, "logprobs"),
+    ("/v1/chat/completions", {"messages": CHATS[0], "temperature": float("nan")}, 400, "temperature"),
+    ("/v1/chat/completions", {"messages": CHATS[0], "top_p": float("inf")}, 400, "top_p"),
     ("/v1/chat/completions", {"messages": CHATS[0], "model": "gpt-9"}, 404, "model"),
     ("/v1/completions", {"prompt": [1, 2, 3]}, 400, "prompt"),
+    ("/v1/completions", {"prompt": ["x"] * 1000}, 400, "prompt"),  # over --max-prompts-per-request (64)
     ("/v1/completions", {"prompt": ["fine", ""]}, 400, "prompt[1]"),
     ("/v1/completions", {"prompt": "Hello"}, 200, None),
     ("/v1/completions", {}, 400, "prompt"),
@@ -173,3 +198,13 @@ def test_cli_builds_a_server_for_a_checkpoint(tiny_model_dir, tiny_generator, ca
     assert r.json()["usage"]["completion_tokens"] <= 5
     assert main(["--model", "/no/such/checkpoint", "--port", "0"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_limit_and_key_flags_and_bad_values_refused_before_any_model_loads(capsys):
+    args = build_parser().parse_args(["--api-key", "k", "--max-prompts-per-request", "5", "--max-body-bytes", "999"])
+    assert args.api_key == "k"
+    assert limits_from_args(args) == Limits(max_prompts_per_request=5, max_body_bytes=999)
+    assert main(["--model", "/no/such/checkpoint", "--max-prompts-in-flight", "2", "--max-prompts-per-request",
+                 "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--max-prompts-in-flight must be at least --max-prompts-per-request" in err and "does not exist" not in err

@@ -7,10 +7,12 @@ from typing import Any, ClassVar
 
 from openrft.augment.rewrite import PROMPTS, STRICT_INSTRUCTION, ValidationRules
 from openrft.core.rundir import without_legacy_values
-from openrft.models.backends.base import SamplingParams
+from openrft.models.backends.base import HTTP_LIMITS, HTTPLimits, SamplingParams, http_limit
 
 #: the model-free rewriter of arithmetic questions (openrft.augment.template)
 TEMPLATE = "template"
+#: settings out of the stage's identity: how the replies are fetched (endpoints, batch size, HTTP limits), not what
+_NOT_IN_IDENTITY = ("batch_size", "base_url", "teacher_base_url", *HTTP_LIMITS)
 
 
 def _f(default: Any, help: str) -> Any:  # noqa: A002 - the help string of a config field
@@ -57,6 +59,9 @@ class AugmentConfig:
     retries: int = _f(2, "re-asks per question for missing variants after an empty, malformed or short reply")
     retry_temperature: float = _f(0.8, "temperature of re-asks at least (a greedy re-ask would repeat the reply)")
     batch_size: int = _f(16, "questions per generate call; rewrites.jsonl is checkpointed after each batch")
+    timeout: float = http_limit("timeout")
+    concurrency: int = http_limit("concurrency")
+    max_retries: int = http_limit("max_retries")
 
     #: option values that reproduce the stage from before the option existed (kept out of its identity)
     LEGACY: ClassVar[dict[str, Any]] = {"prompt": "strict"}
@@ -78,6 +83,7 @@ class AugmentConfig:
             raise ValueError(f"unknown prompt {self.prompt!r}; valid: {', '.join(PROMPTS)}")
         if self.mode == "single" and self.temperature == 0 and self.k > 1:
             raise ValueError("mode 'single' samples k replies per question: it needs temperature > 0")
+        HTTPLimits.of(self)  # validates timeout, concurrency, max_retries
         if self.backend == TEMPLATE and self.teacher_check:
             raise ValueError("the template rewriter's variants are verified by evaluating them; teacher_check "
                              "does not apply (use an LLM backend for teacher-checked rewrites)")
@@ -98,9 +104,9 @@ class AugmentConfig:
         return {k: getattr(self, k) for k in keys} | {"instruction": instruction}
 
     def identity(self) -> dict[str, Any]:
-        """The settings the stage's manifest holds and compares: no batch size or endpoints; ``prompt`` only where
-        it is read (an LLM rewriter in joint mode) and not at its :attr:`LEGACY` value."""
-        settings = {k: v for k, v in asdict(self).items() if k not in ("batch_size", "base_url", "teacher_base_url")}
+        """The settings the stage's manifest holds and compares: no batch size, endpoints or HTTP limits; ``prompt``
+        only where it is read (an LLM rewriter in joint mode) and not at its :attr:`LEGACY` value."""
+        settings = {k: v for k, v in asdict(self).items() if k not in _NOT_IN_IDENTITY}
         if self.backend == TEMPLATE or self.mode != "joint" or self.k == 0:
             settings.pop("prompt")
         return without_legacy_values(settings, self.LEGACY)

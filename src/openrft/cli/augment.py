@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from openrft.augment.stage import AUGMENTED, REWRITES, TEMPLATE, AugmentConfig
-from openrft.cli.options import add_config_args, config_from_args
+from openrft.cli.options import add_config_args, config_from_args, request_failure
 
 DEFAULT_REWRITER = "smollm2-135m"
 
@@ -37,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from openrft.data import DataError
     from openrft.data.loaders import load_sources
-    from openrft.models.backends import make_generator
-    from openrft.models.backends.openai_http import GenerationError
+    from openrft.models.backends import HTTPLimits, make_generator
+    from openrft.models.http import RequestFailed
     from openrft.models.loading import ModelNotFoundError
     from openrft.core.rundir import IncompatibleRunError
 
@@ -52,12 +52,14 @@ def main(argv: list[str] | None = None) -> int:
                 config = dataclasses.replace(config, model=DEFAULT_REWRITER)
             generator = make_generator(config.backend, config.model, base_url=config.base_url,
                                        batch_size=config.batch_size, dtype=args.dtype,
-                                       cache_dir=os.path.join(out, "http-cache"))
+                                       cache_dir=os.path.join(out, "http-cache"),
+                                       http=HTTPLimits.of(config))
         if config.teacher_check and (config.teacher_model or config.teacher_backend or config.teacher_base_url):
             teacher = make_generator(config.teacher_backend or config.backend, config.teacher_model or config.model,
                                      base_url=config.teacher_base_url or config.base_url,
                                      batch_size=config.batch_size, dtype=args.dtype,
-                                     cache_dir=os.path.join(out, "http-cache"))
+                                     cache_dir=os.path.join(out, "http-cache"),
+                                     http=HTTPLimits.of(config))
     except (DataError, ModelNotFoundError, ValueError) as err:
         print(f"openrft augment: {err}", file=sys.stderr)
         return 2
@@ -71,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     except IncompatibleRunError as err:
         print(f"openrft augment: {err}", file=sys.stderr)
         return 2
-    except GenerationError as err:
-        print(f"openrft augment: {err}\nfinished questions are saved in {out / REWRITES}; "
-              "rerun the same command to resume", file=sys.stderr)
+    except RequestFailed as err:
+        print(request_failure("augment", err, f"finished questions are saved in {out / REWRITES}, rerun the same "
+                                              "command to resume"), file=sys.stderr)
         return 1
     print(format_summary(result.stats, out))
     return 0

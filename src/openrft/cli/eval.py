@@ -8,7 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from openrft.cli.options import add_config_args, add_icl_args, config_from_args, examples_for_from_args
+from openrft.cli.options import (add_config_args, add_icl_args, config_from_args, examples_for_from_args,
+                                 request_failure)
 
 
 DEFAULT_DATA = "sciknoweval/chemical_calculation"
@@ -35,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(ap.add_argument_group("evaluation settings (EvalConfig)"), EvalConfig)
     ap.add_argument("--backend", default="transformers", choices=["transformers", "openai", "vllm"])
     ap.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint for --backend openai")
+    from openrft.models.backends.base import HTTPLimits
+
+    add_config_args(ap.add_argument_group("HTTP limits (--backend openai)"), HTTPLimits)
     ap.add_argument("--batch-size", type=int, default=32, help="sequences decoded together (transformers backend)")
     ap.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16, fp16")
     ap.add_argument("--label", default="Vanilla", help="method name for the table row")
@@ -54,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     from openrft.evaluate.rerank import load_reranker
     from openrft.evaluate.results import print_tables, write_report
     from openrft.evaluate.runner import EvalConfig, evaluate
-    from openrft.models.backends import make_generator
+    from openrft.models.backends import HTTPLimits, make_generator
+    from openrft.models.http import RequestFailed
     from openrft.models.loading import ModelNotFoundError, context_window
     from openrft.core.rundir import IncompatibleRunError
     from openrft.retrieval.embedder import EmbedderNotAvailableError
@@ -67,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         if not samples:
             raise DataError(f"no samples to evaluate in {', '.join(args.data)} (split {args.split!r})")
         generator = make_generator(args.backend, args.model, base_url=args.base_url, batch_size=args.batch_size,
-                                   dtype=args.dtype, cache_dir=os.path.join(args.out, "http-cache") if args.out else None)
+                                   dtype=args.dtype, cache_dir=os.path.join(args.out, "http-cache") if args.out else None,
+                                   http=config_from_args(HTTPLimits, args))
         if args.adapter:
             generator = _with_adapter(generator, args.adapter)
         examples_for = examples_for_from_args(args, args.data)
@@ -96,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     except IncompatibleRunError as err:
         print(f"openrft eval: {err}", file=sys.stderr)
         return 2
+    except RequestFailed as err:
+        print(request_failure("eval", err, f"finished items are saved in {out / 'completions.jsonl'}, rerun the same "
+                                           "command to resume"), file=sys.stderr)
+        return 1
     finally:
         if reranker is not None:
             reranker.close()

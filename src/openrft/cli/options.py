@@ -145,3 +145,14 @@ def examples_for_from_args(args: argparse.Namespace, data: list[str] | None):
 
         examples_for = examples_for.with_traces(verified_traces(args.icl_traces))
     return examples_for
+
+
+def request_failure(command: str, err, then: str = "") -> str:
+    """The one line a command ends with when an HTTP peer failed for good (a
+    :class:`~openrft.models.http.RequestFailed`): ``openrft <command>: <the error>; <then>``, its whitespace
+    collapsed and the server's message shortened, so the URL, the last error and the flags to change stay visible."""
+    text = " ".join(str(err).split())
+    last = " ".join(str(getattr(err, "last_error", "")).split())
+    if len(last) > 300:
+        text = text.replace(last, last[:300] + " [...]")
+    return f"openrft {command}: {text.rstrip('.')}" + (f"; {then}" if then else "")

@@ -8,6 +8,12 @@ reads ``\\n`` as a newline (the default, Skywork's step token).
 
   openrft prm train --labels steps.jsonl --out runs/x/prm
   openrft prm train --auto-label --data sciknoweval/chemical_calculation --adapter runs/x/sft --out runs/x/prm
+
+``openrft prm serve`` serves a PRM over HTTP (openrft's scoring protocol, :mod:`openrft.rewards.prm.protocol`):
+what ``--prm http://host:port/score`` in ``openrft rl``/``eval`` and ``openrft export --prm-url`` score with,
+e.g. an engine's reward on a cluster scored by a PRM on a GPU box:
+
+  openrft prm serve --prm runs/x/prm --host 0.0.0.0 --port 8765
 """
 
 from __future__ import annotations
@@ -36,7 +42,40 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", default=None, help="YAML file of settings (the field names below, with _)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_args(train.add_argument_group("settings"), _config_cls(), ALIASES)
+    serve = sub.add_parser("serve", help="serve a PRM over HTTP for remote scoring (rl --prm URL, export --prm-url)")
+    serve.add_argument("--prm", required=True,
+                       help="the PRM: checkpoint folder (a prm stage's, format detected), hub id, or judge:<model>")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    serve.add_argument("--port", type=int, default=8765, help="port (0: any free one)")
+    serve.add_argument("--format", default=None, help="force the checkpoint format: value_head|token_class|math_shepherd")
+    serve.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
+    serve.add_argument("--dtype", default=None, help="auto|fp32|bf16|fp16")
+    serve.add_argument("--batch-size", type=int, default=8, help="completions (judge: step prompts) per forward pass")
     return ap
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from openrft.models.loading import ModelNotFoundError
+    from openrft.rewards.prm.base import PRMFormatError
+    from openrft.rewards.prm.loader import load_scorer
+    from openrft.rewards.prm.remote import make_scorer_server
+
+    try:
+        scorer = load_scorer(args.prm, device=args.device, dtype=args.dtype, format=args.format,
+                             batch_size=args.batch_size)
+        server = make_scorer_server(scorer, host=args.host, port=args.port)
+    except (PRMFormatError, ModelNotFoundError, OSError, ValueError) as err:
+        print(f"openrft prm serve: {err}", file=sys.stderr)
+        return 2
+    print(f"serving {args.prm} at {server.url}/score (Ctrl-C stops)", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        scorer.close()
+    return 0
 
 
 def _fmt(x) -> str:
@@ -45,6 +84,8 @@ def _fmt(x) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
     if args.step_token is not None:
         args.step_token = args.step_token.replace("\\n", "\n").replace("\\t", "\t")
     from openrft.data.sample import DataError

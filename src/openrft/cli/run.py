@@ -54,6 +54,8 @@ def _sizes(text: str | None) -> list[int] | None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from openrft.data import DataError
+    from openrft.cli.options import request_failure
+    from openrft.models.http import RequestFailed
     from openrft.models.loading import ModelNotFoundError
     from openrft.pipeline.recipe import RecipeError, load_recipe
     from openrft.core.rundir import IncompatibleRunError, StageInputError
@@ -100,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     except errors as err:
         print(f"openrft run: {err}", file=sys.stderr)
         return 2
+    except RequestFailed as err:
+        print(request_failure("run", err, f"finished work is kept in {run_dir}, rerun the same command to continue"),
+              file=sys.stderr)
+        return 1
     print(f"\n{recipe.method}: held-out accuracy (mean over sampled runs)")
     for cell in result.cells:
         acc = result.accuracy.get(cell.id)

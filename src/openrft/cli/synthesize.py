@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from openrft.cli.options import add_config_args, add_icl_args, config_from_args, examples_for_from_args
+from openrft.cli.options import (add_config_args, add_icl_args, config_from_args, examples_for_from_args,
+                                 request_failure)
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from openrft.data import DataError
     from openrft.data.loaders import load_sources
+    from openrft.models.http import RequestFailed
     from openrft.models.loading import ModelNotFoundError
     from openrft.core.rundir import IncompatibleRunError, StageInputError
     from openrft.retrieval.embedder import EmbedderNotAvailableError
@@ -62,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     except (IncompatibleRunError, StageInputError) as err:
         print(f"openrft synthesize: {err}", file=sys.stderr)
         return 2
+    except RequestFailed as err:
+        print(request_failure("synthesize", err, f"finished questions are saved in {out / 'traces.jsonl'}, rerun the "
+                                                 "same command to resume"), file=sys.stderr)
+        return 1
     finally:
         if generator is not None:
             generator.close()

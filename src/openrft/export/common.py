@@ -1,4 +1,5 @@
-"""What both exports share: settings, the output folder, samples and prompts, atomic writes, the reward module, the manifest."""
+"""What both exports share: settings, the output folder, samples and prompts, atomic writes, the reward module and the
+grading package it imports, the manifest."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from openrft.export.runtime import FORMAT_VERSION, PRM_URL_ENV
 from openrft.rewards.combine import AGGREGATORS
 
 __all__ = ["MANIFEST", "ExportConfig", "ExportError", "ExportResult", "check_out_dir", "load_splits",
-           "prompt_messages", "reward_module_source", "write_bytes", "write_manifest", "write_text"]
+           "prompt_messages", "reward_module_source", "write_bytes", "write_manifest", "write_reward", "write_text"]
 
 MANIFEST = "openrft_export.json"
 
@@ -38,12 +39,17 @@ class ExportConfig:
     test_split: str | None = field(default="test", metadata={"help": "split exported as validation prompts; 'none': none"})
     limit: int | None = field(default=None, metadata={"help": "keep the first N samples of each task per split"})
     icl_k: int = field(default=0, metadata={"help": "few-shot examples (retrieved from the train split) in each prompt"})
+    model: str | None = field(default=None, metadata={
+        "help": "model the engine trains: a hub id or a path on the cluster (default: the recipe's, else openrft rl's; "
+                "a bundled name becomes its hub id)"})
     prm_url: str | None = field(default=None, metadata={
-        "help": "remote process scorer URL (openrft serve_scorer protocol); none: outcome only"})
+        "help": "remote process scorer URL ('openrft prm serve'); none: outcome only"})
     alpha: float = field(default=0.7, metadata={"help": "weight of the outcome when a PRM is set"})
     agg: str = field(default="mean", metadata={"help": f"f over step scores: {'|'.join(AGGREGATORS)}"})
     step_rule: str = field(default="newline", metadata={"help": "step splitting: newline|blank_line|step_k|re:<regex>"})
     partial_credit: float = field(default=0.0, metadata={"help": "reward of a wrong but extracted answer (ReFT: 0.1)"})
+    score_answer_step: bool = field(default=True, metadata={
+        "help": "the PRM also scores the final-answer step (OpenRFT: false, the outcome term judges the answer)"})
     scores_only: bool = field(default=False, metadata={
         "help": "reward returns a bare float (verl) / tensor (OpenRLHF) instead of a dict with parts (older engines)"})
     overwrite: bool = field(default=False, metadata={
@@ -67,7 +73,7 @@ class ExportConfig:
             self.prm_url = self.prm_url.strip() or None
         if self.prm_url is not None and not self.prm_url.startswith(("http://", "https://")):
             raise ExportError(f"prm_url {self.prm_url!r}: an exported reward reaches its PRM over HTTP; give "
-                              "http(s)://host:port/path (serve a local PRM with openrft.rewards.prm.remote.serve_scorer)")
+                              "http(s)://host:port/path (serve a PRM with 'openrft prm serve')")
         try:  # the same checks the reward runs on the cluster, now rather than there
             RewardConfig(alpha=self.alpha, agg=self.agg, step_rule=self.step_rule, partial_credit=self.partial_credit)
         except ValueError as err:
@@ -79,7 +85,8 @@ class ExportConfig:
 
         return {"format_version": FORMAT_VERSION, "openrft_version": __version__, "prm_url": self.prm_url,
                 "alpha": self.alpha, "agg": self.agg, "step_rule": self.step_rule,
-                "partial_credit": self.partial_credit, "scores_only": self.scores_only}
+                "partial_credit": self.partial_credit, "score_answer_step": self.score_answer_step,
+                "scores_only": self.scores_only}
 
 
 @dataclass
@@ -170,19 +177,48 @@ def write_text(path: Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
-def reward_module_source(engine: str, config: dict[str, Any], doc: str, entry_points: str) -> str:
-    """A reward module: docstring, the frozen ``CONFIG``, and entry points that call :mod:`openrft.export.runtime`."""
+def reward_module_source(engine: str, config: dict[str, Any], doc: str, entry_points: str, package: str) -> str:
+    """A reward module: docstring, the frozen ``CONFIG``, ``reward()`` (the grading package ``package`` next to the
+    module, imported on first use) and the engine's entry points."""
+    from openrft import __version__
+
     return (
         f'"""openrft reward for {engine}, written by `openrft export {engine}` on {time.strftime("%Y-%m-%d %H:%M")}.\n\n'
         f"{doc.strip()}\n\n"
-        "Grading is openrft's own (install openrft on every node that scores; the same version gives the same grades).\n"
-        f"CONFIG holds the settings chosen at export time; the environment variable {PRM_URL_ENV} replaces prm_url.\n"
+        f"Self-contained: the grading code is the package {package}/ next to this file, copied from openrft\n"
+        f"{__version__}; this file and that package import only the standard library, so nothing is installed where\n"
+        "the engine scores. CONFIG holds the settings chosen at export time; the environment variable\n"
+        f"{PRM_URL_ENV} replaces prm_url.\n"
         '"""\n\n'
-        "from openrft.export.runtime import ExportedReward\n\n"
-        f"CONFIG = {pprint.pformat(config, sort_dicts=False)}\n\n"
-        "REWARD = ExportedReward(CONFIG)\n\n\n"
-        f"{entry_points.strip()}\n"
+        "import os\nimport sys\n\n"
+        "HERE = os.path.dirname(os.path.abspath(__file__))\n\n"
+        f"CONFIG = {pprint.pformat(config, sort_dicts=False)}\n\n\n"
+        "def reward():\n"
+        '    """The reward for CONFIG. The package is imported here, on first use, so a function the engine pickles to\n'
+        '    another process finds it there too (the export folder at the same path on every node)."""\n'
+        "    if HERE not in sys.path:\n"
+        "        sys.path.insert(0, HERE)\n"
+        f"    from {package}.export.runtime import shared_reward\n\n"
+        "    return shared_reward(CONFIG)\n\n\n"
+        f"{entry_points.strip()}\n\n\n"
+        "reward()  # the settings are checked now, not at the first score\n"
     )
+
+
+def write_reward(out: Path, engine: str, config: ExportConfig, doc: str, entry_points: str,
+                 name: str) -> dict[str, Path]:
+    """Write the grading package (:mod:`openrft.export.bundle`) and the reward module ``name`` into ``out``;
+    returns every file written, the module under ``"reward"``."""
+    from openrft.export.bundle import bundle_sources
+
+    package, sources = bundle_sources()
+    files: dict[str, Path] = {}
+    for rel, text in sources.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        files[rel] = write_text(out / rel, text)
+    files["reward"] = write_text(out / name, reward_module_source(engine, config.reward_config(), doc,
+                                                                  entry_points, package))
+    return files
 
 
 def _sha256(path: Path) -> str:
@@ -193,19 +229,44 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _earlier_files(out: Path) -> list[str]:
+    """The files an earlier export's manifest in ``out`` lists (relative paths); none without one."""
+    try:
+        listed = json.loads((out / MANIFEST).read_text(encoding="utf-8"))["files"].values()
+        return [str(entry["path"]) for entry in listed]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
+
+
+def _remove_stale(out: Path, stale: set[str]) -> None:
+    """Remove ``stale`` files (relative to ``out``) and the folders they leave empty; nothing outside ``out``."""
+    root = out.resolve()
+    for rel in sorted(stale):
+        path = (out / rel).resolve()
+        if root not in path.parents or not path.is_file():
+            continue
+        path.unlink()
+        for folder in path.parents:
+            if folder == root or any(p.name != "__pycache__" for p in folder.iterdir()):
+                break
+            for cache in folder.glob("__pycache__"):
+                for f in cache.iterdir():
+                    f.unlink()
+                cache.rmdir()
+            folder.rmdir()
+
+
 def write_manifest(out: Path, engine: str, config: ExportConfig, files: dict[str, Path], counts: dict[str, int],
-                   stale: Sequence[str] = ()) -> Path:
-    """``openrft_export.json`` (written last: its presence marks a complete export); removes ``stale`` files
-    of an earlier export in the same folder that this one did not write."""
+                   extra: dict[str, Any] | None = None) -> Path:
+    """``openrft_export.json`` (written last: its presence marks a complete export); first removes the files of an
+    earlier export in the same folder (those its manifest lists) that this one did not write."""
     from openrft import __version__
 
-    if (out / MANIFEST).is_file():  # an earlier export lives here: drop its files this one did not rewrite
-        for name in set(stale) - {p.name for p in files.values()}:
-            (out / name).unlink(missing_ok=True)
+    _remove_stale(out, set(_earlier_files(out)) - {p.relative_to(out).as_posix() for p in files.values()})
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "overwrite"}
     manifest = {
         "engine": engine, "format_version": FORMAT_VERSION, "openrft_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": settings, "counts": counts,
-        "files": {key: {"path": p.name, "sha256": _sha256(p)} for key, p in files.items()},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": settings, **(extra or {}), "counts": counts,
+        "files": {key: {"path": p.relative_to(out).as_posix(), "sha256": _sha256(p)} for key, p in files.items()},
     }
     return write_text(out / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")

@@ -1,8 +1,10 @@
 """What an exported reward module runs on the cluster: openrft's own grader (and PRM), behind verl's and OpenRLHF's signatures.
 
 The module that ``openrft export`` writes holds only its settings (``CONFIG``) and thin entry
-points; the scoring is this file, so the cluster grades with exactly the grader that
-``openrft eval`` uses (install the same openrft version there).
+points; the scoring is this file, copied with the graders it needs into the export folder
+(:mod:`openrft.export.bundle`), so the cluster grades with exactly the code ``openrft eval`` uses and
+needs nothing installed: this file and everything it imports use the standard library only (the
+OpenRLHF entry point returns torch tensors, imported from the engine's own environment).
 
 Each exported row carries its :class:`~openrft.data.sample.Sample` as JSON (verl: in
 ``extra_info["openrft_sample"]``; OpenRLHF: as the label), so the grader sees the full record
@@ -31,7 +33,7 @@ from typing import Any
 from openrft.data.sample import DataError, Sample
 
 __all__ = ["FORMAT_VERSION", "PRM_URL_ENV", "SAMPLE_KEY", "ExportedReward", "decode_sample", "encode_sample",
-           "split_response"]
+           "shared_reward", "split_response"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,9 +95,10 @@ class ExportedReward:
     """openrft's reward with settings fixed at export time.
 
     ``config`` keys: ``format_version``, ``alpha``, ``agg``, ``step_rule``, ``partial_credit``,
-    ``prm_url`` (None: outcome only), ``scores_only`` (return bare numbers, no parts),
-    ``openrft_version`` (the exporting version; a different installed version is warned about).
-    The process scorer connects on first use. :envvar:`OPENRFT_PRM_URL` replaces ``prm_url``.
+    ``score_answer_step`` (default true), ``prm_url`` (None: outcome only; scored through
+    :class:`~openrft.export.prm_client.PRMClient`), ``scores_only`` (return bare numbers, no parts),
+    ``openrft_version`` (the exporting version; a different grading code is warned about).
+    :envvar:`OPENRFT_PRM_URL` replaces ``prm_url``.
     """
 
     def __init__(self, config: Mapping[str, Any]):
@@ -108,7 +111,8 @@ class ExportedReward:
 
         exported = cfg.get("openrft_version")
         if exported and exported != __version__:
-            logger.warning("reward exported by openrft %s, scoring with %s: grades may differ", exported, __version__)
+            logger.warning("reward exported by openrft %s, scoring with the code of %s: grades may differ", exported,
+                           __version__)
         url = cfg.get("prm_url")
         env = os.environ.get(PRM_URL_ENV, "").strip()
         if env and url:
@@ -119,14 +123,15 @@ class ExportedReward:
 
         self.config = RewardConfig(alpha=cfg.get("alpha", 0.7), agg=cfg.get("agg", "mean"),
                                    step_rule=cfg.get("step_rule", "newline"),
-                                   partial_credit=cfg.get("partial_credit", 0.0), prm=url)
+                                   partial_credit=cfg.get("partial_credit", 0.0),
+                                   score_answer_step=cfg.get("score_answer_step", True), prm=url)
         self.scores_only = bool(cfg.get("scores_only", False))
         self._reward = None
         self._lock = threading.Lock()
 
     def __reduce__(self):
-        # engines ship the reward function to workers by pickling (OpenRLHF ray.remote, verl's remote reward
-        # manager): send the settings, not the lock or an open HTTP client; the worker reconnects (and reads its env)
+        # a pickled reward (sent to another process) carries its settings, not the lock or a built reward: the
+        # receiver rebuilds it on first use (and reads its own environment)
         return (type(self), (self._cfg,))
 
     def __repr__(self) -> str:
@@ -134,12 +139,14 @@ class ExportedReward:
 
     @property
     def reward(self):
-        """The :class:`~openrft.rewards.base.CompositeReward`, built (and its scorer connected) on first use."""
+        """The :class:`~openrft.rewards.base.CompositeReward`, built on first use."""
         with self._lock:
             if self._reward is None:
-                from openrft.rewards.base import build_reward
+                from openrft.export.prm_client import PRMClient
+                from openrft.rewards.base import CompositeReward
 
-                self._reward = build_reward(self.config)
+                prm = self.config.prm
+                self._reward = CompositeReward(self.config, scorer=PRMClient(prm) if prm else None)
             return self._reward
 
     def score(self, samples: Sequence[Sample], completions: Sequence[str]) -> list[dict[str, float]]:
@@ -198,3 +205,17 @@ class ExportedReward:
             "scores": torch.tensor([r["correct"] for r in rows], dtype=torch.float32),
             "extra_logs": {k: torch.tensor([r[k] for r in rows], dtype=torch.float32) for k in parts},
         }
+
+
+_SHARED: dict[str, ExportedReward] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_reward(config: Mapping[str, Any]) -> ExportedReward:
+    """One :class:`ExportedReward` per distinct ``config`` in this process: what the exported module's entry points
+    call, so a function the engine pickled to a worker builds its reward there once, on first use."""
+    key = json.dumps(dict(config), sort_keys=True, default=str)
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            _SHARED[key] = ExportedReward(config)
+        return _SHARED[key]

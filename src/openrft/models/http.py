@@ -9,7 +9,7 @@ generator (:mod:`openrft.models.backends.openai_http`) and the remote PRM (:mod:
 
 Server (:class:`JSONServer` + :class:`JSONHandler`, the standard library's threaded server): JSON bodies in and
 out, ``Content-Length`` required and capped, keep-alive connections closed on stop, background ``start()``.
-Used by ``openrft serve`` (:mod:`openrft.serve`) and the PRM scorer server.
+Used by the PRM scorer server (``openrft serve`` runs on Starlette and uvicorn instead: :mod:`openrft.serve`).
 """
 
 from __future__ import annotations

@@ -181,7 +181,7 @@ class RunResult:
     report: Path | None = None
 
 
-def _load_cell_data(recipe: Recipe, cell: Cell) -> tuple[list, list, list]:
+def load_cell_data(recipe: Recipe, cell: Cell) -> tuple[list, list, list]:
     """A cell's warm-up training samples (the first ``train_size``), its RL training samples (the first
     ``data_size``: the same unless ``--data-sizes`` fans out) and its held-out samples (the first ``test_size``).
 
@@ -236,12 +236,12 @@ def models_to_load(recipe: Recipe) -> list[str]:
 def preflight(recipe: Recipe, cells: Sequence[Cell]) -> dict[str, tuple[list, list, list]]:
     """Everything a run needs, checked before any stage runs and without loading a model: every model it loads
     exists (a bundled name, a local checkpoint, a hub id that can load), every cell's data loads and holds samples
-    that fit the model, and ICL has enough training samples. Returns each cell's data (:func:`_load_cell_data`)."""
+    that fit the model, and ICL has enough training samples. Returns each cell's data (:func:`load_cell_data`)."""
     from openrft.models.loading import check_model
 
     for model in models_to_load(recipe):
         check_model(model)
-    data = {c.id: _load_cell_data(recipe, c) for c in cells}
+    data = {c.id: load_cell_data(recipe, c) for c in cells}
     for c in cells:
         _check_icl(recipe, c, data[c.id][0])
     return data

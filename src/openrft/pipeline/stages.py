@@ -68,16 +68,18 @@ def free_memory() -> None:
 def _stage_augment(ctx: CellContext) -> dict[str, Any]:
     from openrft.augment.stage import TEMPLATE, drop_test_questions, run_augment
     from openrft.augment.stats import shortfall
-    from openrft.models.backends import make_generator
+    from openrft.models.backends import HTTPLimits, make_generator
 
     config = ctx.recipe.stage_config("augment")
     generator = teacher = None
     if config.k > 0 and config.backend != TEMPLATE:
         generator = make_generator(config.backend, config.model or ctx.recipe.model, base_url=config.base_url,
-                                   dtype=ctx.recipe.dtype, cache_dir=str(ctx.dir / "augment" / "http-cache"))
+                                   dtype=ctx.recipe.dtype, cache_dir=str(ctx.dir / "augment" / "http-cache"),
+                                   http=HTTPLimits.of(config))
         if config.teacher_check and (config.teacher_model or config.teacher_backend or config.teacher_base_url):
             teacher = make_generator(config.teacher_backend or config.backend, config.teacher_model or config.model,
-                                     base_url=config.teacher_base_url or config.base_url, dtype=ctx.recipe.dtype)
+                                     base_url=config.teacher_base_url or config.base_url, dtype=ctx.recipe.dtype,
+                                     http=HTTPLimits.of(config))
     result = run_augment(ctx.train, generator, config, ctx.dir / "augment", teacher=teacher,
                          show_progress=ctx.show_progress)
     samples, leaked = drop_test_questions(result.samples, ctx.test)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from openrft.data.sample import Sample
-from openrft.models.backends.base import Generator, Prompt
+from openrft.models.backends.base import HTTP_LIMITS, Generator, HTTPLimits, Prompt, http_limit
 from openrft.core.rundir import (
     IncompatibleRunError, JsonlStore, StageInputError, atomic_write_json, begin_stage, finish_stage, stable_hash,
 )
@@ -76,6 +76,9 @@ class SynthesizeConfig:
                                 default=None)
     base_url: str | None = _help("OpenAI-compatible endpoint for --backend openai", default=None)
     batch_size: int = _help("sequences decoded together (transformers backend)", default=32)
+    timeout: float = http_limit("timeout")
+    concurrency: int = http_limit("concurrency")
+    max_retries: int = http_limit("max_retries")
     source: str = _help("model: sample traces (OpenRFT); gold: the dataset's own annotated rationale + the answer, "
                         "no sampling (ReFT's SFT data, e.g. GSM8K rationales); questions without one fall back",
                         default="model")
@@ -90,6 +93,7 @@ class SynthesizeConfig:
         if self.fallback not in FALLBACK_MODES:
             raise ValueError(f"fallback={self.fallback!r} is unknown; valid: {', '.join(FALLBACK_MODES)}")
         self.settings.params(0)  # validates budget, rounds, m, temperature, top_p, max_new_tokens
+        HTTPLimits.of(self)  # validates timeout, concurrency, max_retries
 
     @property
     def settings(self) -> LoopSettings:
@@ -102,8 +106,9 @@ class SynthesizeConfig:
         return self.teacher or self.model
 
     def fingerprint_fields(self) -> dict[str, Any]:
-        """The fields that change what is sampled (not the endpoint address or the decoding batch size)."""
-        return asdict(self) | {"base_url": None, "batch_size": None}
+        """The fields that change what is sampled (not the endpoint address, the decoding batch size or the HTTP
+        limits, which were not fields when the stage's identity was first defined, so they stay out of it)."""
+        return {k: v for k, v in asdict(self).items() if k not in HTTP_LIMITS} | {"base_url": None, "batch_size": None}
 
 
 def build_generator(config: SynthesizeConfig, cache_dir: str | os.PathLike | None = None, **kwargs: Any) -> Generator:
@@ -115,7 +120,8 @@ def build_generator(config: SynthesizeConfig, cache_dir: str | os.PathLike | Non
     if config.source == "gold":
         raise ValueError("source 'gold' reads the dataset's rationales and samples nothing; it needs no generator")
     return make_generator(config.backend, config.sampled_model, base_url=config.base_url,
-                          batch_size=config.batch_size, cache_dir=str(cache_dir) if cache_dir else None, **kwargs)
+                          batch_size=config.batch_size, cache_dir=str(cache_dir) if cache_dir else None,
+                          http=HTTPLimits.of(config), **kwargs)
 
 
 @dataclass

@@ -39,6 +39,41 @@ class SamplingParams:
         return self.temperature == 0
 
 
+#: the HTTP backend's limits: name (flag --<name with dashes>, recipe key) -> (default, help)
+HTTP_LIMITS: dict[str, tuple[float | int, str]] = {
+    "timeout": (60.0, "openai backend: seconds one request may take before it is retried"),
+    "concurrency": (8, "openai backend: requests in flight at once"),
+    "max_retries": (5, "openai backend: retries of a request after a connection error, timeout, 408/429/5xx or "
+                       "malformed reply, with exponential backoff"),
+}
+
+
+def http_limit(name: str):
+    """A dataclass field for one of :data:`HTTP_LIMITS`, for the configs of stages that generate over HTTP."""
+    default, help_ = HTTP_LIMITS[name]
+    return field(default=default, metadata={"help": help_})
+
+
+@dataclass(frozen=True)
+class HTTPLimits:
+    """How long, how many at once and how often the openai backend asks (``--timeout``, ``--concurrency``,
+    ``--max-retries``; the same keys in a recipe's stage sections)."""
+
+    timeout: float = http_limit("timeout")
+    concurrency: int = http_limit("concurrency")
+    max_retries: int = http_limit("max_retries")
+
+    @classmethod
+    def of(cls, config: object) -> "HTTPLimits":
+        """The limits a stage config holds in its fields of the same names (declared with :func:`http_limit`)."""
+        return cls(**{name: getattr(config, name) for name in HTTP_LIMITS})
+
+    def __post_init__(self) -> None:
+        if not self.timeout > 0 or self.concurrency < 1 or self.max_retries < 0:
+            raise ValueError(f"need timeout > 0, concurrency >= 1 and max_retries >= 0, got timeout={self.timeout}, "
+                             f"concurrency={self.concurrency}, max_retries={self.max_retries}")
+
+
 @dataclass(frozen=True)
 class Completion:
     """One generated continuation: its text, how many tokens it took, and why it stopped (``stop`` | ``length``).

@@ -9,7 +9,8 @@ Reliability:
   backoff and jitter (``Retry-After`` / ``retry-after-ms`` honoured; :mod:`openrft.models.http`,
   the client every openrft HTTP peer uses); any other 4xx fails at once with the server's
   message; after ``max_retries`` a :class:`GenerationError` names the URL, the last status and
-  the last error;
+  the last error, and the flags that change the limits (``--timeout``, ``--max-retries``,
+  ``--concurrency``: :class:`~openrft.models.backends.base.HTTPLimits`);
 * with ``cache_dir``, every sample is written to disk as soon as its request returns, keyed by
   the endpoint path, model, prompt, sampling parameters and sample index (not the host, so a
   restarted server on another port still hits the cache). A rerun after a crash re-pays only
@@ -167,7 +168,9 @@ class OpenAIGenerator(Generator):
         self._http = RetryingClient(
             timeout_s=timeout_s, max_retries=max_retries, backoff_s=backoff_s, max_backoff_s=max_backoff_s,
             headers=all_headers, concurrency=concurrency, error=GenerationError,
-            hint="Check that the server is up and reachable at this URL, or raise max_retries / timeout_s.")
+            hint=f"Check that the server is up and reachable at this URL; a slow server needs a longer --timeout (now "
+                 f"{timeout_s:g} s), a flaky one more --max-retries (now {max_retries}); in a recipe, the stage's "
+                 "timeout and max_retries keys.")
 
     def __repr__(self) -> str:
         return f"OpenAIGenerator({self.base_url!r}, model={self.model!r})"
@@ -326,7 +329,7 @@ class OpenAIGenerator(Generator):
             where = f"; finished samples are cached in {self.cache.root}, rerun to fetch only the missing ones" \
                 if self.cache is not None else "; pass cache_dir to keep finished samples across reruns"
             summary = f"{len(errors)} of {len(units)} requests failed ({done_units} finished){where}"
-            raise GenerationError(f"{err}\n{summary}", url=err.url, status=err.status,
+            raise GenerationError(f"{err} {summary}.", url=err.url, status=err.status,
                                   last_error=err.last_error, attempts=err.attempts) from err
 
     def _run_unit(self, target: _Target, indices: list[int], params: SamplingParams,

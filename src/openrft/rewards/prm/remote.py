@@ -1,7 +1,7 @@
 """Remote process scorer over HTTP, and a tiny server that exposes any local scorer the same way.
 
-Protocol: ``POST <url>`` with ``{"items": [{"question": str, "steps": [str, ...]}, ...]}``;
-the reply is ``{"scores": [[float, ...], ...]}``, one list per item and one score in
+Protocol (:mod:`openrft.rewards.prm.protocol`): ``POST <url>`` with ``{"items": [{"question": str, "steps":
+[str, ...]}, ...]}``; the reply is ``{"scores": [[float, ...], ...]}``, one list per item and one score in
 [0, 1] per step. Completions without steps are not sent.
 
 Reliability (:mod:`openrft.models.http`, the client and server every openrft HTTP peer uses):
@@ -12,8 +12,8 @@ lists or of scores, a score outside [0, 1]) fails at once, naming the item at fa
 
 Serve a local PRM on another machine (the GPU box) and score from the trainer::
 
-    from openrft.rewards.prm.loader import load_scorer
-    serve_scorer(load_scorer("path/to/prm"), host="0.0.0.0", port=8765)     # there
+    openrft prm serve --prm path/to/prm --host 0.0.0.0 --port 8765            # there (or, in Python:
+    # serve_scorer(load_scorer("path/to/prm"), host="0.0.0.0", port=8765))
     load_scorer("http://gpu-box:8765/score")                                   # here
 """
 
@@ -28,7 +28,8 @@ from typing import Any
 import httpx
 
 from openrft.models.http import BadRequest, JSONHandler, JSONServer, Rejected, RequestFailed, RetryingClient
-from openrft.rewards.prm.base import ProcessScorer, check_scores
+from openrft.rewards.prm.base import ProcessScorer
+from openrft.rewards.prm.protocol import parse_scores, score_in_requests
 
 __all__ = ["RemoteScorer", "RemoteScorerError", "ScorerServer", "make_scorer_server", "serve_scorer"]
 
@@ -36,27 +37,6 @@ logger = logging.getLogger(__name__)
 
 class RemoteScorerError(RequestFailed):
     """A scoring request failed for good; ``url`` and ``status`` (None without a response) say where and how."""
-
-
-def parse_scores(data: Any, steps: Sequence[Sequence[str]], url: str) -> list[list[float]]:
-    """The ``scores`` of a reply body, checked against the steps sent (``ValueError`` naming what is wrong)."""
-    if not isinstance(data, dict) or "scores" not in data:
-        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"reply from {url} has no 'scores' list (got {keys})")
-    scores = data["scores"]
-    if not isinstance(scores, list) or len(scores) != len(steps):
-        n = len(scores) if isinstance(scores, list) else type(scores).__name__
-        raise ValueError(f"reply from {url} has {n} score lists for {len(steps)} items")
-    out = []
-    for i, (sc, st) in enumerate(zip(scores, steps)):
-        if not isinstance(sc, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in sc):
-            raise ValueError(f"reply from {url}: scores of item {i} are not a list of numbers: {str(sc)[:200]}")
-        vals = check_scores(sc, len(st), f"{url} (item {i})")
-        bad = [k for k, x in enumerate(vals) if not 0.0 <= x <= 1.0]
-        if bad:
-            raise ValueError(f"reply from {url}: item {i} has scores outside [0, 1] at step(s) {bad}")
-        out.append(vals)
-    return out
 
 
 class RemoteScorer(ProcessScorer):
@@ -112,17 +92,7 @@ class RemoteScorer(ProcessScorer):
         self._http.close()
 
     def score_batch(self, questions: Sequence[str], steps: Sequence[Sequence[str]]) -> list[list[float]]:
-        if len(questions) != len(steps):
-            raise ValueError(f"{len(questions)} questions for {len(steps)} step lists")
-        out: list[list[float]] = [[] for _ in steps]
-        todo = [i for i, st in enumerate(steps) if len(st)]
-        for b in range(0, len(todo), self.batch_size):
-            idx = todo[b: b + self.batch_size]
-            items = [{"question": str(questions[i]), "steps": [str(s) for s in steps[i]]} for i in idx]
-            got = self._post({"items": items}, [it["steps"] for it in items])
-            for i, sc in zip(idx, got):
-                out[i] = sc
-        return out
+        return score_in_requests(questions, steps, self.batch_size, self._post)
 
     def _post(self, body: dict, sent_steps: list[list[str]]) -> list[list[float]]:
         try:

@@ -1,0 +1,317 @@
+"""A running decode batch over a transformers causal LM: sequences join and leave it between steps.
+
+:class:`DecodeBatch` holds the active rows of a left-padded batch and their KV cache:
+
+* :meth:`~DecodeBatch.add` prefills new rows (the samples of one prompt share one prefill; a row that already
+  sampled tokens, e.g. one taken out to make room, is prefilled with them) and merges their cache into the
+  running one, the shorter side padded on the left;
+* :meth:`~DecodeBatch.step` samples one token for every row, each with its own sampling parameters and RNG,
+  finishes rows on an end-of-sequence token, a stop string or their token budget (``max_new_tokens``,
+  clamped to the model's context), drops them, and runs the model one position forward for the rest;
+* :meth:`~DecodeBatch.discard` drops rows (a cancelled request, a row preempted to make room).
+
+``TransformersGenerator.generate`` drives one batch per call; ``openrft serve`` drives one across requests
+(continuous batching). Rows that ask for them record each sampled token's log-probability under the model's
+distribution (before temperature and top-p) and the top alternatives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from openrft.models.backends.base import Completion, SamplingParams
+from openrft.models.hf_internals import DynamicLayer, dynamic_cache_of
+
+#: a sampled token's log-probability and the top alternatives, ``((token_id, logprob), ...)``
+TokenLogprob = tuple[float, tuple[tuple[int, float], ...]]
+
+
+class GrowingLayer(DynamicLayer):
+    """A KV-cache layer over a preallocated buffer that doubles when full.
+
+    transformers' ``DynamicLayer`` concatenates every new token onto the whole cache, so
+    each decode step copies all keys and values of every layer (O(T) bytes per token,
+    O(T^2) over a sequence). Here a step writes one slot in place; ``keys``/``values``
+    are views of the filled part.
+    """
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        self._k: torch.Tensor | None = None
+        self._v: torch.Tensor | None = None
+        self._len = 0
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        need = self._len + key_states.shape[-2]
+        if self._k is None or need > self._k.shape[-2]:
+            self._grow(max(need + 64, 2 * (0 if self._k is None else self._k.shape[-2])), key_states, value_states)
+        self._k[:, :, self._len:need] = key_states
+        self._v[:, :, self._len:need] = value_states
+        self._len = need
+        self.keys, self.values = self._k[:, :, :need], self._v[:, :, :need]
+        return self.keys, self.values
+
+    def _grow(self, capacity: int, like_k: torch.Tensor, like_v: torch.Tensor) -> None:
+        b, h, _, dk = like_k.shape
+        k = like_k.new_empty((b, h, capacity, dk))
+        v = like_v.new_empty((b, h, capacity, like_v.shape[-1]))
+        if self._len:
+            k[:, :, :self._len] = self._k[:, :, :self._len]
+            v[:, :, :self._len] = self._v[:, :, :self._len]
+        self._k, self._v = k, v
+
+    def adopt(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Replace the contents (after rows were merged or leading columns trimmed)."""
+        self._k = self._v = None
+        self._len = 0
+        self.update(keys, values)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.is_initialized and self._k is not None:
+            self._k, self._v = self._k[indices], self._v[indices]
+            self.keys, self.values = self._k[:, :, :self._len], self._v[:, :, :self._len]
+
+
+def new_cache():
+    """A DynamicCache whose layers are :class:`GrowingLayer`."""
+    return dynamic_cache_of(GrowingLayer)
+
+
+@dataclass(eq=False)
+class DecodeRow:
+    """One sequence: which prompt and sample it is, its RNG (None when greedy), prompt tokens, sampling
+    parameters, and what it sampled so far.
+
+    ``prefill_key``: rows with equal keys and no tokens yet share one prefill (the samples of one prompt).
+    ``top_logprobs``: None records no log-probabilities; k records ``logprobs[i]`` for ``tokens[i]`` with k
+    alternatives.
+    """
+
+    prompt_idx: int
+    sample_idx: int
+    rng: torch.Generator | None
+    prompt_ids: Sequence[int] = ()
+    params: SamplingParams = field(default_factory=SamplingParams)
+    prefill_key: Hashable = None
+    top_logprobs: int | None = None
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish_reason: str | None = None
+    eos_token: int | None = None
+
+
+def sample_next(logits: torch.Tensor, rows: Sequence[DecodeRow], params: SamplingParams) -> torch.Tensor:
+    """Next token per row: argmax when greedy, else temperature + nucleus sampling with each row's RNG.
+
+    Sampling is one batched inverse-CDF draw: each row's generator (a CPU ``torch.Generator`` seeded per
+    sequence) gives one uniform number ``u``, and the row's token is the first whose cumulative probability
+    exceeds ``u`` times the row's total. That is an exact draw from the categorical distribution (tokens of
+    zero probability are never picked), costs one cumulative sum over the batch instead of one
+    ``torch.multinomial`` per row (which drew an exponential variate for every vocabulary entry of every
+    row), and works for logits on any device: only the uniforms come from the CPU generators.
+    """
+    if params.greedy:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+    if params.top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        keep = sorted_p.cumsum(dim=-1) - sorted_p < params.top_p  # always keeps the top token
+        sorted_p = sorted_p * keep
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
+    u = torch.cat([torch.rand(1, generator=row.rng, dtype=torch.float64) for row in rows])
+    cdf = probs.double().cumsum(dim=-1)
+    target = (u.to(cdf.device) * cdf[:, -1]).unsqueeze(-1)
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
+
+
+def _sampling_key(params: SamplingParams) -> tuple[float, float]:
+    return (0.0, 1.0) if params.greedy else (params.temperature, params.top_p)
+
+
+class DecodeBatch:
+    """The rows being decoded together and their KV cache (see the module docstring)."""
+
+    def __init__(self, model, tokenizer, eos_ids: set[int], pad_id: int, max_positions: int | None):
+        self.model, self.tokenizer = model, tokenizer
+        self.eos_ids, self.pad_id, self.max_positions = eos_ids, pad_id, max_positions
+        self.device = next(model.parameters()).device
+        self.rows: list[DecodeRow] = []
+        self._cache = self._mask = self._positions = self._logits = None
+
+    def budget(self, row: DecodeRow) -> int:
+        """Tokens the row may sample: ``max_new_tokens``, clamped to what the context leaves after its prompt."""
+        if self.max_positions:
+            return max(1, min(row.params.max_new_tokens, self.max_positions - len(row.prompt_ids)))
+        return row.params.max_new_tokens
+
+    @torch.inference_mode()
+    def add(self, rows: Sequence[DecodeRow]) -> None:
+        """Prefill ``rows`` and append them to the batch; their next token is sampled by the next :meth:`step`."""
+        rows = list(rows)
+        if not rows:
+            return
+        keys = [row.prefill_key if not row.tokens else row for row in rows]
+        ids_of = {k: list(row.prompt_ids) + row.tokens for k, row in zip(keys, rows)}
+        distinct = sorted(set(keys), key=lambda k: -len(ids_of[k]))
+        width = len(ids_of[distinct[0]])
+        ids = torch.full((len(distinct), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(distinct), width), dtype=torch.long)
+        for r, k in enumerate(distinct):
+            ids[r, width - len(ids_of[k]):] = torch.tensor(ids_of[k])
+            mask[r, width - len(ids_of[k]):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = new_cache()
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                         use_cache=True, logits_to_keep=1)
+        where = {k: r for r, k in enumerate(distinct)}
+        index = torch.tensor([where[k] for k in keys], device=self.device)
+        if len(rows) != len(distinct) or not torch.equal(index, torch.arange(len(distinct), device=self.device)):
+            cache.batch_select_indices(index)
+        mask, positions, logits = mask[index], positions[index, -1], out.logits[index, -1, :]
+        if self.rows:
+            self._mask = self._merge(self._cache, self._mask, cache, mask)
+            self._positions = torch.cat([self._positions, positions])
+            self._logits = torch.cat([self._logits, logits])
+            self.rows = self.rows + rows
+        else:
+            self.rows, self._cache, self._mask, self._positions, self._logits = rows, cache, mask, positions, logits
+
+    @torch.inference_mode()
+    def step(self) -> tuple[list[DecodeRow], int]:
+        """Sample one token for every row; returns the rows that finished (now out of the batch) and how many
+        tokens were added to rows' text."""
+        next_tokens = self._sample()
+        logprobs = self._token_logprobs(next_tokens)
+        keep: list[int] = []
+        finished: list[DecodeRow] = []
+        new_tokens = 0
+        for i, (row, tok) in enumerate(zip(self.rows, next_tokens.tolist())):
+            if tok in self.eos_ids:
+                row.finish_reason = "stop"
+                row.eos_token = tok
+            else:
+                row.tokens.append(tok)
+                new_tokens += 1
+                if i in logprobs:
+                    row.logprobs.append(logprobs[i])
+                stops = row.params.stop
+                if stops and any(s in self.tokenizer.decode(row.tokens[-32:]) for s in stops):
+                    row.finish_reason = "stop"
+                elif len(row.tokens) >= self.budget(row):
+                    row.finish_reason = "length"
+            if row.finish_reason is None:
+                keep.append(i)
+            else:
+                finished.append(row)
+        if not keep:
+            self._reset()
+            return finished, new_tokens
+        if len(keep) < len(self.rows):
+            next_tokens = next_tokens[self._select(keep)]
+        self._positions = self._positions + 1
+        self._mask = torch.cat([self._mask, self._mask.new_ones((len(self.rows), 1))], dim=1)
+        out = self.model(input_ids=next_tokens.view(-1, 1), attention_mask=self._mask,
+                         position_ids=self._positions.view(-1, 1), past_key_values=self._cache, use_cache=True)
+        self._logits = out.logits[:, -1, :]
+        return finished, new_tokens
+
+    @torch.inference_mode()
+    def discard(self, rows: Sequence[DecodeRow]) -> None:
+        """Take ``rows`` out of the batch; they keep what they sampled (:meth:`add` can bring them back)."""
+        gone = set(rows)
+        keep = [i for i, row in enumerate(self.rows) if row not in gone]
+        if not keep:
+            self._reset()
+        elif len(keep) < len(self.rows):
+            self._select(keep)
+
+    def completion(self, row: DecodeRow) -> Completion:
+        """A finished row's completion: its text up to the first stop string, and its tokens."""
+        text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
+        stops = row.params.stop
+        if stops:
+            cut = min((text.find(s) for s in stops if s in text), default=-1)
+            if cut >= 0:
+                text = text[:cut]
+        ids = tuple(row.tokens) + ((row.eos_token,) if row.eos_token is not None else ())
+        return Completion(text=text, num_tokens=len(row.tokens), finish_reason=row.finish_reason or "stop",
+                          token_ids=ids)
+
+    # ---------------------------------------------------------------- internals
+    def _reset(self) -> None:
+        self.rows = []
+        self._cache = self._mask = self._positions = self._logits = None
+
+    def _select(self, keep: list[int]) -> torch.Tensor:
+        """Keep only rows ``keep`` (and their cache); returns their index tensor."""
+        index = torch.tensor(keep, device=self.device)
+        self._cache.batch_select_indices(index)
+        self._mask, self._positions, self._logits = self._mask[index], self._positions[index], self._logits[index]
+        self.rows = [self.rows[i] for i in keep]
+        self._mask = self._trim(self._cache, self._mask)
+        return index
+
+    def _sample(self) -> torch.Tensor:
+        """One token per row; rows are sampled in groups of equal temperature and top-p (one group usually)."""
+        groups: dict[tuple[float, float], list[int]] = {}
+        for i, row in enumerate(self.rows):
+            groups.setdefault(_sampling_key(row.params), []).append(i)
+        if len(groups) == 1:
+            return sample_next(self._logits, self.rows, self.rows[0].params)
+        out = torch.empty(len(self.rows), dtype=torch.long, device=self._logits.device)
+        for members in groups.values():
+            index = torch.tensor(members, device=self._logits.device)
+            out[index] = sample_next(self._logits[index], [self.rows[i] for i in members],
+                                     self.rows[members[0]].params)
+        return out
+
+    def _token_logprobs(self, tokens: torch.Tensor) -> dict[int, TokenLogprob]:
+        """For each row that records them, the sampled token's log-probability and its top alternatives."""
+        want = [i for i, row in enumerate(self.rows) if row.top_logprobs is not None]
+        if not want:
+            return {}
+        index = torch.tensor(want, device=self._logits.device)
+        lp = torch.log_softmax(self._logits[index].float(), dim=-1)
+        chosen = lp.gather(1, tokens[index].view(-1, 1)).squeeze(1).tolist()
+        k = max(self.rows[i].top_logprobs for i in want)
+        top_v, top_i = lp.topk(k, dim=-1) if k else (lp[:, :0], lp[:, :0].long())
+        top_v, top_i = top_v.tolist(), top_i.tolist()
+        out = {}
+        for j, i in enumerate(want):
+            kk = self.rows[i].top_logprobs
+            out[i] = (chosen[j], tuple(zip(top_i[j][:kk], top_v[j][:kk])))
+        return out
+
+    @staticmethod
+    def _merge(cache, mask, extra_cache, extra_mask):
+        """Concatenate two left-padded KV caches along the batch, padding the shorter on the left."""
+        t_old, t_new = mask.shape[1], extra_mask.shape[1]
+        width = max(t_old, t_new)
+
+        def pad(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+            if n == 0:
+                return t
+            shape = list(t.shape)
+            shape[dim] = n
+            return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+        for a, b in zip(cache.layers, extra_cache.layers):
+            a.adopt(torch.cat([pad(a.keys, width - t_old, 2), pad(b.keys, width - t_new, 2)], dim=0),
+                    torch.cat([pad(a.values, width - t_old, 2), pad(b.values, width - t_new, 2)], dim=0))
+        return torch.cat([pad(mask, width - t_old, 1), pad(extra_mask, width - t_new, 1)], dim=0)
+
+    @staticmethod
+    def _trim(cache, mask):
+        """Drop leading columns that are padding for every row."""
+        lead = int((mask.cumsum(-1) == 0).sum(-1).min())
+        if lead == 0:
+            return mask
+        for layer in cache.layers:
+            layer.adopt(layer.keys[:, :, lead:], layer.values[:, :, lead:])
+        return mask[:, lead:]
