@@ -19,7 +19,7 @@ LAYERS = {
     "data": 1,
     "tasks": 2, "models": 2,
     "retrieval": 3, "rewards": 3,
-    "augment": 4, "synthesize": 4, "sft": 4, "rl": 4, "evaluate": 4, "reward_models": 4,
+    "augment": 4, "synthesize": 4, "sft": 4, "rl": 4, "evaluate": 4, "reward_models": 4, "integrations": 4,
     "report": 5, "export": 5,
     "pipeline": 6,
     "cli": 7, "serve": 7,

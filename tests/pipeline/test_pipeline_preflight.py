@@ -81,3 +81,14 @@ def test_a_question_too_long_for_the_model_is_skipped_or_refused(tmp_path, capsy
     assert code == 0 and "skipping 1 question(s) too long" in caplog.text and "q1 (400000 characters)" in caplog.text
     code, err = _run(tmp_path, capsys, _recipe(tmp_path, data=data, long_questions="error"), "--dry-run")
     assert code == 2 and "1 question(s) too long" in err and "q1 (400000 characters)" in err
+
+
+def test_a_metric_destination_that_is_not_installed_fails_before_any_stage(tmp_path, capsys, monkeypatch):
+    from openrft.core import tracking
+
+    monkeypatch.setitem(tracking.REPORT_TO, "wandb", "openrft_tests_no_such_module")
+    recipe = _recipe(tmp_path, stages={"rl": {"steps": 1, "report_to": "wandb"}, "eval": {"n": 1}})
+    for argv in (["--dry-run"], []):
+        code, err = _run(tmp_path, capsys, recipe, *argv)
+        assert code == 2 and "report_to wandb needs openrft_tests_no_such_module: pip install 'openrft[wandb]'" in err
+    assert not list((tmp_path / "runs").rglob("manifest.json"))  # no stage started

@@ -235,12 +235,16 @@ def models_to_load(recipe: Recipe) -> list[str]:
 
 def preflight(recipe: Recipe, cells: Sequence[Cell]) -> dict[str, tuple[list, list, list]]:
     """Everything a run needs, checked before any stage runs and without loading a model: every model it loads
-    exists (a bundled name, a local checkpoint, a hub id that can load), every cell's data loads and holds samples
-    that fit the model, and ICL has enough training samples. Returns each cell's data (:func:`load_cell_data`)."""
+    exists (a bundled name, a local checkpoint, a hub id that can load), every metric destination (``report_to``)
+    is installed, every cell's data loads and holds samples that fit the model, and ICL has enough training
+    samples. Returns each cell's data (:func:`load_cell_data`)."""
+    from openrft.core.tracking import check_installed
     from openrft.models.loading import check_model
 
     for model in models_to_load(recipe):
         check_model(model)
+    for stage in recipe.ordered_stages:
+        check_installed(getattr(recipe.stage_config(stage), "report_to", None) or [])
     data = {c.id: load_cell_data(recipe, c) for c in cells}
     for c in cells:
         _check_icl(recipe, c, data[c.id][0])

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from openrft.core.tracking import parse_report_to
 from openrft.models.backends.base import SamplingParams
 from openrft.models.lora import LoraSettings
 from openrft.rewards.base import RewardConfig
@@ -112,7 +113,11 @@ class RLConfig:
     save_every: int = field(default=10, metadata=_help("checkpoint every N steps (and at the end)"))
     keep_checkpoints: int = field(default=2, metadata=_help("how many recent checkpoints to keep"))
     log_every: int = field(default=1, metadata=_help("console line every N steps"))
-    tensorboard: bool = field(default=True, metadata=_help("also log to TensorBoard when it is installed"))
+    tensorboard: bool = field(default=True, metadata=_help(
+        "also log to TensorBoard when it is installed (when report_to is not given)"))
+    report_to: list[str] | None = field(default=None, metadata=_help(
+        "where metrics go besides metrics.jsonl, as trl's report_to: tensorboard, wandb, mlflow or none, "
+        "comma-separated or repeated (default: TensorBoard as --tensorboard says); not part of the stage's identity"))
     threads: int | None = field(default=None, metadata=_help("torch CPU threads (default: torch's choice)"))
 
     #: option values that reproduce RL from before the option existed (kept out of the stage's identity)
@@ -123,6 +128,7 @@ class RLConfig:
             self.reward = RewardConfig(**self.reward)
         if isinstance(self.data, str):
             self.data = [self.data]
+        self.report_to = parse_report_to(self.report_to)
         get_estimator(self.estimator)  # a registry name or 'package.module:function', checked before any model loads
         get_policy_loss(self.policy_loss)
         if self.kl_estimator is not None and self.kl_estimator not in KL_KINDS:

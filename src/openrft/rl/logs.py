@@ -1,32 +1,34 @@
-"""What an RL stage keeps on disk besides its adapters: ``metrics.jsonl`` (one line per step, TensorBoard too
-when installed) and the step checkpoints a killed run resumes from."""
+"""What an RL stage keeps on disk besides its adapters: ``metrics.jsonl`` (one line per step, also sent to the
+stage's ``report_to`` destinations: TensorBoard, W&B, MLflow) and the step checkpoints a killed run resumes from."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from openrft.core.tracking import Trackers, installed
 
 METRICS = "metrics.jsonl"
 _CKPT_RE = re.compile(r"^step-(\d+)$")
 
 
 class MetricsLog:
-    """``metrics.jsonl`` (one line per step) + TensorBoard when installed."""
+    """``metrics.jsonl`` (one line per step) + the ``report_to`` destinations (:class:`~openrft.core.tracking.Trackers`).
 
-    def __init__(self, out_dir: Path, tensorboard: bool = True):
+    ``report_to=None`` keeps the behaviour from before it existed: TensorBoard when ``tensorboard`` is set and
+    TensorBoard is installed. A list names every destination (``[]``: the file only).
+    """
+
+    def __init__(self, out_dir: Path, tensorboard: bool = True, report_to: Sequence[str] | None = None,
+                 config: Mapping[str, Any] | None = None):
         self.path = out_dir / METRICS
-        self.tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(out_dir / "tensorboard"))
-            except ImportError:
-                self.tb = None
+        if report_to is None:
+            report_to = ["tensorboard"] if tensorboard and installed("tensorboard") else []
+        self.trackers = Trackers(report_to, out_dir, stage="rl", config=config)
 
     def truncate_after(self, step: int) -> None:
         """Drop lines of steps after ``step`` (written after the checkpoint a resumed run restarts from)."""
@@ -41,15 +43,10 @@ class MetricsLog:
             f.write(json.dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        if self.tb is not None:
-            for k, v in row.items():
-                if isinstance(v, (int, float)) and k != "step" and math.isfinite(v):
-                    self.tb.add_scalar(k, v, row["step"])
-            self.tb.flush()
+        self.trackers.log(row, row["step"])
 
     def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
+        self.trackers.close()
 
 
 def _is_json(line: str) -> bool:

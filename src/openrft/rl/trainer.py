@@ -34,6 +34,7 @@ from openrft.models.lora import save_atomic
 from openrft.core.rundir import (
     atomic_write_json, begin_stage, finish_stage, pin_local_inputs, stable_hash, without_legacy_values,
 )
+from openrft.core.tracking import check_installed
 from openrft.rewards.base import CompositeReward, RewardBatch, build_reward
 from openrft.rl.advantages import compute_advantages, masked_mean
 from openrft.rl.config import RLConfig
@@ -351,7 +352,9 @@ class RLTrainer:
     def train(self) -> RLResult:
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
-        log = MetricsLog(self.out, tensorboard=cfg.tensorboard and self.dist.main)
+        main = self.dist.main
+        log = MetricsLog(self.out, tensorboard=cfg.tensorboard and main, report_to=cfg.report_to if main else [],
+                         config=rl_settings(cfg) if main else None)
         start, resumed = 0, None
         found = last_checkpoint(self.out / CHECKPOINTS)
         if found is not None:
@@ -402,7 +405,7 @@ def rl_settings(config: RLConfig) -> dict[str, Any]:
     """The settings that make an RL stage's identity: the config without bookkeeping, and without options at the
     value that reproduces RL from before they existed (``RLConfig.LEGACY``)."""
     settings = config.to_dict()
-    for volatile in ("output_dir", "threads", "tensorboard", "log_every"):
+    for volatile in ("output_dir", "threads", "tensorboard", "report_to", "log_every"):
         settings.pop(volatile, None)
     return without_legacy_values(settings, RLConfig.LEGACY)
 
@@ -417,6 +420,7 @@ def run_rl(config: RLConfig, out_dir: str | os.PathLike, samples: Sequence[Sampl
     """
     from openrft.data.loaders import load_sources
 
+    check_installed(config.report_to or [])  # before any model or data loads
     out = Path(out_dir)
     if samples is None:
         if not config.data:

@@ -28,6 +28,7 @@ import torch
 
 from openrft.models.lora import LoraSettings, attach_lora, save_atomic, trainable_parameters
 from openrft.core.rundir import JsonlStore, Manifest, begin_stage, file_hash, finish_stage, stable_hash
+from openrft.core.tracking import Trackers, check_installed, parse_report_to
 from openrft.sft.dataset import ExamplesFor, LoadReport, load_sft_examples, to_rows, tokenize_prompt_completion
 
 logger = logging.getLogger(__name__)
@@ -83,11 +84,14 @@ class SFTStageConfig:
     dtype: str = field(default="auto", metadata={
         "help": "weights dtype: auto = fp32 on CPU; on CUDA bf16 base for LoRA, fp32 master weights for full "
                 "(both with bf16 autocast)"})
-    report_to: str = field(default="none", metadata={"help": "none, tensorboard, wandb (comma-separated)"})
+    report_to: list[str] | None = field(default=None, metadata={
+        "help": "where metrics go besides metrics.jsonl, as trl's report_to: tensorboard, wandb, mlflow or none, "
+                "comma-separated or repeated (default: none); not part of the stage's identity"})
     measure_loss: bool = field(default=True, metadata={
         "help": "measure the mean completion loss over the training data before and after training"})
 
     def __post_init__(self) -> None:
+        self.report_to = parse_report_to(self.report_to)
         if self.full and self.merge:
             raise ValueError("merge applies to LoRA; full fine-tuning already writes the whole model to <out>/model")
         for name in ("batch_size", "grad_accum", "max_length", "logging_steps"):
@@ -105,6 +109,12 @@ class SFTStageConfig:
     @property
     def lora(self) -> LoraSettings:
         return LoraSettings(self.lora_rank, self.lora_alpha, self.lora_dropout, self.target_modules)
+
+    def settings(self) -> dict[str, Any]:
+        """The settings that make the stage's identity. Metric destinations are not among them: ``report_to``
+        keeps the value it had in every identity before destinations left it (``"none"``, its old default), so
+        earlier runs keep theirs."""
+        return asdict(self) | {"report_to": "none"}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SFTStageConfig":
@@ -199,11 +209,12 @@ def last_checkpoint(ckpt_dir: Path) -> Path | None:
     return None
 
 
-def _metrics_callback(path: Path):
+def _metrics_callback(path: Path, trackers: Trackers | None):
     from transformers import TrainerCallback
 
     class MetricsToJsonl(TrainerCallback):
-        """Appends one metrics.jsonl line per logging step that carries a training loss."""
+        """Appends one metrics.jsonl line per logging step that carries a training loss, and sends it to the
+        stage's ``report_to`` destinations."""
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or "loss" not in logs or not state.is_world_process_zero:
@@ -211,6 +222,8 @@ def _metrics_callback(path: Path):
             line = {"step": state.global_step}
             line.update({k: v for k, v in logs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
             JsonlStore(path, key="step").append([line])
+            if trackers is not None:
+                trackers.log(line, state.global_step)
 
     return MetricsToJsonl()
 
@@ -244,23 +257,6 @@ def _result(out: Path, config: SFTStageConfig, manifest: Manifest, skipped: bool
                      loss_after=s.get("loss_after"), stats=dict(s))
 
 
-def _report_callbacks(config: SFTStageConfig, out: Path) -> tuple[list[str], list]:
-    names = [n.strip() for n in config.report_to.split(",") if n.strip() and n.strip() != "none"]
-    callbacks = []
-    if "tensorboard" in names:
-        names.remove("tensorboard")
-        try:
-            from transformers.integrations import TensorBoardCallback
-
-            cb = TensorBoardCallback()
-        except RuntimeError as err:
-            raise RuntimeError(f"report_to=tensorboard needs tensorboard: pip install 'openrft[tensorboard]' ({err})") \
-                from None
-        cb.logging_dir = str(out / "tensorboard")  # outside checkpoints/, which is deleted when the run finishes
-        callbacks.append(cb)
-    return names or ["none"], callbacks
-
-
 def load_for_training(config: SFTStageConfig):
     """``(model, tokenizer)`` ready to train: LoRA attached (seeded init, ``lora_B`` = 0) or all weights trainable."""
     from transformers import set_seed
@@ -278,16 +274,16 @@ def load_for_training(config: SFTStageConfig):
 
 
 def make_trainer(model, tokenizer, rows: Sequence[dict], config: SFTStageConfig, out_dir: str | os.PathLike,
-                 callbacks: Sequence[Any] = (), show_progress: bool = True):
+                 callbacks: Sequence[Any] = (), show_progress: bool = True, trackers: Trackers | None = None):
     """A trl ``SFTTrainer`` on conversational prompt-completion ``rows``, loss on the completion only,
-    checkpoints in ``<out_dir>/checkpoints``, loss per logging step appended to ``<out_dir>/metrics.jsonl``."""
+    checkpoints in ``<out_dir>/checkpoints``, loss per logging step appended to ``<out_dir>/metrics.jsonl`` and
+    sent to ``trackers`` (:func:`run_sft` opens them from ``config.report_to``)."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     out = Path(out_dir)
     cuda = torch.cuda.is_available()
     checkpointing = cuda if config.gradient_checkpointing is None else config.gradient_checkpointing
-    report_to, report_cbs = _report_callbacks(config, out)
     args = SFTConfig(
         output_dir=str(out / CHECKPOINTS),
         num_train_epochs=config.epochs,
@@ -312,7 +308,7 @@ def make_trainer(model, tokenizer, rows: Sequence[dict], config: SFTStageConfig,
         use_cpu=not cuda,
         activation_checkpointing=checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
-        report_to=report_to,
+        report_to="none",  # destinations get the metrics.jsonl lines (openrft.core.tracking), as in RL
         disable_tqdm=not show_progress,
         dataloader_num_workers=0,
     )
@@ -325,13 +321,30 @@ def make_trainer(model, tokenizer, rows: Sequence[dict], config: SFTStageConfig,
     try:
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(list(rows)),
                              processing_class=tokenizer,
-                             callbacks=[_metrics_callback(out / METRICS), *report_cbs, *callbacks])
+                             callbacks=[_metrics_callback(out / METRICS, trackers), *callbacks])
     finally:
         if bars_were_on:
             datasets.enable_progress_bars()
     if not show_progress:
         trainer.remove_callback(PrinterCallback)  # without a progress bar the Trainer prints every log dict
     return trainer
+
+
+def _train(model, tokenizer, rows: Sequence[dict], config: SFTStageConfig, out: Path, resume: Path | None,
+           callbacks: Sequence[Any], show_progress: bool):
+    """Train (from checkpoint ``resume`` when given) with the metrics also sent to ``config.report_to`` (by the
+    first process only, under torchrun or accelerate): ``(trainer, train output, seconds)``."""
+    main = int(os.environ.get("RANK", "0")) == 0
+    trackers = Trackers((config.report_to or []) if main else [], out, stage=STAGE, config=asdict(config))
+    try:
+        trainer = make_trainer(model, tokenizer, rows, config, out, callbacks, show_progress, trackers)
+        if resume is not None:
+            logger.info("sft: resuming from %s", resume)
+        t0 = time.perf_counter()
+        train_out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        return trainer, train_out, time.perf_counter() - t0
+    finally:
+        trackers.close()
 
 
 def run_sft(
@@ -351,20 +364,22 @@ def run_sft(
     from its last complete checkpoint.
     """
     config = config or SFTStageConfig()
+    check_installed(config.report_to or [])  # before any model loads
     out = Path(out_dir)
     report = LoadReport()
     examples = load_sft_examples(traces_path, config.include_fallback,
                                  max_traces_per_sample=config.max_traces_per_sample, report=report)
     rows = to_rows(examples, examples_for)
     inputs = {"traces": file_hash(report.path), "data": stable_hash(rows)}
-    manifest, finished = begin_stage(out, STAGE, asdict(config), inputs, seed=config.seed, resume_keys=[CHECKPOINTS])
+    manifest, finished = begin_stage(out, STAGE, config.settings(), inputs, seed=config.seed,
+                                     resume_keys=[CHECKPOINTS])
     if finished:
         if _outputs_present(out, config):
             logger.info("sft: %s already finished with the same config and inputs; skipping", out)
             return _result(out, config, manifest, skipped=True)
         logger.warning("sft: %s is marked finished but its outputs are missing; training again", out)
         (out / "manifest.json").unlink()
-        manifest, _ = begin_stage(out, STAGE, asdict(config), inputs, seed=config.seed, resume_keys=[CHECKPOINTS])
+        manifest, _ = begin_stage(out, STAGE, config.settings(), inputs, seed=config.seed, resume_keys=[CHECKPOINTS])
 
     model, tokenizer = load_for_training(config)
     trainable, total = trainable_parameters(model)
@@ -376,12 +391,7 @@ def run_sft(
     resume = last_checkpoint(ckpt_dir)
     resume_step = int(_CHECKPOINT_RE.match(resume.name).group(1)) if resume else None
     _prepare_metrics(out / METRICS, resume_step)
-    trainer = make_trainer(model, tokenizer, rows, config, out, callbacks, show_progress)
-    if resume is not None:
-        logger.info("sft: resuming from %s", resume)
-    t0 = time.perf_counter()
-    train_out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    seconds = time.perf_counter() - t0
+    trainer, train_out, seconds = _train(model, tokenizer, rows, config, out, resume, callbacks, show_progress)
     model = trainer.model
     loss_after = completion_loss(model, tokenizer, rows, config.batch_size, config.max_length) if measure else None
 
