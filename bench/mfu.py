@@ -210,6 +210,8 @@ def sft_mfu(args: argparse.Namespace, peak: float, device) -> dict:
 
 def rl_mfu(args: argparse.Namespace, peak: float, device, estimator: str) -> dict:
     """Our RL update (policy, + critic for gae) on the rollout batch of one real step."""
+    import torch
+
     from openrft.rewards.base import RewardConfig
     from openrft.rl.config import RLConfig
     from openrft.rl.trainer import RLTrainer
@@ -241,7 +243,14 @@ def rl_mfu(args: argparse.Namespace, peak: float, device, estimator: str) -> dic
         for rows in trainer._micro_batches(range(len(batch))):
             mb = batch.select(rows)
             b, s = mb.input_ids.shape
-            tokens, head_tokens, seq_sq = tokens + b * s, head_tokens + b * mb.response_width, seq_sq + b * s * s
+            p, t = mb.prompt_width, mb.response_width
+            u = len(torch.unique(torch.cat([mb.input_ids[:, :p], mb.attention_mask[:, :p].long()], 1), dim=0))
+            if u < b:  # each distinct prompt runs once, then the responses (rl.policy.response_hidden)
+                tokens += u * p + b * (t - 1)
+                seq_sq += u * p * p + b * (t - 1) * (s - 1)
+            else:
+                tokens, seq_sq = tokens + b * s, seq_sq + b * s * s
+            head_tokens += b * t
         analytic = analytic_flops(model_shape(trainer.ac.model), tokens, head_tokens, seq_sq,
                                   passes=1)
         if estimator == "gae":  # the critic pass: the same body again (its own adapter), no LM head
