@@ -63,6 +63,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args(argv)
+    from openrft.models.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as 'openrft run' does on CPU
     if args.threads:
         torch.set_num_threads(args.threads)
     from openrft.data.loaders import load_sources
