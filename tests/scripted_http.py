@@ -117,3 +117,13 @@ def scripted():
     for srv in servers:
         srv.shutdown()
         srv.server_close()
+
+
+def client(url, model="m", **kw):
+    """The openrft HTTP client with test-sized retries and timeouts."""
+    from openrft.models.backends.openai_http import OpenAIGenerator
+
+    kw.setdefault("backoff_s", 0.01)
+    kw.setdefault("max_retries", 3)
+    kw.setdefault("timeout_s", 5)
+    return OpenAIGenerator(url, model, **kw)

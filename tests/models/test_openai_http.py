@@ -13,22 +13,15 @@ import threading
 import time
 
 import pytest
-from scripted_http import scripted  # noqa: F401  (a fixture, also imported from here by other test modules)
+from scripted_http import client, scripted  # noqa: F401  (scripted is a fixture)
 
 from openrft.models.backends.base import Completion, Generator, SamplingParams
 from openrft.models.backends.cache import ResponseCache, cache_key
-from openrft.models.backends.openai_http import GenerationError, OpenAIGenerator, parse_choices
+from openrft.models.backends.openai_http import GenerationError, parse_choices
 from openrft.serve import make_server
 
 SAMPLE = SamplingParams(n=3, temperature=1.0, seed=5, max_new_tokens=8)
 GREEDY = SamplingParams(max_new_tokens=8)
-
-
-def client(url, model="m", **kw) -> OpenAIGenerator:
-    kw.setdefault("backoff_s", 0.01)
-    kw.setdefault("max_retries", 3)
-    kw.setdefault("timeout_s", 5)
-    return OpenAIGenerator(url, model, **kw)
 
 
 def chat(q: str) -> list[dict]:

@@ -1,6 +1,6 @@
 """A stage interrupted by a server error keeps what finished, and its rerun asks the server only for the rest.
 
-eval and synthesize run against the scripted OpenAI-compatible server of ``test_openai_http`` (one question's
+eval and synthesize run against the scripted OpenAI-compatible server of ``scripted_http`` (one question's
 requests fail with a 400, which the client does not retry); PRM labelling is tested in its own module with a
 generator that raises the client's error mid-way.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_openai_http import client, scripted  # noqa: F401  (scripted is a fixture)
+from scripted_http import client, scripted  # noqa: F401  (scripted is a fixture)
 
 from openrft.data.sample import Sample
 from openrft.evaluate.runner import COMPLETIONS, EvalConfig, evaluate
