@@ -54,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
     from openrft.data import DataError
     from openrft.data.lengths import drop_long_questions
     from openrft.data.loaders import load_sources
-    from openrft.evaluate.prompts import fit_prompts
     from openrft.evaluate.rerank import load_reranker
     from openrft.evaluate.results import print_tables, write_report
     from openrft.evaluate.runner import EvalConfig, evaluate
@@ -77,9 +76,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.adapter:
             generator = _with_adapter(generator, args.adapter)
         examples_for = examples_for_from_args(args, args.data)
-        samples = fit_prompts(generator, samples, examples_for, args.long_questions)
-        if not samples:
-            raise DataError("no samples left to evaluate: every prompt is too long for the model")
         reranker = None
         if config.rerank:  # loaded before generating, so a bad checkpoint fails at once
             reranker = load_reranker(config.rerank, agg=config.rerank_agg, step_rule=config.step_rule,
@@ -98,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
 
         model_name = weights_name(args.model, resolve_adapter_dir(args.adapter) if args.adapter else None)
         result = evaluate(generator, samples, config, out, label=args.label, model_name=model_name,
-                          show_progress=not args.quiet, reranker=reranker, examples_for=examples_for)
-    except IncompatibleRunError as err:
+                          show_progress=not args.quiet, reranker=reranker, examples_for=examples_for,
+                          long_questions=args.long_questions)
+    except (IncompatibleRunError, DataError) as err:
         print(f"openrft eval: {err}", file=sys.stderr)
         return 2
     except RequestFailed as err:

@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from openrft.data.sample import Sample
+from openrft.data.sample import DataError, Sample
+from openrft.evaluate.prompts import fit_prompts
 from openrft.core.metrics import answered_rate, maj_at_k, pass_at_k, rerank_at_k, run_accuracy, weighted_maj_at_k
 from openrft.evaluate.rerank import Reranker, check_rerank_spec, load_reranker
 from openrft.models.backends.base import Generator, SamplingParams, generate_each
@@ -280,10 +281,13 @@ def evaluate(
     examples_for=None,
     show_progress: bool = True,
     reranker: Reranker | None = None,
+    long_questions: str = "skip",
 ) -> EvalResult:
     """Generate ``config.n`` completions per sample, grade them with the sample's task, aggregate per task.
 
-    ``examples_for(sample) -> list[Sample]`` supplies few-shot examples (ICL) for the prompt.
+    ``examples_for(sample) -> list[Sample]`` supplies few-shot examples (ICL) for the prompt. A prompt too long for
+    the model's context is skipped with a warning naming it, before anything is generated (``long_questions=
+    "error"`` refuses it instead: :func:`~openrft.evaluate.prompts.fit_prompts`).
     With ``out_dir``, every graded item is appended to ``completions.jsonl`` as soon as its
     completions are all done, and a rerun with the same settings resumes from there.
 
@@ -302,6 +306,9 @@ def evaluate(
 
     tasks = {s.answer_type: task_for(s) for s in samples}
     prompts = {s.id: tasks[s.answer_type].messages(s, examples_for(s) if examples_for else ()) for s in samples}
+    samples = fit_prompts(generator, samples, prompts, long_questions)
+    if not samples:
+        raise DataError("no samples left to evaluate: every prompt is too long for the model's context")
     prompt_hash = hashlib.sha256(json.dumps([prompts[s.id] for s in samples]).encode()).hexdigest()
     done: dict[str, dict[str, Any]] = {}
     store = None

@@ -188,7 +188,6 @@ def _stage_rl(ctx: CellContext) -> dict[str, Any]:
 
 
 def _stage_eval(ctx: CellContext) -> dict[str, Any]:
-    from openrft.evaluate.prompts import fit_prompts
     from openrft.evaluate.results import write_report
     from openrft.evaluate.runner import evaluate, weights_name
     from openrft.models.backends import make_generator
@@ -216,11 +215,9 @@ def _stage_eval(ctx: CellContext) -> dict[str, Any]:
     # what is evaluated: new weights upstream mean a new evaluation
     model_name = weights_name(model, adapter_dir)
     label = recipe.pipeline_value("eval", "label") or recipe.method
-    test = fit_prompts(generator, ctx.test, ctx.shots("eval"), recipe.long_questions)  # before generating anything
-    if not test:
-        raise StageInputError(f"{ctx.cell.task}: no held-out question fits the model's context")
-    result = evaluate(generator, test, config, ctx.dir / "eval", label=label, model_name=model_name,
-                      examples_for=ctx.shots("eval"), show_progress=ctx.show_progress)
+    result = evaluate(generator, ctx.test, config, ctx.dir / "eval", label=label, model_name=model_name,
+                      examples_for=ctx.shots("eval"), show_progress=ctx.show_progress,
+                      long_questions=recipe.long_questions)
     write_report([result], ctx.dir / "eval")
     return {"accuracy": result.average}
 
