@@ -27,6 +27,12 @@ only when it is beyond 2x the larger seed std of the two rows and its seed-paire
     python bench/efficacy.py                                           # 2 tasks x 3 seeds x 8 rows
     python bench/efficacy.py --tasks multistep --seeds 0 --rows vanilla,vanilla_icl,sft
     python bench/efficacy.py --set rl.steps=5 --set test_size=50       # smaller everywhere
+    python bench/efficacy.py --jobs 2                                  # two (task, seed) units at a time
+
+``--jobs N`` runs N (task, seed) units side by side, each in its own process with ``threads / N`` torch threads
+(default: the CPU count / N) and its own log (``<runs-dir>/logs/<task>-seed<S>.log``); the rows of a unit stay in
+order because they reuse each other's stages. On the 2-core CPU two one-thread processes decode 1.4-1.8x the
+tokens of one two-thread process (bench/README.md), but each full row takes ~11 GB in RL: mind the memory.
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -341,6 +349,34 @@ def plot_rewards(results: list[dict], path: Path) -> Path | None:
     return path
 
 
+def run_units_side_by_side(units: list[tuple[str, int]], args: argparse.Namespace, runs_dir: Path) -> None:
+    """Run each (task, seed) unit as its own invocation of this script, ``args.jobs`` at a time; each writes its
+    rows into ``efficacy.partial.json`` under the lock as it finishes them. Fails if any unit failed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = max(1, (args.threads or os.cpu_count() or 1) // args.jobs)
+    logs = runs_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+
+    def one(unit: tuple[str, int]) -> int:
+        task, seed = unit
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--tasks", task, "--seeds", str(seed),
+               "--rows", args.rows, "--runs-dir", str(runs_dir), "--threads", str(threads), "--jobs", "1"]
+        cmd += [f"--set={o}" for o in args.overrides] + ["--quiet"] * args.quiet
+        log = logs / f"{task}-seed{seed}.log"
+        print(f"{task} seed {seed}: {threads} thread(s), log {log}", file=sys.stderr)
+        with open(log, "a") as f:
+            code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=os.environ | {
+                "OMP_NUM_THREADS": str(threads)}).returncode
+        print(f"{task} seed {seed}: {'done' if code == 0 else f'FAILED (exit {code}), see {log}'}", file=sys.stderr)
+        return code
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        failed = [u for u, code in zip(units, pool.map(one, units)) if code != 0]
+    if failed:
+        raise SystemExit(f"{len(failed)} of {len(units)} (task, seed) units failed: {failed}")
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated recipes of recipes/small ({', '.join(ROWS)})")
@@ -350,6 +386,8 @@ def main(argv=None) -> dict:
                     help="recipe override applied to every row (see 'openrft run --help')")
     ap.add_argument("--runs-dir", default="runs/efficacy")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="(task, seed) units run side by side, each in its own process with threads / jobs threads")
     ap.add_argument("--progress", action="store_true", help="progress bars")
     ap.add_argument("--quiet", action="store_true", help="no per-stage lines")
     ap.add_argument("--summarize", action="store_true",
@@ -372,13 +410,18 @@ def main(argv=None) -> dict:
         ap.error(f"no recipe recipes/small/{unknown[0]}.yaml")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    if args.jobs < 1:
+        ap.error(f"--jobs must be >= 1, got {args.jobs}")
     runs_dir = Path(args.runs_dir)
     t0 = time.perf_counter()
     # rows finished by earlier invocations (other rows, other overrides) stay in the tables
     partial = runs_dir / "efficacy.partial.json"
     results = []
-    for task in tasks:
-        for seed in seeds:
+    units = [(task, seed) for seed in seeds for task in tasks]
+    if args.jobs > 1 and len(units) > 1:
+        run_units_side_by_side(units, args, runs_dir)
+    else:
+        for task, seed in units:
             # every sampled run of this task and seed is a reuse candidate, those of an earlier invocation too,
             # so rows can be added to a finished study without training its warm-ups again
             seed_dir = runs_dir / task / f"seed{seed}"
@@ -401,7 +444,7 @@ def main(argv=None) -> dict:
         print(f"reward curves: {png}")
     summary |= {"results": results, "total_seconds": total, "paper_relative_gain": PAPER_GAIN,
                 "settings": {"rows": rows, "tasks": tasks, "seeds": seeds, "overrides": args.overrides,
-                             "threads": args.threads}}
+                             "threads": args.threads, "jobs": args.jobs}}
     (runs_dir / "efficacy.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
 

@@ -80,3 +80,18 @@ def test_efficacy_bench_runs_rows_and_seeds_on_a_tiny_model(tmp_path, tiny_model
     again = _load().main([*argv[:1], "vanilla", *argv[2:]])
     assert list(again["tasks"]["arithmetic"]["rows"]) == list(table)
     assert sum(r["row"] == "vanilla" for r in again["results"]) == 2  # replaced, not added: one per seed
+
+
+def test_jobs_run_each_task_and_seed_in_its_own_process(tmp_path, tiny_model_dir):
+    common = ["--rows", "vanilla", "--runs-dir", str(tmp_path), "--quiet", "--jobs", "2", "--threads", "2",
+              "--set", f"model={tiny_model_dir}", "--set", "test_size=2", "--set", "eval.n=1",
+              "--set", "eval.max_new_tokens=4"]
+    summary = _load().main(["--tasks", "arithmetic", "--seeds", "0,1", *common])
+    assert summary["tasks"]["arithmetic"]["rows"]["vanilla"]["seeds"] == [0, 1]
+    logs = sorted(p.name for p in (tmp_path / "logs").iterdir())
+    assert logs == ["arithmetic-seed0.log", "arithmetic-seed1.log"]
+    assert "seed 1" in (tmp_path / "logs" / "arithmetic-seed1.log").read_text()
+    assert summary["settings"]["jobs"] == 2
+    # a unit that fails is named, and the invocation fails
+    with pytest.raises(SystemExit, match="1 of 2"):
+        _load().main(["--tasks", "arithmetic,no-such-task", "--seeds", "0", *common])
