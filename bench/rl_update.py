@@ -9,6 +9,12 @@ policy's forward and backward with its optimizer step (``update``). The two vari
 
     python bench/rl_update.py --threads 1
     python bench/rl_update.py --threads 1 --estimator gae     # + the critic's forward, backward and values
+    python bench/rl_update.py --rollout                         # the whole step: + the rollout generation
+
+``--rollout`` measures the whole RL step: each repeat generates the step's rollouts with the trainer's own
+``rollout`` (sampling, grading; the generation is the same code either way, so it is timed once per repeat and
+added to both variants), and the two variants then update on that real batch (its responses at their sampled
+lengths) instead of random full-length ones.
 """
 
 from __future__ import annotations
@@ -41,6 +47,18 @@ def make_batch(trainer, n: int, response_len: int, seed: int):
     return batch
 
 
+def real_batch(trainer, step: int, seed: int):
+    """The trainer's own rollout for ``step`` (generation and grading), timed, with random advantages."""
+    t0 = time.perf_counter()
+    batch = trainer.rollout(step)[0]
+    seconds = time.perf_counter() - t0
+    g = torch.Generator().manual_seed(seed)
+    batch.advantages = torch.randn(batch.response_ids.shape, generator=g).to(batch.response_mask.device) \
+        * batch.response_mask
+    batch.returns = batch.advantages.clone()
+    return batch, seconds
+
+
 def time_update(trainer, batch, share: bool) -> float:
     trainer.ac.share_prompts = share
     t0 = time.perf_counter()
@@ -62,6 +80,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--micro-batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--temperature", type=float, default=0.7, help="rollout sampling (the small recipes' 0.7)")
+    ap.add_argument("--rollout", action="store_true", help="time the whole step: the rollout generation too")
     args = ap.parse_args(argv)
     from openrft.models.allocator import keep_freed_memory
 
@@ -76,15 +96,19 @@ def main(argv=None) -> dict:
     pool = load_sources([args.task], split="train", limit_per_task=args.prompts + args.shots)
     shots, samples = pool[:args.shots], pool[args.shots:args.shots + args.prompts]
     config = RLConfig(model="smollm2-135m", estimator=args.estimator, prompts_per_step=args.prompts,
-                      n_samples=args.n, max_new_tokens=args.response_len, kl_coef=args.kl_coef, lr=2e-4,
+                      n_samples=args.n, max_new_tokens=args.response_len,
+                      temperature=args.temperature, kl_coef=args.kl_coef, lr=2e-4,
                       lora_rank=8, lora_alpha=16, micro_batch_size=args.micro_batch, tensorboard=False,
                       reward=RewardConfig(), seed=0, dr_grpo=args.estimator == "grpo")
     with tempfile.TemporaryDirectory() as tmp:
         trainer = RLTrainer(config, samples, tmp, examples_for=lambda s: shots, show_progress=False)
         batch = make_batch(trainer, args.n, args.response_len, seed=0)
         time_update(trainer, batch, True)  # warm-up (allocator, kernels)
-        times: dict[str, list[float]] = {"full": [], "shared": []}
-        for _ in range(args.repeats):
+        times: dict[str, list[float]] = {"full": [], "shared": [], "rollout": []}
+        for r in range(args.repeats):
+            if args.rollout:
+                batch, seconds = real_batch(trainer, r, seed=r)
+                times["rollout"].append(seconds)
             for share in (False, True):
                 times["shared" if share else "full"].append(time_update(trainer, batch, share))
     prompt_tokens = statistics.mean(len(p) for p in trainer.prompt_ids)
@@ -92,10 +116,20 @@ def main(argv=None) -> dict:
               "full_s": [round(t, 2) for t in times["full"]], "shared_s": [round(t, 2) for t in times["shared"]],
               "ratio_median": round(statistics.median(times["shared"]) / statistics.median(times["full"]), 3),
               "settings": vars(args), "threads": torch.get_num_threads()}
+    if args.rollout:
+        full_steps = [g + u for g, u in zip(times["rollout"], times["full"])]
+        shared_steps = [g + u for g, u in zip(times["rollout"], times["shared"])]
+        result |= {"rollout_s": [round(t, 2) for t in times["rollout"]],
+                   "response_tokens_mean": round(float(batch.response_mask.sum(1).float().mean()), 1),
+                   "step_ratio_median": round(statistics.median(shared_steps) / statistics.median(full_steps), 3)}
     print(f"{args.estimator}: {len(batch)} rows, prompts {prompt_tokens:.0f} tokens, responses {args.response_len}")
     print(f"  every row in full : median {statistics.median(times['full']):.2f} s  {result['full_s']}")
     print(f"  prompts shared    : median {statistics.median(times['shared']):.2f} s  {result['shared_s']}")
     print(f"  shared / full     : {result['ratio_median']:.3f}x")
+    if args.rollout:
+        print(f"  rollout           : median {statistics.median(times['rollout']):.2f} s  {result['rollout_s']} "
+              f"(last batch: responses {result['response_tokens_mean']:.0f} tokens on average)")
+        print(f"  whole step, shared / full: {result['step_ratio_median']:.3f}x")
     print(json.dumps(result))
     return result
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -53,6 +54,8 @@ def test_an_rl_config_without_epochs_keeps_its_identity():
     assert stable_hash(rl_settings(reft)) == "55ca9898ae67e74b"
     by_epochs = rl_settings(RLConfig(epochs=3))
     assert by_epochs["epochs"] == 3 and by_epochs["steps"] is None
+    # the shared-prompt forward is a speed path with the same maths: turning it off keeps the identity
+    assert rl_settings(RLConfig(share_prompts=False)) == rl_settings(RLConfig())
 
 
 def test_run_rl_counts_epochs_over_its_samples(tiny_model_dir, tmp_path):
@@ -64,3 +67,17 @@ def test_run_rl_counts_epochs_over_its_samples(tiny_model_dir, tmp_path):
     manifest = json.loads((tmp_path / "rl" / "manifest.json").read_text())
     assert manifest["config"]["epochs"] == 1 and manifest["stats"]["steps"] == 2
     assert run_rl(config, tmp_path / "rl", samples, show_progress=False).steps == 2  # skipped, same count
+
+
+def test_share_prompts_is_a_flag_that_reaches_the_trainer(tiny_model_dir, tmp_path):
+    from openrft.cli.rl import build_parser, make_config
+    from openrft.rl.trainer import RLTrainer
+
+    args = build_parser().parse_args(["--data", "svamp", "--no-share-prompts", "--model", str(tiny_model_dir),
+                                      "--out", str(tmp_path / "rl")])
+    config = make_config(args)
+    assert config.share_prompts is False and RLConfig().share_prompts is True
+    samples = load_bundled("svamp", "test")[:2]
+    trainer = RLTrainer(dataclasses.replace(config, steps=1, lora_rank=2, tensorboard=False), samples,
+                        tmp_path / "rl", show_progress=False)
+    assert trainer.ac.share_prompts is False

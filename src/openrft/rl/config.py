@@ -119,6 +119,9 @@ class RLConfig:
         "where metrics go besides metrics.jsonl, as trl's report_to: tensorboard, wandb, mlflow or none, "
         "comma-separated or repeated (default: TensorBoard as --tensorboard says); not part of the stage's identity"))
     threads: int | None = field(default=None, metadata=_help("torch CPU threads (default: torch's choice)"))
+    share_prompts: bool = field(default=True, metadata=_help(
+        "run each distinct prompt of a micro-batch once in the policy, reference and critic forwards (its KV cache "
+        "expanded to the rows); off runs every row in full (same maths, slower); not part of the stage's identity"))
 
     #: option values that reproduce RL from before the option existed (kept out of the stage's identity)
     LEGACY: ClassVar[dict[str, Any]] = {"policy_loss": "ppo", "reward.score_answer_step": True, "epochs": None}

@@ -92,6 +92,7 @@ class RLTrainer:
         critic = (config.critic if config.estimator == "gae" else None)
         self.ac = ActorCritic(model, tokenizer, config.lora, critic=critic, temperature=config.temperature,
                               dtype=config.dtype)
+        self.ac.share_prompts = config.share_prompts
         self.tokenizer = tokenizer
         self.reward = reward if reward is not None else build_reward(config.reward)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -405,7 +406,7 @@ def rl_settings(config: RLConfig) -> dict[str, Any]:
     """The settings that make an RL stage's identity: the config without bookkeeping, and without options at the
     value that reproduces RL from before they existed (``RLConfig.LEGACY``)."""
     settings = config.to_dict()
-    for volatile in ("output_dir", "threads", "tensorboard", "report_to", "log_every"):
+    for volatile in ("output_dir", "threads", "tensorboard", "report_to", "log_every", "share_prompts"):
         settings.pop(volatile, None)
     return without_legacy_values(settings, RLConfig.LEGACY)
 
