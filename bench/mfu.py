@@ -212,7 +212,7 @@ def rl_mfu(args: argparse.Namespace, peak: float, device, estimator: str) -> dic
     """Our RL update (policy, + critic for gae) on the rollout batch of one real step."""
     import torch
 
-    from openrft.rewards.base import RewardConfig
+    from openrft.rewards.base import RewardSettings
     from openrft.rl.config import RLConfig
     from openrft.rl.trainer import RLTrainer
 
@@ -221,7 +221,7 @@ def rl_mfu(args: argparse.Namespace, peak: float, device, estimator: str) -> dic
                       n_samples=args.n, max_new_tokens=args.max_new_tokens, temperature=1.0,
                       lora_rank=args.rank, lora_alpha=2 * args.rank, lora_targets="q_proj,k_proj,v_proj,o_proj",
                       loss_agg="token-mean", micro_batch_size=args.micro_batch,
-                      rollout_batch_size=args.prompts * args.n, tensorboard=False, reward=RewardConfig(),
+                      rollout_batch_size=args.prompts * args.n, tensorboard=False, reward=RewardSettings(),
                       seed=args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = RLTrainer(config, samples, tmp, show_progress=False)

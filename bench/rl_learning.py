@@ -90,7 +90,7 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
 
     from openrft.data.loaders import load_bundled
-    from openrft.rewards.base import RewardConfig
+    from openrft.rewards.base import RewardSettings
     from openrft.rl.config import RLConfig
     from openrft.rl.trainer import RLTrainer
 
@@ -101,7 +101,7 @@ def main(argv=None) -> dict:
                       n_samples=args.n, max_new_tokens=args.max_new_tokens, temperature=args.temperature, lr=args.lr,
                       critic_lr=2 * args.lr, kl_coef=args.kl, lora_rank=args.rank, lora_alpha=2 * args.rank,
                       seed=args.seed, save_every=max(args.steps, 1), tensorboard=False,
-                      reward=RewardConfig(partial_credit=args.partial_credit), micro_batch_size=8)
+                      reward=RewardSettings(partial_credit=args.partial_credit), micro_batch_size=8)
     trainer = RLTrainer(config, train, out / "rl", show_progress=True)
     evalkw = dict(n=args.eval_n, temperature=args.eval_temperature, max_new_tokens=args.max_new_tokens, seed=args.seed)
     t0 = time.perf_counter()

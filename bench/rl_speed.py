@@ -41,7 +41,7 @@ def peak_rss_gb() -> float:
 
 
 def run_ours(args) -> dict:
-    from openrft.rewards.base import RewardConfig
+    from openrft.rewards.base import RewardSettings
     from openrft.rl.config import RLConfig
     from openrft.rl.trainer import RLTrainer
 
@@ -51,7 +51,7 @@ def run_ours(args) -> dict:
                       kl_coef=args.beta, lora_rank=args.rank, lora_alpha=2 * args.rank,
                       lora_targets="q_proj,k_proj,v_proj,o_proj", loss_agg="token-mean",
                       micro_batch_size=args.micro_batch, rollout_batch_size=args.prompts * args.n,
-                      tensorboard=False, reward=RewardConfig(), seed=args.seed)
+                      tensorboard=False, reward=RewardSettings(), seed=args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = RLTrainer(config, samples, tmp, show_progress=False)
         rss_loaded = peak_rss_gb()

@@ -89,7 +89,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     from openrft.data.loaders import load_sources
-    from openrft.rewards.base import RewardConfig
+    from openrft.rewards.base import RewardSettings
     from openrft.rl.config import RLConfig
     from openrft.rl.trainer import RLTrainer
 
@@ -99,7 +99,7 @@ def main(argv=None) -> dict:
                       n_samples=args.n, max_new_tokens=args.response_len,
                       temperature=args.temperature, kl_coef=args.kl_coef, lr=2e-4,
                       lora_rank=8, lora_alpha=16, micro_batch_size=args.micro_batch, tensorboard=False,
-                      reward=RewardConfig(), seed=0, dr_grpo=args.estimator == "grpo")
+                      reward=RewardSettings(), seed=0, dr_grpo=args.estimator == "grpo")
     with tempfile.TemporaryDirectory() as tmp:
         trainer = RLTrainer(config, samples, tmp, examples_for=lambda s: shots, show_progress=False)
         batch = make_batch(trainer, args.n, args.response_len, seed=0)

@@ -11,7 +11,7 @@ from openrft.data.loaders import load_bundled, load_sources
 from openrft.integrations.trl import (
     SAMPLE_COLUMN, TrlReward, composite_reward, outcome_reward, row_samples, trl_dataset, trl_rows,
 )
-from openrft.rewards.base import CompositeReward, RewardConfig
+from openrft.rewards.base import CompositeReward, RewardSettings
 from openrft.tasks import task_for
 
 
@@ -85,7 +85,7 @@ def test_trl_names_the_functions_and_they_log_their_parts(samples):
     reward(prompts, completions, **columns, log_metric=lambda k, v: metrics[k].append(v),
            log_extra=lambda k, v: extra.setdefault(k, v), trainer_state=None, completion_ids=[[1]] * 4)
     assert get_callable_name(reward) == "openrft_outcome"
-    assert get_callable_name(composite_reward(RewardConfig())) == "openrft_reward"
+    assert get_callable_name(composite_reward(RewardSettings())) == "openrft_reward"
     assert metrics["openrft_outcome/correct"] == [0.5] and metrics["openrft_outcome/has_answer"] == [1.0]
     assert extra["openrft_outcome/extracted"] == ["72", "49", "A", "D"]
 
@@ -94,13 +94,13 @@ def test_the_composite_reward_adds_the_configured_functions(samples, tmp_path):
     path = tmp_path / "my_rewards.py"
     path.write_text("def short(prompts, completions, **kw):\n"
                     "    return [1.0 if len(c) < 40 else 0.0 for c in completions]\n")
-    reward = composite_reward(RewardConfig(functions=[f"{path}:short@0.5"]))
+    reward = composite_reward(RewardSettings(functions=[f"{path}:short@0.5"]))
     prompts, completions, columns = _batch(samples[1:], conversational=True)
     assert reward(prompts, completions, **columns) == [1.5, 0.5]  # both are short: +0.5 each
 
 
 def test_dense_rewards_do_not_fit_a_trl_reward_function():
     with pytest.raises(ValueError, match="dense per-step rewards need 'openrft rl'"):
-        composite_reward(RewardConfig(dense=True))
+        composite_reward(RewardSettings(dense=True))
     with pytest.raises(ValueError, match="one reward per completion"):
-        TrlReward(CompositeReward(RewardConfig(dense=True)))
+        TrlReward(CompositeReward(RewardSettings(dense=True)))

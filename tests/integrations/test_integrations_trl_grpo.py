@@ -7,7 +7,7 @@ import torch
 
 from openrft.data.loaders import load_bundled, load_sources
 from openrft.integrations.trl import composite_reward, outcome_reward, trl_dataset, trl_rows
-from openrft.rewards.base import RewardConfig
+from openrft.rewards.base import RewardSettings
 from openrft.tasks import task_for
 
 
@@ -54,7 +54,7 @@ def test_grpo_trainer_logs_the_rewards_openrft_gives(policy, tiny_prm_dir, tmp_p
     samples = [load_bundled("gsm8k", "train")[0], load_sources(["sciknoweval/chemical_calculation"], split="train")[0]]
     rows = trl_rows(samples)
     outcome = outcome_reward()
-    with_prm = composite_reward(RewardConfig(prm=str(tiny_prm_dir), alpha=0.7), name="openrft_prm")
+    with_prm = composite_reward(RewardSettings(prm=str(tiny_prm_dir), alpha=0.7), name="openrft_prm")
     model, tokenizer = policy
     trainer = _grpo_step(model, tokenizer, trl_dataset(samples), [outcome, with_prm], tmp_path / "grpo")
 

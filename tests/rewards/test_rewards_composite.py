@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import pytest
 
 from openrft.data.sample import Sample
-from openrft.rewards import CompositeReward, RewardConfig, build_reward
+from openrft.rewards import CompositeReward, RewardSettings, build_reward
 from openrft.rewards.prm.base import ProcessScorer
 
 NUM = Sample(id="n", task="gsm8k", question="Tom has 3 apples and buys 4. How many?", answer="7", answer_type="numeric")
@@ -32,7 +32,7 @@ class EqualsScorer(ProcessScorer):
 
 def test_non_dense_total_and_parts():
     scorer = EqualsScorer()
-    reward = CompositeReward(RewardConfig(alpha=0.6, agg="min", partial_credit=0.1), scorer=scorer)
+    reward = CompositeReward(RewardSettings(alpha=0.6, agg="min", partial_credit=0.1), scorer=scorer)
     batch = reward(SAMPLES, COMPLETIONS)
     # one scorer call per batch; only completions with steps; questions as the task renders them (MCQ with options)
     assert len(scorer.calls) == 1
@@ -53,14 +53,14 @@ def test_non_dense_total_and_parts():
 def test_the_answer_line_can_be_left_to_the_outcome_term():
     """score_answer_step=False (OpenRFT): the PRM scores the reasoning steps only; a one-step reply is still scored."""
     scorer = EqualsScorer()
-    reward = CompositeReward(RewardConfig(alpha=0.6, agg="min", score_answer_step=False), scorer=scorer)
+    reward = CompositeReward(RewardSettings(alpha=0.6, agg="min", score_answer_step=False), scorer=scorer)
     batch = reward([NUM, NUM, NUM], ["3 + 4 = 7\nThe answer is 7.", "3 * 4 = 12\nSo 12.", "So 7."])
     assert scorer.calls[0][1] == [["3 + 4 = 7"], ["3 * 4 = 12"], ["So 7."]]
     assert batch.parts["process"] == [0.9, 0.9, 0.3] and batch.parts["n_steps"] == [1.0, 1.0, 1.0]
 
 
 def test_dense_places_step_scores_at_step_ends():
-    reward = CompositeReward(RewardConfig(alpha=0.7, dense=True), scorer=EqualsScorer())
+    reward = CompositeReward(RewardSettings(alpha=0.7, dense=True), scorer=EqualsScorer())
     batch = reward(SAMPLES, COMPLETIONS)
     assert batch.rewards == pytest.approx([0.7, 0.0, 0.0, 0.7])  # alpha * outcome only
     dense = batch.step_rewards()
@@ -80,7 +80,7 @@ def test_outcome_only_and_extra_functions(tmp_path):
         "    short.prompts = prompts\n"
         "    return [None if not c else float(len(c) < 20) for c in completions]\n"
     )
-    config = RewardConfig(functions=[f"{tmp_path / 'fmt.py'}:short@0.5"])
+    config = RewardSettings(functions=[f"{tmp_path / 'fmt.py'}:short@0.5"])
     reward = CompositeReward(config)
     batch = reward(SAMPLES, COMPLETIONS)
     assert batch.steps is None and batch.step_scores is None and "process" not in batch.parts
@@ -104,23 +104,23 @@ def test_bad_scorers_and_config_are_caught():
             return [[0.5] for _ in steps]
 
     with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
-        CompositeReward(RewardConfig(), scorer=OutOfRange())(SAMPLES, COMPLETIONS)
+        CompositeReward(RewardSettings(), scorer=OutOfRange())(SAMPLES, COMPLETIONS)
     with pytest.raises(ValueError, match="returned 1 step scores for 2 steps"):
-        CompositeReward(RewardConfig(), scorer=TooFew())(SAMPLES, COMPLETIONS)
+        CompositeReward(RewardSettings(), scorer=TooFew())(SAMPLES, COMPLETIONS)
     with pytest.raises(ValueError, match="alpha"):
-        RewardConfig(alpha=1.1)
+        RewardSettings(alpha=1.1)
     with pytest.raises(ValueError, match="unknown step aggregator"):
-        RewardConfig(agg="median")
+        RewardSettings(agg="median")
     with pytest.raises(ValueError, match="unknown step rule"):
-        RewardConfig(step_rule="sentences")
+        RewardSettings(step_rule="sentences")
     with pytest.raises(ValueError, match="expected 'package.module:function'"):
-        RewardConfig(functions=["not_a_spec"])
+        RewardSettings(functions=["not_a_spec"])
     with pytest.raises(ValueError, match="use build_reward"):
-        CompositeReward(RewardConfig(prm="some/prm"))
+        CompositeReward(RewardSettings(prm="some/prm"))
 
 
 def test_build_reward_loads_a_prm_checkpoint(tiny_model_dir):
-    config = RewardConfig(prm=str(tiny_model_dir), prm_format="math_shepherd", prm_device="cpu", alpha=0.5)
+    config = RewardSettings(prm=str(tiny_model_dir), prm_format="math_shepherd", prm_device="cpu", alpha=0.5)
     reward = build_reward(config)
     batch = reward(SAMPLES, COMPLETIONS)
     scores = batch.step_scores

@@ -11,7 +11,7 @@ import torch
 from torch.testing import assert_close
 
 from openrft.rl.advantages import (
-    ESTIMATORS, AdvantageConfig, AdvantageOutput, compute_advantages, gae, get_estimator, grpo,
+    ESTIMATORS, AdvantageSettings, AdvantageOutput, compute_advantages, gae, get_estimator, grpo,
     last_token_index, masked_mean, masked_sum, masked_var, masked_whiten, place_at_last_token,
     register_estimator, reinforce_pp, rloo,
 )
@@ -228,7 +228,7 @@ def test_gae_matches_loop(seed, gamma, lam, whiten):
     d = make_batch(seed)
     out = gae(scores=d.t_scores, mask=d.mask, group_ids=d.t_ids, values=d.t_values, step_rewards=d.step_rewards,
               step_mask=d.step_mask, token_penalty=d.t_penalty,
-              config=AdvantageConfig(gamma=gamma, lam=lam, whiten=whiten, eps=EPS))
+              config=AdvantageSettings(gamma=gamma, lam=lam, whiten=whiten, eps=EPS))
     adv, ret = ref_gae(d, gamma, lam, whiten)
     assert_close(out.advantages, as_tensor(adv))
     assert_close(out.returns, as_tensor(ret))
@@ -238,7 +238,7 @@ def test_gae_matches_loop(seed, gamma, lam, whiten):
 def test_gae_with_lambda_and_gamma_one_is_return_to_go_minus_value():
     d = make_batch(2)
     out = gae(scores=d.t_scores, mask=d.mask, group_ids=d.t_ids, values=d.t_values,
-              config=AdvantageConfig(gamma=1.0, lam=1.0, whiten=False))
+              config=AdvantageSettings(gamma=1.0, lam=1.0, whiten=False))
     to_go = torch.where(d.mask, place_at_last_token(d.t_scores, d.mask).flip(1).cumsum(1).flip(1), 0.0)
     assert_close(out.advantages, torch.where(d.mask, to_go - d.t_values, 0.0))
     assert_close(out.returns, to_go)
@@ -259,7 +259,7 @@ def test_gae_needs_values():
 def test_grpo_outcome_matches_loop(seed, norm_by_std, penalty):
     d = make_batch(seed)
     out = grpo(scores=d.t_scores, mask=d.mask, group_ids=d.t_ids, token_penalty=d.t_penalty if penalty else None,
-               config=AdvantageConfig(norm_by_std=norm_by_std, eps=EPS))
+               config=AdvantageSettings(norm_by_std=norm_by_std, eps=EPS))
     assert_close(out.advantages, as_tensor(ref_grpo(d, norm_by_std, penalty=penalty)))
     assert out.returns is None
     assert out.stats["num_groups"] == 5.0
@@ -273,14 +273,14 @@ def test_grpo_outcome_matches_loop(seed, norm_by_std, penalty):
 def test_grpo_dense_matches_loop(seed, credit, norm_by_std):
     d = make_batch(seed)
     out = grpo(scores=d.t_scores, mask=d.mask, group_ids=d.t_ids, step_rewards=d.step_rewards,
-               step_mask=d.step_mask, config=AdvantageConfig(norm_by_std=norm_by_std, step_credit=credit, eps=EPS))
+               step_mask=d.step_mask, config=AdvantageSettings(norm_by_std=norm_by_std, step_credit=credit, eps=EPS))
     assert_close(out.advantages, as_tensor(ref_grpo(d, norm_by_std, credit, dense=True)))
     assert "zero_std_step_groups" in out.stats
 
 
 def test_dr_grpo_is_score_minus_group_mean():
     d = make_batch(4, equal_group=False)
-    out = grpo(scores=d.t_scores, mask=d.mask, group_ids=d.t_ids, config=AdvantageConfig(norm_by_std=False))
+    out = grpo(scores=d.t_scores, mask=d.mask, group_ids=d.t_ids, config=AdvantageSettings(norm_by_std=False))
     means = torch.tensor([sum(d.scores[j] for j in members(d.ids, b)) / len(members(d.ids, b)) for b in range(d.B)])
     assert_close(out.advantages, torch.where(d.mask, (d.t_scores - means)[:, None], 0.0))
 
@@ -312,13 +312,13 @@ def test_rloo_matches_loop(seed, dense, credit, penalty):
     d = make_batch(seed)
     out = rloo(scores=d.t_scores, mask=d.mask, group_ids=d.t_ids, token_penalty=d.t_penalty if penalty else None,
                step_rewards=d.step_rewards if dense else None, step_mask=d.step_mask,
-               config=AdvantageConfig(step_credit=credit))
+               config=AdvantageSettings(step_credit=credit))
     assert_close(out.advantages, as_tensor(ref_rloo(d, credit, dense, penalty)))
 
 
 def test_rloo_is_k_over_k_minus_one_times_dr_grpo():
     d = make_batch(5, equal_group=False)
-    dr = grpo(scores=d.t_scores, mask=d.mask, group_ids=d.t_ids, config=AdvantageConfig(norm_by_std=False))
+    dr = grpo(scores=d.t_scores, mask=d.mask, group_ids=d.t_ids, config=AdvantageSettings(norm_by_std=False))
     k = torch.tensor([float(len(members(d.ids, b))) for b in range(d.B)])
     scale = torch.where(k > 1, k / (k - 1).clamp_min(1), 0.0)[:, None]
     out = rloo(scores=d.t_scores, mask=d.mask, group_ids=d.t_ids)
@@ -335,7 +335,7 @@ def test_reinforce_pp_matches_loop(seed, gamma, whiten, baseline):
     d = make_batch(seed)
     out = reinforce_pp(scores=d.t_scores, mask=d.mask, group_ids=d.t_ids, step_rewards=d.step_rewards,
                        step_mask=d.step_mask, token_penalty=d.t_penalty,
-                       config=AdvantageConfig(gamma=gamma, whiten=whiten, rpp_baseline=baseline, eps=EPS))
+                       config=AdvantageSettings(gamma=gamma, whiten=whiten, rpp_baseline=baseline, eps=EPS))
     adv, ret = ref_reinforce_pp(d, gamma, whiten, baseline)
     assert_close(out.advantages, as_tensor(adv))
     assert_close(out.returns, as_tensor(ret))
@@ -344,7 +344,7 @@ def test_reinforce_pp_matches_loop(seed, gamma, whiten, baseline):
 def test_reinforce_pp_baseline_needs_group_ids():
     d = make_batch(0)
     with pytest.raises(ValueError, match="group_ids"):
-        reinforce_pp(scores=d.t_scores, mask=d.mask, config=AdvantageConfig(rpp_baseline=True))
+        reinforce_pp(scores=d.t_scores, mask=d.mask, config=AdvantageSettings(rpp_baseline=True))
 
 
 # ---- properties shared by all estimators --------------------------------------------------------------
@@ -355,7 +355,7 @@ def all_estimator_calls(d, dtype=torch.float32, mask=None):
     common = dict(scores=d.t_scores.to(dtype), mask=mask, group_ids=d.t_ids, values=d.t_values.to(dtype),
                   step_rewards=d.step_rewards.to(dtype), step_mask=d.step_mask, token_penalty=d.t_penalty.to(dtype))
     for name in ("gae", "grpo", "rloo", "reinforce_pp"):
-        for cfg in (AdvantageConfig(), AdvantageConfig(norm_by_std=False, step_credit="cumulative",
+        for cfg in (AdvantageSettings(), AdvantageSettings(norm_by_std=False, step_credit="cumulative",
                                                        rpp_baseline=True, whiten=False)):
             yield name, compute_advantages(name, config=cfg, **common)
 
@@ -379,12 +379,13 @@ def test_all_equal_and_single_groups_give_exactly_zero():
     scores = torch.tensor([0.1, 0.1, 0.1, 5.0, 0.3, 0.2])  # 0.1 * 3 / 3 != 0.1 in floating point
     ids = torch.tensor([7, 7, 7, 9, 4, 4])
     for name in ("grpo", "rloo"):
-        for cfg in (AdvantageConfig(), AdvantageConfig(norm_by_std=False)):
+        for cfg in (AdvantageSettings(), AdvantageSettings(norm_by_std=False)):
             out = compute_advantages(name, scores=scores, mask=mask, group_ids=ids, config=cfg)
             assert torch.all(out.advantages[:4] == 0), name
             assert torch.all(out.advantages[4:] != 0), name
             assert out.stats["zero_std_groups"] == 2.0
-    out = reinforce_pp(scores=scores, mask=mask, group_ids=ids, config=AdvantageConfig(rpp_baseline=True, whiten=False))
+    out = reinforce_pp(scores=scores, mask=mask, group_ids=ids,
+                       config=AdvantageSettings(rpp_baseline=True, whiten=False))
     assert torch.all(out.returns[:4] == 0) and out.stats["zero_std_groups"] == 2.0
 
 
@@ -434,9 +435,9 @@ def test_estimators_build_no_autograd_graph():
 
 def test_config_and_shape_errors():
     with pytest.raises(ValueError, match="step_credit"):
-        AdvantageConfig(step_credit="global")
+        AdvantageSettings(step_credit="global")
     with pytest.raises(ValueError, match="lam"):
-        AdvantageConfig(lam=1.5)
+        AdvantageSettings(lam=1.5)
     d = make_batch(0)
     with pytest.raises(ValueError, match="scores must have shape"):
         grpo(scores=d.t_scores[:-1], mask=d.mask, group_ids=d.t_ids)

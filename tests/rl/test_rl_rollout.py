@@ -1,6 +1,6 @@
 import torch
 
-from openrft.rl.advantages import AdvantageConfig, compute_advantages
+from openrft.rl.advantages import AdvantageSettings, compute_advantages
 from openrft.rl.rollout import build_batch, char_to_token_ends, place_step_rewards
 from openrft.rewards.steps import split_steps
 
@@ -47,7 +47,7 @@ def test_dense_rewards_wrong_middle_step_lowers_only_that_steps_tokens(bundled_t
     assert int(batch.step_mask.sum()) == 12
     for name in ("grpo", "rloo"):
         out = compute_advantages(name, scores=batch.scores, mask=batch.response_mask, group_ids=batch.group_ids,
-                                 config=AdvantageConfig(step_credit="local"), step_rewards=batch.step_rewards,
+                                 config=AdvantageSettings(step_credit="local"), step_rewards=batch.step_rewards,
                                  step_mask=batch.step_mask)
         adv = out.advantages[1]
         ends = batch.step_mask[1].nonzero().flatten().tolist()

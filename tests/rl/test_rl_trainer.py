@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from openrft.data.loaders import load_bundled
-from openrft.rewards.base import CompositeReward, RewardConfig
+from openrft.rewards.base import CompositeReward, RewardSettings
 from openrft.rl.config import RLConfig
 from openrft.rl.logs import read_metrics
 from openrft.rl.trainer import RLTrainer, run_rl
@@ -43,7 +43,7 @@ def vowel_fn(tmp_path):
 def _config(tiny_model_dir, fn, **kw):
     base = dict(model=str(tiny_model_dir), steps=2, prompts_per_step=2, n_samples=4, max_new_tokens=8,
                 micro_batch_size=4, temperature=1.0, lr=1e-2, critic_lr=1e-2, lora_rank=2, tensorboard=False,
-                reward=RewardConfig(functions=[fn]), seed=0)
+                reward=RewardSettings(functions=[fn]), seed=0)
     base.update(kw)
     return RLConfig(**base)
 
@@ -92,7 +92,7 @@ def test_gae_trains_policy_and_critic_with_ppo_epochs(tiny_model_dir, samples, v
 def test_equal_rewards_give_zero_advantage_without_nan(tiny_model_dir, samples, tmp_path):
     torch.set_num_threads(1)
     # a random model never answers SVAMP right: every group is all-zero
-    cfg = _config(tiny_model_dir, "x:y", steps=1, reward=RewardConfig())
+    cfg = _config(tiny_model_dir, "x:y", steps=1, reward=RewardSettings())
     result = run_rl(cfg, tmp_path / "rl", samples, show_progress=False)
     row = result.metrics[0]
     assert row["reward"] == 0.0 and row["adv/zero_std_groups"] == 2
@@ -234,7 +234,7 @@ def test_process_rewards_from_a_value_head_prm(tiny_model_dir, samples, tmp_path
     backbone, tok = load_model(str(tiny_model_dir))
     torch.manual_seed(1)
     prm_dir = ValueHeadPRM(ValueHeadModel(backbone, base_model=str(tiny_model_dir)), tok).save_pretrained(tmp_path / "prm")
-    reward = RewardConfig(prm=str(prm_dir), alpha=0.7, agg="min", dense=dense, step_rule="re:[ .,]")
+    reward = RewardSettings(prm=str(prm_dir), alpha=0.7, agg="min", dense=dense, step_rule="re:[ .,]")
     cfg = _config(tiny_model_dir, "x:y", reward=reward, steps=1, max_new_tokens=12)
     result = run_rl(cfg, tmp_path / "rl", samples, show_progress=False)
     row = result.metrics[0]

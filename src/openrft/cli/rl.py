@@ -29,7 +29,7 @@ REWARD_ALIASES = {"functions": ["--reward-fn"]}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from openrft.rewards.base import RewardConfig
+    from openrft.rewards.base import RewardSettings
     from openrft.rl.config import RLConfig
 
     ap = argparse.ArgumentParser(prog="openrft rl", description=__doc__,
@@ -38,20 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--config", default=None, help="YAML file of RL settings (field names below, with _)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar; one log line per step")
     add_config_args(ap.add_argument_group("RL settings"), RLConfig, ALIASES, skip=("output_dir",))
-    add_config_args(ap.add_argument_group("reward settings"), RewardConfig, REWARD_ALIASES)
+    add_config_args(ap.add_argument_group("reward settings"), RewardSettings, REWARD_ALIASES)
     add_icl_args(ap)
     return ap
 
 
 def make_config(args: argparse.Namespace):
     """Defaults, then the --config YAML, then explicit flags."""
-    from openrft.rewards.base import RewardConfig
+    from openrft.rewards.base import RewardSettings
     from openrft.rl.config import RLConfig
 
     values = load_yaml_mapping(args.config, "RL") if args.config else {}
     reward = dict(values.pop("reward", None) or {})
     values.update(explicit_values(args, RLConfig))
-    reward.update(explicit_values(args, RewardConfig))
+    reward.update(explicit_values(args, RewardSettings))
     values["output_dir"] = args.out
     return build_config(RLConfig, values | {"reward": reward}, "--")
 

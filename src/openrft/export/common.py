@@ -56,7 +56,7 @@ class ExportConfig:
         "help": "write into a non-empty output folder (the export's own files are replaced, others kept)"})
 
     def __post_init__(self) -> None:
-        from openrft.rewards.base import RewardConfig
+        from openrft.rewards.base import RewardSettings
 
         if isinstance(self.data, str):
             self.data = [self.data]
@@ -75,7 +75,7 @@ class ExportConfig:
             raise ExportError(f"prm_url {self.prm_url!r}: an exported reward reaches its PRM over HTTP; give "
                               "http(s)://host:port/path (serve a PRM with 'openrft prm serve')")
         try:  # the same checks the reward runs on the cluster, now rather than there
-            RewardConfig(alpha=self.alpha, agg=self.agg, step_rule=self.step_rule, partial_credit=self.partial_credit)
+            RewardSettings(alpha=self.alpha, agg=self.agg, step_rule=self.step_rule, partial_credit=self.partial_credit)
         except ValueError as err:
             raise ExportError(str(err)) from None
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from openrft.data.sample import Sample
 from openrft.export.common import ExportConfig, check_out_dir, load_splits, prompt_messages, write_text
-from openrft.rewards.base import RewardConfig
+from openrft.rewards.base import RewardSettings
 from openrft.rl.config import RLConfig
 
 __all__ = ["EngineSetup", "LaunchPlan", "Shell", "begin_export", "engine_model", "engine_setup", "epochs_for", "here",
@@ -137,7 +137,7 @@ def epochs_for(steps: int, batch: int, n_train: int) -> int:
     return math.ceil(steps / (n_train // batch))
 
 
-def reward_notes(reward: RewardConfig, prm_url: str | None) -> list[str]:
+def reward_notes(reward: RewardSettings, prm_url: str | None) -> list[str]:
     """What of the RL reward an exported reward does not compute, each with what to do instead."""
     notes = []
     if reward.prm and not prm_url:

@@ -119,9 +119,9 @@ class ExportedReward:
             url = env
         elif env:
             logger.warning("%s is set but this export has no PRM (outcome only); ignoring it", PRM_URL_ENV)
-        from openrft.rewards.base import RewardConfig
+        from openrft.rewards.base import RewardSettings
 
-        self.config = RewardConfig(alpha=cfg.get("alpha", 0.7), agg=cfg.get("agg", "mean"),
+        self.config = RewardSettings(alpha=cfg.get("alpha", 0.7), agg=cfg.get("agg", "mean"),
                                    step_rule=cfg.get("step_rule", "newline"),
                                    partial_credit=cfg.get("partial_credit", 0.0),
                                    score_answer_step=cfg.get("score_answer_step", True), prm=url)

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from openrft.data.sample import Sample
-from openrft.rewards.base import CompositeReward, RewardConfig, build_reward
+from openrft.rewards.base import CompositeReward, RewardSettings, build_reward
 from openrft.tasks import Task, task_for
 
 __all__ = ["SAMPLE_COLUMN", "TrlReward", "completion_text", "composite_reward", "outcome_reward", "row_samples",
@@ -127,7 +127,7 @@ def row_samples(prompts: Sequence[Any], columns: Mapping[str, Any],
     return out
 
 
-def _check_not_dense(config: RewardConfig) -> None:
+def _check_not_dense(config: RewardSettings) -> None:
     if config.dense:
         raise ValueError("trl takes one reward per completion; dense per-step rewards need 'openrft rl' "
                          "(set dense to false)")
@@ -185,11 +185,11 @@ def outcome_reward(partial_credit: float = 0.0, *, answer_type: str | None = Non
                    name: str = "openrft_outcome") -> TrlReward:
     """The task graders as a trl reward function: 1.0 for a right answer, ``partial_credit`` (ReFT: 0.1) for a
     wrong one that was stated, 0.0 for none."""
-    return TrlReward(CompositeReward(RewardConfig(partial_credit=partial_credit)), answer_type=answer_type,
+    return TrlReward(CompositeReward(RewardSettings(partial_credit=partial_credit)), answer_type=answer_type,
                      name=name)
 
 
-def composite_reward(config: RewardConfig, *, answer_type: str | None = None,
+def composite_reward(config: RewardSettings, *, answer_type: str | None = None,
                      name: str = "openrft_reward") -> TrlReward:
     """``openrft rl``'s reward as a trl reward function: ``alpha * outcome + (1 - alpha) * f(PRM step scores)``
     (with ``config.prm``) plus ``config.functions``, the PRM loaded as :func:`~openrft.rewards.base.build_reward`

@@ -258,9 +258,9 @@ class Recipe:
         if stage == "augment" and values.get("k", 5) == 0:
             values.pop("model", None)
         if stage == "rl" and isinstance(values.get("reward"), dict):
-            from openrft.rewards.base import RewardConfig
+            from openrft.rewards.base import RewardSettings
 
-            check_keys(values["reward"], [f.name for f in dataclasses.fields(RewardConfig)], "stages.rl.reward")
+            check_keys(values["reward"], [f.name for f in dataclasses.fields(RewardSettings)], "stages.rl.reward")
         try:
             return build_config(cls, values, f"stages.{stage}")
         except RecipeError:

@@ -1,11 +1,11 @@
 """Rewards: the task's outcome grader, process scorers (PRMs), user functions, and their combination.
 
-:class:`CompositeReward` (built from a :class:`RewardConfig` by :func:`build_reward`) is the
+:class:`CompositeReward` (built from a :class:`RewardSettings` by :func:`build_reward`) is the
 one reward the RL stage calls; it returns a :class:`RewardBatch` with every part for logging.
 PRM scorers live in :mod:`openrft.rewards.prm` (loaded lazily; they import torch).
 """
 
-from openrft.rewards.base import CompositeReward, RewardBatch, RewardConfig, build_reward, check_probabilities
+from openrft.rewards.base import CompositeReward, RewardBatch, RewardSettings, build_reward, check_probabilities
 from openrft.rewards.combine import AGGREGATORS, aggregate_steps, combine
 from openrft.rewards.functions import (
     FunctionValues,
@@ -29,7 +29,7 @@ __all__ = [
     "PRMFormatError",
     "ProcessScorer",
     "RewardBatch",
-    "RewardConfig",
+    "RewardSettings",
     "RewardFunction",
     "RewardFunctionError",
     "Step",

@@ -9,7 +9,7 @@ Every part is kept per completion in :attr:`RewardBatch.parts` for logging.
 
 >>> from openrft.data.sample import Sample
 >>> s = Sample(id="q", task="t", question="2+3?", answer="5", answer_type="numeric")
->>> batch = CompositeReward(RewardConfig(partial_credit=0.1))([s, s], ["2+3=5\\nSo 5.", "So 7."])
+>>> batch = CompositeReward(RewardSettings(partial_credit=0.1))([s, s], ["2+3=5\\nSo 5.", "So 7."])
 >>> batch.rewards, batch.correct, batch.summary()["outcome/mean"]
 ([1.0, 0.1], [True, False], 0.55)
 """
@@ -30,11 +30,11 @@ from openrft.rewards.prm.base import ProcessScorer, check_scores
 from openrft.rewards.steps import Step, step_rule
 from openrft.tasks import task_for
 
-__all__ = ["CompositeReward", "RewardBatch", "RewardConfig", "build_reward", "check_probabilities"]
+__all__ = ["CompositeReward", "RewardBatch", "RewardSettings", "build_reward", "check_probabilities"]
 
 
 @dataclass
-class RewardConfig:
+class RewardSettings:
     """How the RL stage rewards a completion."""
 
     alpha: float = field(default=0.7, metadata={"help": "weight of the outcome reward when a PRM is set; 1.0 = outcome only"})
@@ -142,7 +142,7 @@ def _as_function(f: RewardFunction | Callable | str) -> RewardFunction:
 
 
 class CompositeReward:
-    """Outcome + process + extra functions, as configured by :class:`RewardConfig`.
+    """Outcome + process + extra functions, as configured by :class:`RewardSettings`.
 
     Args:
         config: the reward configuration.
@@ -154,7 +154,7 @@ class CompositeReward:
 
     def __init__(
         self,
-        config: RewardConfig,
+        config: RewardSettings,
         scorer: ProcessScorer | None = None,
         functions: Sequence[RewardFunction | Callable | str] | None = None,
     ):
@@ -249,7 +249,7 @@ class CompositeReward:
         )
 
 
-def build_reward(config: RewardConfig) -> CompositeReward:
+def build_reward(config: RewardSettings) -> CompositeReward:
     """A :class:`CompositeReward` with its process scorer (``config.prm``) and functions loaded."""
     scorer = None
     if config.prm is not None:

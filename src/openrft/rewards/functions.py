@@ -6,7 +6,7 @@ ones they do not use, as in trl). ``None`` means "does not apply to this complet
 adds 0.0 to the reward and is logged as not applicable.
 
 A function is named by ``"package.module:fn"`` or ``"path/to/file.py:fn"``; in
-:class:`~openrft.rewards.base.RewardConfig` an optional ``@weight`` suffix scales it
+:class:`~openrft.rewards.base.RewardSettings` an optional ``@weight`` suffix scales it
 (``"my_rewards.py:format_reward@0.2"``).
 
 >>> parse_function_spec("pkg.mod:fn@0.5"), parse_function_spec("rewards/fmt.py:short")
@@ -107,7 +107,7 @@ def load_reward_function(spec: str) -> Callable[..., list[float | None]]:
     target, attr, weight = parse_function_spec(spec)
     if "@" in spec.rpartition(":")[2]:
         raise RewardFunctionError(
-            f"reward function {spec!r}: the '@weight' suffix belongs in RewardConfig.functions; "
+            f"reward function {spec!r}: the '@weight' suffix belongs in RewardSettings.functions; "
             "load_reward_function takes 'module:fn'"
         )
     module = _import_file(Path(target).expanduser(), spec) if _is_file(target) else _import_module(target, spec)

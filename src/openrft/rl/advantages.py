@@ -30,7 +30,7 @@ from torch import Tensor
 from openrft.rl.registry import Registry
 
 __all__ = [
-    "ESTIMATORS", "AdvantageConfig", "AdvantageOutput", "compute_advantages", "gae", "get_estimator", "grpo",
+    "ESTIMATORS", "AdvantageSettings", "AdvantageOutput", "compute_advantages", "gae", "get_estimator", "grpo",
     "last_token_index", "masked_mean", "masked_sum", "masked_var", "masked_whiten", "place_at_last_token",
     "register_estimator", "reinforce_pp", "rloo",
 ]
@@ -113,7 +113,7 @@ def place_at_last_token(scores: Tensor, mask: Tensor) -> Tensor:
 
 
 @dataclass
-class AdvantageConfig:
+class AdvantageSettings:
     """Settings shared by the estimators; each estimator reads the fields it needs."""
 
     gamma: float = field(default=1.0, metadata={"help": "discount (gae, reinforce_pp)"})
@@ -174,7 +174,7 @@ def get_estimator(name: str) -> Estimator:
 
 
 def compute_advantages(name: str, **kwargs) -> AdvantageOutput:
-    """``get_estimator(name)(**kwargs)``; ``config`` defaults to ``AdvantageConfig()``."""
+    """``get_estimator(name)(**kwargs)``; ``config`` defaults to ``AdvantageSettings()``."""
     return get_estimator(name)(**kwargs)
 
 
@@ -239,7 +239,7 @@ def _credit_steps(step_adv: Tensor, step_mask: Tensor, mask: Tensor, credit: str
     return torch.where(mask, tok, 0.0)
 
 
-def _group_relative(name: str, scores: Tensor, mask: Tensor, group_ids: Tensor, config: AdvantageConfig,
+def _group_relative(name: str, scores: Tensor, mask: Tensor, group_ids: Tensor, config: AdvantageSettings,
                     step_rewards: Tensor | None, step_mask: Tensor | None, token_penalty: Tensor | None, *,
                     norm_by_std: bool, leave_one_out: bool) -> AdvantageOutput:
     """The body of grpo and rloo: group-normalized scores broadcast over tokens, plus group-normalized
@@ -293,7 +293,7 @@ def _finish(advantages: Tensor, returns: Tensor | None, mask: Tensor, stats: dic
 
 
 @register_estimator("gae")
-def gae(*, scores: Tensor, mask: Tensor, group_ids: Tensor | None = None, config: AdvantageConfig | None = None,
+def gae(*, scores: Tensor, mask: Tensor, group_ids: Tensor | None = None, config: AdvantageSettings | None = None,
         values: Tensor | None = None, step_rewards: Tensor | None = None, step_mask: Tensor | None = None,
         token_penalty: Tensor | None = None) -> AdvantageOutput:
     """Generalized Advantage Estimation (Schulman et al. 2016, arXiv 1506.02438), PPO with a critic.
@@ -303,7 +303,7 @@ def gae(*, scores: Tensor, mask: Tensor, group_ids: Tensor | None = None, config
     ``A_t = δ_t + γλ A_{t+1}``; ``returns = A + V`` (before whitening); ``A`` is whitened over the
     batch when ``config.whiten``. ``group_ids`` is ignored; ``step_mask`` defaults to the mask.
     """
-    config = config or AdvantageConfig()
+    config = config or AdvantageSettings()
     mask = _check("gae", scores, mask, group_ids, values=values, step_rewards=step_rewards,
                   step_mask=step_mask, token_penalty=token_penalty)
     if values is None:
@@ -325,7 +325,7 @@ def gae(*, scores: Tensor, mask: Tensor, group_ids: Tensor | None = None, config
 
 
 @register_estimator("grpo")
-def grpo(*, scores: Tensor, mask: Tensor, group_ids: Tensor, config: AdvantageConfig | None = None,
+def grpo(*, scores: Tensor, mask: Tensor, group_ids: Tensor, config: AdvantageSettings | None = None,
          values: Tensor | None = None, step_rewards: Tensor | None = None, step_mask: Tensor | None = None,
          token_penalty: Tensor | None = None) -> AdvantageOutput:
     """Group-relative advantages: GRPO (DeepSeekMath, arXiv 2402.03300) and Dr.GRPO (arXiv 2503.20783).
@@ -349,13 +349,13 @@ def grpo(*, scores: Tensor, mask: Tensor, group_ids: Tensor, config: AdvantageCo
     >>> out.advantages[:, 0], out.stats["zero_std_groups"]
     (tensor([ 0.7071, -0.7071,  0.0000,  0.0000]), 1.0)
     """
-    config = config or AdvantageConfig()
+    config = config or AdvantageSettings()
     return _group_relative("grpo", scores, mask, group_ids, config, step_rewards, step_mask, token_penalty,
                            norm_by_std=config.norm_by_std, leave_one_out=False)
 
 
 @register_estimator("rloo")
-def rloo(*, scores: Tensor, mask: Tensor, group_ids: Tensor, config: AdvantageConfig | None = None,
+def rloo(*, scores: Tensor, mask: Tensor, group_ids: Tensor, config: AdvantageSettings | None = None,
          values: Tensor | None = None, step_rewards: Tensor | None = None, step_mask: Tensor | None = None,
          token_penalty: Tensor | None = None) -> AdvantageOutput:
     """REINFORCE Leave-One-Out (Ahmadian et al. 2024, arXiv 2402.14740).
@@ -366,14 +366,14 @@ def rloo(*, scores: Tensor, mask: Tensor, group_ids: Tensor, config: AdvantageCo
     pooled mean step reward, credited to tokens by ``config.step_credit`` as in :func:`grpo`.
     ``values`` is ignored.
     """
-    config = config or AdvantageConfig()
+    config = config or AdvantageSettings()
     return _group_relative("rloo", scores, mask, group_ids, config, step_rewards, step_mask, token_penalty,
                            norm_by_std=False, leave_one_out=True)
 
 
 @register_estimator("reinforce_pp")
 def reinforce_pp(*, scores: Tensor, mask: Tensor, group_ids: Tensor | None = None,
-                 config: AdvantageConfig | None = None, values: Tensor | None = None,
+                 config: AdvantageSettings | None = None, values: Tensor | None = None,
                  step_rewards: Tensor | None = None, step_mask: Tensor | None = None,
                  token_penalty: Tensor | None = None) -> AdvantageOutput:
     """REINFORCE++ (Hu 2025, arXiv 2501.03262).
@@ -383,7 +383,7 @@ def reinforce_pp(*, scores: Tensor, mask: Tensor, group_ids: Tensor | None = Non
     needs ``group_ids``); ``returns_t = Σ_{k≥t} γ^{k−t} r_k`` (return-to-go); advantages are the
     returns whitened over the whole batch when ``config.whiten``. ``values`` is ignored.
     """
-    config = config or AdvantageConfig()
+    config = config or AdvantageSettings()
     mask = _check("reinforce_pp", scores, mask, group_ids, step_rewards=step_rewards, step_mask=step_mask,
                   token_penalty=token_penalty)
     s = scores.to(_stat_dtype(scores))

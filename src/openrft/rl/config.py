@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 from openrft.core.tracking import parse_report_to
 from openrft.models.backends.base import SamplingParams
 from openrft.models.lora import LoraSettings
-from openrft.rewards.base import RewardConfig
-from openrft.rl.advantages import AdvantageConfig, get_estimator
+from openrft.rewards.base import RewardSettings
+from openrft.rl.advantages import AdvantageSettings, get_estimator
 from openrft.rl.losses import KL_KINDS, LOSS_AGG, get_policy_loss
 
 
@@ -107,7 +107,7 @@ class RLConfig:
     critic_warmup_steps: int = field(default=0, metadata=_help("steps that train only the critic at the start"))
 
     # ---- rewards ---------------------------------------------------------------------------------
-    reward: RewardConfig = field(default_factory=RewardConfig, metadata=_help("outcome/process reward settings"))
+    reward: RewardSettings = field(default_factory=RewardSettings, metadata=_help("outcome/process reward settings"))
 
     # ---- bookkeeping -------------------------------------------------------------------------------
     save_every: int = field(default=10, metadata=_help("checkpoint every N steps (and at the end)"))
@@ -128,7 +128,7 @@ class RLConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.reward, dict):
-            self.reward = RewardConfig(**self.reward)
+            self.reward = RewardSettings(**self.reward)
         if isinstance(self.data, str):
             self.data = [self.data]
         self.report_to = parse_report_to(self.report_to)
@@ -202,9 +202,9 @@ class RLConfig:
         return "seq-mean-token-mean" if self.estimator == "grpo" else "token-mean"
 
     @property
-    def advantage(self) -> AdvantageConfig:
+    def advantage(self) -> AdvantageSettings:
         """The estimators' settings (validated there: gamma and lam in [0, 1], step_credit local | cumulative)."""
-        return AdvantageConfig(gamma=self.gamma, lam=self.lam, norm_by_std=not self.dr_grpo,
+        return AdvantageSettings(gamma=self.gamma, lam=self.lam, norm_by_std=not self.dr_grpo,
                                step_credit=self.step_credit, whiten=self.whiten_advantages,
                                rpp_baseline=self.rpp_baseline)
 
