@@ -45,6 +45,10 @@ def run_ours(args) -> dict:
     from openrft.rl.config import RLConfig
     from openrft.rl.trainer import RLTrainer
 
+    if not args.system_allocator:
+        from openrft.models.allocator import keep_freed_memory
+
+        keep_freed_memory()  # what 'openrft rl' and 'openrft run' apply on CPU
     samples = train_samples(args.task, args.prompts)
     config = RLConfig(model=args.model, estimator=args.estimator, steps=args.steps, prompts_per_step=args.prompts,
                       n_samples=args.n, max_new_tokens=args.max_new_tokens, temperature=1.0, lr=args.lr,
@@ -149,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads in each child (0 = torch default)")
     ap.add_argument("--only", choices=["ours", "trl"], default=None, help="run one side only")
+    ap.add_argument("--system-allocator", action="store_true",
+                    help="ours without openrft's CPU allocator setting (freed memory kept in the process)")
     ap.add_argument("--child", choices=["ours", "trl"], default=None, help=argparse.SUPPRESS)
     return ap
 
