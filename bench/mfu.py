@@ -38,6 +38,7 @@ One command, device chosen automatically (``--device auto``: CUDA when present, 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -93,7 +94,7 @@ def matmul_peak(device, dtype, sizes: Sequence[int], repeats: int) -> dict:
     for n in sizes:
         a = torch.randn(n, n, device=device, dtype=dtype)
         b = torch.randn(n, n, device=device, dtype=dtype)
-        per_size[n] = 2 * n ** 3 / best_time(lambda: torch.mm(a, b), device, repeats)
+        per_size[n] = 2 * n ** 3 / best_time(functools.partial(torch.mm, a, b), device, repeats)
         del a, b
     return {"dtype": str(dtype).replace("torch.", ""), "flops_by_size": per_size, "peak_flops": max(per_size.values())}
 

@@ -78,7 +78,7 @@ def test_unfinished_runs_are_left_out(tmp_path, data):
 
 
 def test_several_data_sizes_of_a_method_get_one_row_each(tmp_path, data):
-    (sp, ss), (pp, ps) = data["sum"], data["prod"]
+    sp, ss = data["sum"]
     run = make_run(tmp_path / "runs", "sizes", "SFT", [
         ("sum-n25", CellSpec(sp, 25, WRONG_SUM), ss), ("sum-n50", CellSpec(sp, 50, SUM_SCRIPT), ss)],
         stages=("eval",))
