@@ -54,7 +54,7 @@ def run_ours(args) -> dict:
                       kl_coef=args.beta, lora_rank=args.rank, lora_alpha=2 * args.rank,
                       lora_targets="q_proj,k_proj,v_proj,o_proj", loss_agg="token-mean",
                       micro_batch_size=args.micro_batch, rollout_batch_size=args.prompts * args.n,
-                      tensorboard=False, reward=RewardSettings(), seed=args.seed)
+                      tensorboard=False, reward=RewardSettings(), seed=args.seed, critic=args.critic)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = RLTrainer(config, samples, tmp, show_progress=False)
         rss_loaded = peak_rss_gb()
@@ -146,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--beta", type=float, default=0.0, help="KL coefficient for both (0 = no reference pass)")
     ap.add_argument("--estimator", default="grpo", help="our estimator (trl runs GRPO)")
     ap.add_argument("--micro-batch", type=int, default=8, help="our completions per forward/backward")
+    ap.add_argument("--critic", default="adapter",
+                    help="our gae critic: adapter (a second LoRA adapter) | shared (a value head on the policy)")
     ap.add_argument("--trl-checkpointing", choices=["on", "off"], default="on",
                     help="activation checkpointing in trl (on: trl's default; ours never recomputes activations)")
     ap.add_argument("--steps", type=int, default=3)

@@ -201,7 +201,9 @@ def compare(what: str, unit: str, better: str, ours: Sequence[float], theirs: Se
 
 
 def _rl_argv(args: argparse.Namespace, estimator: str) -> list[str]:
-    return ["--model", args.model, "--task", args.task, "--prompts", str(args.prompts), "-n", str(args.n),
+    """bench/rl_speed.py's flags; ``gae-shared`` is gae with the critic's value head on the policy (ReFT's)."""
+    estimator, _, critic = estimator.partition("-")
+    return ["--critic", critic or "adapter", "--model", args.model, "--task", args.task, "--prompts", str(args.prompts), "-n", str(args.n),
             "--max-new-tokens", str(args.max_new_tokens), "--rank", str(args.rank), "--lr", str(args.rl_lr),
             "--beta", str(args.beta), "--estimator", estimator, "--micro-batch", str(args.micro_batch),
             "--steps", str(args.repeats + 1), "--seed", str(args.seed), "--threads", str(args.threads),
@@ -285,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--model", default="smollm2-135m", help="bundled name, local directory or hub id")
     ap.add_argument("--task", default="arithmetic", help="bundled task whose first training questions are the prompts")
     ap.add_argument("--only", choices=SECTIONS, default=None, help="run one comparison only")
-    ap.add_argument("--estimators", default="grpo,gae", help="our RL estimators, each compared to trl's GRPO step")
+    ap.add_argument("--estimators", default="grpo,gae,gae-shared",
+                    help="our RL estimators, each compared to trl's GRPO step (gae-shared: critic: shared)")
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("-n", type=int, default=4, help="completions per prompt (RL and generation)")
     ap.add_argument("--max-new-tokens", type=int, default=64, help="RL completions and generation")

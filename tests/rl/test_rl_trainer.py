@@ -387,3 +387,51 @@ def test_shared_prompt_forward_matches_the_full_forward_and_its_gradients(tiny_m
     assert shared[3].keys() == full[3].keys() and shared[3]
     for name in full[3]:
         torch.testing.assert_close(shared[3][name], full[3][name], rtol=1e-3, atol=1e-5)
+
+
+def test_a_shared_critic_reads_the_policys_hidden_states_and_trains_it_through_vf_coef(
+        tiny_model_dir, samples, vowel_fn, tmp_path):
+    """critic: shared (ReFT's value head on the policy): one forward gives the log-probs and values that the
+    separate calls give; the value loss reaches the policy's adapter scaled by vf_coef; during critic warm-up
+    only the value head learns; the checkpoint holds the head alone and a killed run resumes from it."""
+    torch.set_num_threads(1)
+    cfg = _config(tiny_model_dir, vowel_fn, estimator="gae", critic="shared", critic_warmup_steps=1, steps=3,
+                  save_every=1)
+    trainer = RLTrainer(cfg, samples, tmp_path / "probe", show_progress=False)
+    batch = trainer.rollout(0)[0]
+    logp, _, values = trainer.ac.logprobs_and_values(batch)
+    torch.testing.assert_close(logp, trainer.ac.logprobs(batch)[0])
+    torch.testing.assert_close(values, trainer.ac.values(batch))
+    # zero advantages: the policy loss has no gradient, so the adapter's gradient is vf_coef x the value loss's
+    # (a zero-initialised head or LoRA B passes no gradient to the backbone: give them values first)
+    with torch.no_grad():
+        for name, p in [*trainer.ac.model.named_parameters(), *trainer.ac.value_head.named_parameters()]:
+            if "lora_B" in name or "lora" not in name:
+                if p.requires_grad:
+                    p.normal_(0, 0.2)
+    trainer.score_pass(batch, need_old=True)
+    batch.advantages = torch.zeros_like(batch.response_mask, dtype=torch.float32)
+    batch.returns = batch.response_mask.float()
+    grads = {}
+    for coef in (1.0, 2.0):
+        trainer.config.vf_coef = coef
+        trainer.ac.model.zero_grad(set_to_none=True)
+        trainer._micro_step(batch, 1.0, train_policy=True)
+        grads[coef] = {n: p.grad.clone() for n, p in trainer.ac.model.named_parameters() if p.grad is not None}
+    assert sum(float(g.abs().sum()) for g in grads[1.0].values()) > 0
+    for name, g in grads[1.0].items():
+        torch.testing.assert_close(grads[2.0][name], 2 * g, rtol=1e-4, atol=1e-7)
+    trainer.ac.model.zero_grad(set_to_none=True)
+    trainer._micro_step(batch, 1.0, train_policy=False)  # critic warm-up: no gradient into the backbone
+    assert all(p.grad is None for p in trainer.ac.model.parameters())
+    assert all(p.grad is not None for p in trainer.ac.value_head.parameters())
+
+    out = tmp_path / "rl"
+    killer = CompositeReward(cfg.reward, functions=[_Killer(at=3)])
+    with pytest.raises(KeyboardInterrupt):
+        run_rl(cfg, out, samples, reward=killer, show_progress=False)
+    result = run_rl(cfg, out, samples, show_progress=False)
+    assert result.resumed_from == 2 and len(read_metrics(out)) == 3
+    assert all(math.isfinite(m["critic/loss"]) for m in read_metrics(out))
+    head = load_file(str(out / "critic" / "value_head.safetensors"))
+    assert head and all(k.startswith("v_head.") for k in head)

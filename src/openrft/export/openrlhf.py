@@ -138,15 +138,17 @@ def openrlhf_flags(rl: RLConfig, setup: EngineSetup, has_test: bool) -> tuple[li
         notes.append(f"loss_agg {rl.resolved_loss_agg}: OpenRLHF takes {' or '.join(_LOSS_AGG)}; its default "
                      "(token-mean) applies")
     if rl.estimator == "gae":
-        flags += [("--critic.model_name_or_path", setup.model if rl.critic == "adapter" else engine_model(rl.critic)),
+        on_base = rl.critic in ("adapter", "shared")
+        flags += [("--critic.model_name_or_path", setup.model if on_base else engine_model(rl.critic)),
                   ("--critic.adam.lr", rl.critic_lr), ("--critic.freezing_steps", rl.critic_warmup_steps or -1)]
         if rl.value_clip is not None:
             flags.append(("--critic.value_clip", rl.value_clip))
         else:
             notes.append("value_clip none: OpenRLHF always clips critic values (--critic.value_clip, default 0.5)")
-        if rl.critic == "adapter":
+        if on_base:
             notes.append("critic: OpenRLHF trains a separate critic model (a copy of the base), not a value head on "
-                         "a second adapter of the policy's base")
+                         + ("a second adapter of the policy's base" if rl.critic == "adapter" else
+                            "the policy's own hidden states (critic: shared); vf_coef has no counterpart"))
     return flags, notes
 
 

@@ -146,14 +146,16 @@ def _lora(prefix: str, rl: RLConfig) -> list[tuple[str, Any]]:
 def _critic(rl: RLConfig, model: str) -> tuple[list[tuple[str, Any]], list[str]]:
     if rl.estimator != "gae":
         return [], []
-    critic_model = model if rl.critic == "adapter" else engine_model(rl.critic)
+    on_base = rl.critic in ("adapter", "shared")
+    critic_model = model if on_base else engine_model(rl.critic)
     args = [("critic.model.path=", critic_model), ("critic.optim.lr=", rl.critic_lr),
             ("critic.ppo_micro_batch_size_per_gpu=", rl.micro_batch_size), *_lora("critic.model.", rl),
             ("trainer.critic_warmup=", rl.critic_warmup_steps)]
     if rl.value_clip is not None:
         args.append(("critic.cliprange_value=", rl.value_clip))
     notes = ["critic: verl trains a separate critic model (a copy of the base with its own LoRA), not a value head "
-             "on a second adapter of the policy's base"] if rl.critic == "adapter" else []
+             + ("on a second adapter of the policy's base" if rl.critic == "adapter" else
+                "on the policy's own hidden states (critic: shared); vf_coef has no counterpart")] if on_base else []
     if rl.value_clip is None:
         notes.append("value_clip none: verl always clips critic values (critic.cliprange_value, default 0.5)")
     return args, notes

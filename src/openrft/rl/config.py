@@ -102,8 +102,11 @@ class RLConfig:
     lora_dropout: float = field(default=0.0, metadata=_help("LoRA dropout (0 keeps rollout and update policies identical)"))
     lora_targets: str = field(default="all-linear", metadata=_help("LoRA target modules (see 'openrft sft --help')"))
     critic: str = field(default="adapter", metadata=_help(
-        "gae critic: 'adapter' (value head on a second LoRA adapter of the same base) or a model path/name "
-        "(a separate model with its own LoRA)"))
+        "gae critic: 'adapter' (value head on a second LoRA adapter of the same base), 'shared' (a value head on "
+        "the policy's own hidden states, one forward and one backward for both losses: ReFT's implementation) "
+        "or a model path/name (a separate model with its own LoRA)"))
+    vf_coef: float = field(default=5.0, metadata=_help(
+        "weight of the value loss in the shared critic's loss (critic: shared; ReFT: 5)"))
     critic_warmup_steps: int = field(default=0, metadata=_help("steps that train only the critic at the start"))
 
     # ---- rewards ---------------------------------------------------------------------------------
@@ -124,7 +127,8 @@ class RLConfig:
         "expanded to the rows); off runs every row in full (same maths, slower); not part of the stage's identity"))
 
     #: option values that reproduce RL from before the option existed (kept out of the stage's identity)
-    LEGACY: ClassVar[dict[str, Any]] = {"policy_loss": "ppo", "reward.score_answer_step": True, "epochs": None}
+    LEGACY: ClassVar[dict[str, Any]] = {"policy_loss": "ppo", "reward.score_answer_step": True, "epochs": None,
+                                        "vf_coef": 5.0}
 
     def __post_init__(self) -> None:
         if isinstance(self.reward, dict):
@@ -149,6 +153,8 @@ class RLConfig:
         SamplingParams(temperature=self.temperature, top_p=self.top_p)  # validates the rollout sampling
         if self.estimator in ("grpo", "rloo") and self.n_samples < 2:
             raise ValueError(f"{self.estimator} compares completions of the same prompt: n_samples must be >= 2")
+        if self.vf_coef <= 0:
+            raise ValueError(f"vf_coef must be > 0, got {self.vf_coef}")
         if self.minibatch_size is not None and self.minibatch_size < 1:
             raise ValueError(f"minibatch_size must be >= 1, got {self.minibatch_size}")
         if self.rollout_backend not in ("transformers", "vllm"):

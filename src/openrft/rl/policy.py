@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 POLICY_ADAPTER = "default"
 CRITIC_ADAPTER = "critic"
+#: ``critic: shared``: the value head reads the policy's own hidden states (ReFT's AutoModelForCausalLMWithValueHead)
+SHARED_CRITIC = "shared"
 VALUE_HEAD = "value_head.safetensors"
 
 
@@ -103,7 +105,9 @@ class ActorCritic:
         model: a causal LM (the base, with any SFT adapter already merged).
         tokenizer: its tokenizer.
         lora: the policy's LoRA settings.
-        critic: ``None`` (critic-free), ``"adapter"`` (second adapter on ``model``) or a model name/path.
+        critic: ``None`` (critic-free), ``"adapter"`` (second adapter on ``model``), ``"shared"`` (a value head
+            on the policy's own hidden states: one forward gives log-probs and values, as in ReFT) or a model
+            name/path.
         resume_adapter: a saved policy adapter to continue training from instead of a fresh one.
 
     ``share_prompts``: run each distinct prompt of a micro-batch once (:func:`response_hidden`).
@@ -123,7 +127,9 @@ class ActorCritic:
         self.critic_kind = critic
         self.critic_model: nn.Module | None = None
         self.value_head: ValueHead | None = None
-        if critic == "adapter":
+        if critic == SHARED_CRITIC:
+            self.value_head = ValueHead(model.config.hidden_size, zero_init=True).to(self.device)  # fp32 head
+        elif critic == "adapter":
             import copy
 
             self.model.add_adapter(CRITIC_ADAPTER, copy.deepcopy(peft_cfg))
@@ -149,9 +155,16 @@ class ActorCritic:
             p.requires_grad_(True)
         return params
 
+    @property
+    def shared_critic(self) -> bool:
+        return self.critic_kind == SHARED_CRITIC
+
     def critic_parameters(self) -> list[nn.Parameter]:
+        """The critic's own parameters (a shared critic's: the value head; the backbone is the policy's)."""
         if self.value_head is None:
             return []
+        if self.shared_critic:
+            return list(self.value_head.parameters())
         model = self.critic_model if self.critic_model is not None else self.model
         params = self._adapter_params(model, CRITIC_ADAPTER)
         for p in params:
@@ -195,7 +208,7 @@ class ActorCritic:
     @contextmanager
     def _adapter(self, name: str):
         """Route the shared model through adapter ``name`` (peft toggles requires_grad; we restore it)."""
-        if name == POLICY_ADAPTER or self.critic_model is not None:
+        if name == POLICY_ADAPTER or self.critic_model is not None or self.shared_critic:
             yield
             return
         flags = {id(p): p.requires_grad for p in self.model.parameters()}
@@ -213,6 +226,9 @@ class ActorCritic:
         ctx = self.model.disable_adapter() if reference else _nullcontext()
         with ctx:
             h = response_hidden(self.model, batch, self.share_prompts)
+        return self._logprobs_of(h, batch, with_entropy, entropy_grad)
+
+    def _logprobs_of(self, h: torch.Tensor, batch, with_entropy: bool, entropy_grad: bool):
         logits = lm_head_of(self.model)(h)
         logp = token_logprobs(logits, batch.response_ids, temperature=self.temperature)
         ent = None
@@ -224,10 +240,24 @@ class ActorCritic:
                     ent = entropy_from_logits(logits.detach(), temperature=self.temperature)
         return logp, ent
 
-    def values(self, batch) -> torch.Tensor:
-        """Critic values ``[B, T]``: V(prompt + response[:t]) for each response token t."""
+    def logprobs_and_values(self, batch, *, with_entropy: bool = False, entropy_grad: bool = False):
+        """``(logp, entropy, values)`` from one forward of the policy (``critic: shared`` only): the value head
+        reads the same hidden states, so the value loss trains the policy's adapter too (weighted by vf_coef)."""
+        if not self.shared_critic:
+            raise RuntimeError("logprobs_and_values needs critic='shared'")
+        h = response_hidden(self.model, batch, self.share_prompts)
+        logp, ent = self._logprobs_of(h, batch, with_entropy, entropy_grad)
+        return logp, ent, self.value_head(h).float()
+
+    def values(self, batch, head_only: bool = False) -> torch.Tensor:
+        """Critic values ``[B, T]``: V(prompt + response[:t]) for each response token t. ``head_only`` (a shared
+        critic): the backbone runs without gradients, so only the value head learns from these values."""
         if self.value_head is None:
             raise RuntimeError("this ActorCritic has no critic (critic-free estimator)")
+        if self.shared_critic:
+            with torch.no_grad() if head_only else _nullcontext():
+                h = response_hidden(self.model, batch, self.share_prompts)
+            return self.value_head(h).float()
         model = self.critic_model if self.critic_model is not None else self.model
         with self._adapter(CRITIC_ADAPTER):
             return self.value_head(response_hidden(model, batch, self.share_prompts)).float()
@@ -255,8 +285,9 @@ class ActorCritic:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         model = self.critic_model if self.critic_model is not None else self.model
-        state = {f"adapter.{k}": v.detach().cpu().contiguous()
-                 for k, v in get_peft_model_state_dict(model, adapter_name=CRITIC_ADAPTER).items()}
+        state = {} if self.shared_critic else {
+            f"adapter.{k}": v.detach().cpu().contiguous()
+            for k, v in get_peft_model_state_dict(model, adapter_name=CRITIC_ADAPTER).items()}
         state.update({f"v_head.{k}": v.detach().cpu().contiguous() for k, v in self.value_head.state_dict().items()})
         save_file(state, str(out / VALUE_HEAD))
         return out
@@ -275,7 +306,8 @@ class ActorCritic:
             adapter = {k[len("adapter."):]: v for k, v in state.items() if k.startswith("adapter.")}
             head = {k[len("v_head."):]: v for k, v in state.items() if k.startswith("v_head.")}
             model = self.critic_model if self.critic_model is not None else self.model
-            set_peft_model_state_dict(model, adapter, adapter_name=CRITIC_ADAPTER)
+            if not self.shared_critic:
+                set_peft_model_state_dict(model, adapter, adapter_name=CRITIC_ADAPTER)
             self.value_head.load_state_dict(head)
 
 

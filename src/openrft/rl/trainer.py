@@ -201,11 +201,16 @@ class RLTrainer:
             mb = batch.select(rows)
             t = mb.response_width
             r = torch.tensor(rows, device=dev)
-            if need_old:
+            if self.ac.shared_critic:  # one forward of the policy gives the rollout log-probs and the values
+                logp, _, values = self.ac.logprobs_and_values(mb)
+                batch.values[r, :t] = values
+                if need_old:
+                    batch.old_logp[r, :t] = logp.float()
+            elif need_old:
                 batch.old_logp[r, :t] = self.ac.logprobs(mb)[0].float()
             if cfg.kl_coef > 0:
                 batch.ref_logp[r, :t] = self.ac.logprobs(mb, reference=True)[0].float()
-            if batch.values is not None:
+            if batch.values is not None and not self.ac.shared_critic:
                 batch.values[r, :t] = self.ac.values(mb).float()
         for name in ("old_logp", "ref_logp", "values"):
             t = getattr(batch, name)
@@ -233,36 +238,8 @@ class RLTrainer:
                 for micro in self._micro_batches(rows):
                     mb = batch.select(micro)
                     weight = (float(mb.response_mask.sum()) / n_tok) if agg == "token-mean" else len(micro) / len(rows)
-                    if train_policy:
-                        logp, ent = self.ac.logprobs(mb, with_entropy=True, entropy_grad=cfg.entropy_coef > 0)
-                        logp = logp.float()
-                        old = mb.old_logp if mb.old_logp is not None else logp.detach()
-                        loss, stats = get_policy_loss(cfg.policy_loss)(
-                            logp, old, mb.advantages, mb.response_mask, clip_low=cfg.clip_low,
-                            clip_high=cfg.clip_high, dual_clip=cfg.dual_clip, agg=agg, max_len=cfg.max_new_tokens)
-                        stats = {f"policy/{k}": v for k, v in stats.items()}
-                        if cfg.kl_coef > 0 and cfg.resolved_kl_in == "loss":
-                            kl = kl_loss(logp, mb.ref_logp, mb.response_mask, kind=cfg.resolved_kl_estimator, agg=agg,
-                                         max_len=cfg.max_new_tokens)
-                            loss = loss + cfg.kl_coef * kl
-                            stats["policy/kl_loss"] = float(kl.detach())
-                        if cfg.entropy_coef > 0:
-                            loss = loss - cfg.entropy_coef * masked_mean(ent.float(), mb.response_mask)
-                        stats["policy/loss"] = float(loss.detach())
-                        stats["entropy"] = float(masked_mean(ent.detach().float(), mb.response_mask))
-                        (loss * weight).backward()
-                        for k, v in stats.items():
-                            sums.setdefault(k, []).append(v)
-                    if self.critic_opt is not None:
-                        v = self.ac.values(mb)
-                        # the same fixed length as the policy loss: a seq-mean-token-sum-norm loss must not change
-                        # with the padding width of the micro-batch
-                        vloss, vstats = value_loss(v, mb.values, mb.returns, mb.response_mask, clip=cfg.value_clip,
-                                                   agg=agg, max_len=cfg.max_new_tokens)
-                        (vloss * weight).backward()
-                        sums.setdefault("critic/loss", []).append(float(vloss.detach()))
-                        for k, val in vstats.items():
-                            sums.setdefault(f"critic/{k}", []).append(val)
+                    for k, v in self._micro_step(mb, weight, train_policy).items():
+                        sums.setdefault(k, []).append(v)
                 if train_policy:
                     self.dist.average_gradients(self.ac.policy_parameters())
                     if cfg.max_grad_norm:
@@ -277,6 +254,59 @@ class RLTrainer:
                     self.critic_opt.step()
                     self.critic_sched.step()
         return {k: sum(v) / len(v) for k, v in sums.items()}
+
+    def _micro_step(self, mb: RolloutBatch, weight: float, train_policy: bool) -> dict[str, float]:
+        """One micro-batch's losses, backpropagated scaled by ``weight``: the policy's (when it trains) and the
+        critic's. A shared critic (``critic: shared``) gets both from one forward and one backward of
+        ``policy loss + vf_coef * value loss``; during critic warm-up only its value head learns."""
+        cfg = self.config
+        agg = cfg.resolved_loss_agg
+        shared = self.ac.shared_critic and self.critic_opt is not None
+        stats: dict[str, float] = {}
+        loss, values = None, None
+        if train_policy:
+            if shared:
+                logp, ent, values = self.ac.logprobs_and_values(mb, with_entropy=True,
+                                                                entropy_grad=cfg.entropy_coef > 0)
+            else:
+                logp, ent = self.ac.logprobs(mb, with_entropy=True, entropy_grad=cfg.entropy_coef > 0)
+            loss, stats = self._policy_loss(mb, logp.float(), ent)
+            if not shared:
+                (loss * weight).backward()
+                loss = None
+        if self.critic_opt is not None:
+            if values is None:
+                values = self.ac.values(mb, head_only=shared)
+            # the same fixed length as the policy loss: a seq-mean-token-sum-norm loss must not change with the
+            # padding width of the micro-batch
+            vloss, vstats = value_loss(values, mb.values, mb.returns, mb.response_mask, clip=cfg.value_clip,
+                                       agg=agg, max_len=cfg.max_new_tokens)
+            stats["critic/loss"] = float(vloss.detach())
+            stats.update({f"critic/{k}": v for k, v in vstats.items()})
+            loss = (loss if loss is not None else 0.0) + (cfg.vf_coef if shared else 1.0) * vloss
+        if loss is not None:
+            (loss * weight).backward()
+        return stats
+
+    def _policy_loss(self, mb: RolloutBatch, logp: torch.Tensor, ent: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The policy loss of a micro-batch (+ the KL in the loss, - the entropy bonus) and its statistics."""
+        cfg = self.config
+        agg = cfg.resolved_loss_agg
+        old = mb.old_logp if mb.old_logp is not None else logp.detach()
+        loss, stats = get_policy_loss(cfg.policy_loss)(
+            logp, old, mb.advantages, mb.response_mask, clip_low=cfg.clip_low,
+            clip_high=cfg.clip_high, dual_clip=cfg.dual_clip, agg=agg, max_len=cfg.max_new_tokens)
+        stats = {f"policy/{k}": v for k, v in stats.items()}
+        if cfg.kl_coef > 0 and cfg.resolved_kl_in == "loss":
+            kl = kl_loss(logp, mb.ref_logp, mb.response_mask, kind=cfg.resolved_kl_estimator, agg=agg,
+                         max_len=cfg.max_new_tokens)
+            loss = loss + cfg.kl_coef * kl
+            stats["policy/kl_loss"] = float(kl.detach())
+        if cfg.entropy_coef > 0:
+            loss = loss - cfg.entropy_coef * masked_mean(ent.float(), mb.response_mask)
+        stats["policy/loss"] = float(loss.detach())
+        stats["entropy"] = float(masked_mean(ent.detach().float(), mb.response_mask))
+        return loss, stats
 
     def step(self, step: int) -> dict[str, Any]:
         cfg = self.config
