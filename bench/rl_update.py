@@ -70,6 +70,7 @@ def time_update(trainer, batch, share: bool) -> float:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--task", default="multistep")
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("-n", type=int, default=4)
@@ -95,7 +96,7 @@ def main(argv=None) -> dict:
 
     pool = load_sources([args.task], split="train", limit_per_task=args.prompts + args.shots)
     shots, samples = pool[:args.shots], pool[args.shots:args.shots + args.prompts]
-    config = RLConfig(model="smollm2-135m", estimator=args.estimator, prompts_per_step=args.prompts,
+    config = RLConfig(model=args.model, estimator=args.estimator, prompts_per_step=args.prompts,
                       n_samples=args.n, max_new_tokens=args.response_len,
                       temperature=args.temperature, kl_coef=args.kl_coef, lr=2e-4,
                       lora_rank=8, lora_alpha=16, micro_batch_size=args.micro_batch, tensorboard=False,

@@ -43,3 +43,20 @@ def test_allocator_bench_compares_both_malloc_modes(tiny_model_dir, tmp_path, ca
     assert summary["step_ratio"] > 0 and summary["kept"]["peak_rss_mb"] > 0
     assert "steady-state step time kept/system" in capsys.readouterr().out
     assert out.is_file()
+
+
+def test_processes_bench_runs_both_sides(tiny_model_dir, capsys):
+    result = load("processes").main(["--model", str(tiny_model_dir), "--prompts", "4", "--batch-size", "2",
+                                     "--max-new-tokens", "4", "--repeats", "1"])
+    threads, processes = result["runs"]["threads"][0], result["runs"]["processes"][0]
+    assert (threads["processes"], threads["threads"], processes["processes"], processes["threads"]) == (1, 2, 2, 1)
+    assert threads["tokens"] > 0 and processes["tokens"] > 0 and len(result["ratio_tok_s"]) == 3
+    assert "one-thread processes" in capsys.readouterr().out
+
+
+def test_rl_update_bench_times_the_whole_step_both_ways(tiny_model_dir, capsys):
+    result = load("rl_update").main(["--model", str(tiny_model_dir), "--prompts", "2", "-n", "2", "--shots", "1",
+                                     "--response-len", "4", "--repeats", "1", "--rollout", "--task", "arithmetic"])
+    assert len(result["full_s"]) == len(result["shared_s"]) == len(result["rollout_s"]) == 1
+    assert result["step_ratio_median"] > 0
+    assert "whole step, shared / full" in capsys.readouterr().out
