@@ -359,6 +359,11 @@ def _reft_rationale(cot: str, gold: str, defects: list[str]) -> str | None:
     return body or None
 
 
+#: ReFT's own grading of numbers (its train_rl_reft.py: ``abs(extracted - target) <= 1e-2``), kept with each of
+#: its numeric and program samples (``meta["grading"]``), which the numeric and program graders honour
+REFT_GRADING = {"abs_tol": 1e-2}
+
+
 def _reft(loc: str, rec: dict[str, Any], ctx: Context, idx: int) -> Sample:
     """The ReFT release (``item_id``, ``question``, ``answer_value``, in training files ``answer_cot``): a
     ``def solution()`` program goes to ``meta["program"]`` (P-CoT), prose to ``meta["rationale"]`` (N-CoT); a
@@ -389,6 +394,7 @@ def _reft(loc: str, rec: dict[str, Any], ctx: Context, idx: int) -> Sample:
             rec["answer_value"] = gold = canonical_number(gold)
         except ValueError as e:
             raise data_error(loc, "answer_value", f"{e}; a {at} answer must be a plain number") from None
+        meta["grading"] = dict(REFT_GRADING)  # some golds are rounded (3.333 for 10 / 3): graded as ReFT grades
     if isinstance(cot, str) and cot.strip():
         if "def solution(" in cot:
             meta["program"] = cot

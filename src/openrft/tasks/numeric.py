@@ -8,7 +8,8 @@ from typing import ClassVar
 
 from openrft.data.sample import DataError, Sample
 from openrft.tasks.base import Task, gold_rationale, register_task
-from openrft.tasks.extract import ABS_TOL, REL_TOL, extract_number, format_number, numbers_close, parse_number
+from openrft.tasks.extract import (ABS_TOL, REL_TOL, extract_number, format_number, numbers_close, parse_number,
+                                   sample_tolerances)
 from openrft.tasks.prompts import NUMERIC_INSTRUCTION, render_reply
 
 
@@ -56,7 +57,8 @@ class NumericTask(Task):
         >>> NumericTask().is_equivalent("1234.50", s), NumericTask().is_equivalent("1234", s)
         (True, False)
         """
-        return numbers_close(extracted, self._gold(sample), rel_tol=self.rel_tol, abs_tol=self.abs_tol)
+        rel_tol, abs_tol = sample_tolerances(sample.meta, self.rel_tol, self.abs_tol)
+        return numbers_close(extracted, self._gold(sample), rel_tol=rel_tol, abs_tol=abs_tol)
 
     @staticmethod
     def _gold(sample: Sample) -> Fraction:

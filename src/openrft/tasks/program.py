@@ -16,7 +16,7 @@ from fractions import Fraction
 
 from openrft.data.sample import Sample
 from openrft.tasks.base import Grade, Task, register_task
-from openrft.tasks.extract import ABS_TOL, REL_TOL, format_number, numbers_close, parse_number
+from openrft.tasks.extract import ABS_TOL, REL_TOL, format_number, numbers_close, parse_number, sample_tolerances
 from openrft.tasks.sandbox import ExecResult, run_programs
 
 PROGRAM_INSTRUCTION = (
@@ -174,7 +174,8 @@ class ProgramTask(Task):
         return answer_from_result(result) if result is not None else None
 
     def is_equivalent(self, extracted: str, sample: Sample) -> bool:
-        return numbers_close(extracted, sample.answer, rel_tol=self.rel_tol, abs_tol=self.abs_tol)
+        rel_tol, abs_tol = sample_tolerances(sample.meta, self.rel_tol, self.abs_tol)
+        return numbers_close(extracted, sample.answer, rel_tol=rel_tol, abs_tol=abs_tol)
 
     def grade_batch(self, completions: Sequence[str], samples: Sequence[Sample]) -> list[Grade]:
         """Grades of many completions, their programs run in one parallel sandbox call."""
