@@ -60,3 +60,10 @@ def test_rl_update_bench_times_the_whole_step_both_ways(tiny_model_dir, capsys):
     assert len(result["full_s"]) == len(result["shared_s"]) == len(result["rollout_s"]) == 1
     assert result["step_ratio_median"] > 0
     assert "whole step, shared / full" in capsys.readouterr().out
+
+
+def test_decode_step_bench_profiles_a_full_batch(tiny_model_dir, capsys):
+    result = load("decode_step").main(["--model", str(tiny_model_dir), "--batch", "4", "--shots", "1",
+                                       "--steps", "2", "--profile-steps", "1", "--threads", "1"])
+    assert result["batch"] == 4 and result["step_ms"] > 0 and 0 < result["fraction_of_bound"]
+    assert result["top_ops"] and "of it" in capsys.readouterr().out
