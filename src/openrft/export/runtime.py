@@ -122,9 +122,9 @@ class ExportedReward:
         from openrft.rewards.base import RewardSettings
 
         self.config = RewardSettings(alpha=cfg.get("alpha", 0.7), agg=cfg.get("agg", "mean"),
-                                   step_rule=cfg.get("step_rule", "newline"),
-                                   partial_credit=cfg.get("partial_credit", 0.0),
-                                   score_answer_step=cfg.get("score_answer_step", True), prm=url)
+                                     step_rule=cfg.get("step_rule", "newline"),
+                                     partial_credit=cfg.get("partial_credit", 0.0),
+                                     score_answer_step=cfg.get("score_answer_step", True), prm=url)
         self.scores_only = bool(cfg.get("scores_only", False))
         self._reward = None
         self._lock = threading.Lock()

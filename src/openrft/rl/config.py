@@ -211,8 +211,8 @@ class RLConfig:
     def advantage(self) -> AdvantageSettings:
         """The estimators' settings (validated there: gamma and lam in [0, 1], step_credit local | cumulative)."""
         return AdvantageSettings(gamma=self.gamma, lam=self.lam, norm_by_std=not self.dr_grpo,
-                               step_credit=self.step_credit, whiten=self.whiten_advantages,
-                               rpp_baseline=self.rpp_baseline)
+                                 step_credit=self.step_credit, whiten=self.whiten_advantages,
+                                 rpp_baseline=self.rpp_baseline)
 
     @property
     def lora(self) -> LoraSettings:
