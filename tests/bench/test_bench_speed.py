@@ -28,7 +28,7 @@ def test_speed_all_comparisons_in_process(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "speed.json"
     result = load("speed").main(["--model", str(tiny_model_dir), *TINY, "--in-process", "--json", str(out)])
     rows = result["comparisons"]
-    assert set(rows) == {"rl_grpo", "rl_gae", "sft", "gen"}
+    assert set(rows) == {"rl_grpo", "rl_gae", "rl_gae-shared", "sft", "gen"}
     for row in rows.values():
         _check_row(row)
     assert rows["rl_grpo"]["completion_tokens_per_step"]["ours"] > 0
