@@ -349,12 +349,30 @@ def plot_rewards(results: list[dict], path: Path) -> Path | None:
     return path
 
 
+#: peak resident memory of one (task, seed) unit on the bundled model: the full row's RL and SFT (kept freed memory)
+GB_PER_UNIT = 11
+
+
+def _available_gb() -> float | None:
+    try:
+        with open("/proc/meminfo") as f:
+            kb = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+    return kb / 1024 ** 2
+
+
 def run_units_side_by_side(units: list[tuple[str, int]], args: argparse.Namespace, runs_dir: Path) -> None:
     """Run each (task, seed) unit as its own invocation of this script, ``args.jobs`` at a time; each writes its
     rows into ``efficacy.partial.json`` under the lock as it finishes them. Fails if any unit failed."""
     from concurrent.futures import ThreadPoolExecutor
 
     threads = max(1, (args.threads or os.cpu_count() or 1) // args.jobs)
+    available = _available_gb()
+    if available is not None and available < args.jobs * GB_PER_UNIT:
+        print(f"warning: {available:.0f} GB of memory available for {args.jobs} units side by side; a unit can "
+              f"hold ~{GB_PER_UNIT} GB (the full row's RL, SFT); one may be killed for memory (it resumes on a rerun)",
+              file=sys.stderr)
     logs = runs_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
 
