@@ -92,3 +92,13 @@ def test_a_metric_destination_that_is_not_installed_fails_before_any_stage(tmp_p
         code, err = _run(tmp_path, capsys, recipe, *argv)
         assert code == 2 and "report_to wandb needs openrft_tests_no_such_module: pip install 'openrft[wandb]'" in err
     assert not list((tmp_path / "runs").rglob("manifest.json"))  # no stage started
+
+
+def test_a_critic_model_typo_fails_before_a_model_loads(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    stages = {"rl": {"estimator": "gae", "critic": "smollm2-135", "steps": 1}, "eval": {"n": 1, "max_new_tokens": 8}}
+    code, err = _run(tmp_path, capsys, _recipe(tmp_path, stages=stages), "--dry-run")
+    assert code == 2 and "did you mean smollm2-135m" in err
+    stages["rl"]["critic"] = "shared"
+    code, err = _run(tmp_path, capsys, _recipe(tmp_path, stages=stages), "--dry-run")
+    assert code == 0, err

@@ -222,14 +222,16 @@ REMOTE_BACKENDS = ("openai", "template")
 
 
 def models_to_load(recipe: Recipe) -> list[str]:
-    """The models the recipe's stages load here (each stage's ``model``, the recipe's for eval, and synthesis's
-    ``teacher``), not those a server serves."""
+    """The models the recipe's stages load here (each stage's ``model``, the recipe's for eval, synthesis's
+    ``teacher`` and a PPO critic that is a model of its own), not those a server serves."""
     names: list[str | None] = []
     for stage in recipe.ordered_stages:
         config = recipe.stage_config(stage)
         backend = recipe.pipeline_value(stage, "backend") or getattr(config, "backend", "transformers")
         if backend not in REMOTE_BACKENDS and getattr(config, "source", "model") != "gold":
             names += [getattr(config, "model", recipe.model), getattr(config, "teacher", None)]
+        if stage == "rl" and config.estimator == "gae" and config.critic not in ("adapter", "shared"):
+            names.append(config.critic)
     return list(dict.fromkeys(n for n in names if n))
 
 
