@@ -1,5 +1,5 @@
 """One of each stage on the bundled model on CUDA (bf16 where the stage picks it): generation, a synthesis round,
-an SFT epoch, an RL step (grpo and gae), PRM scoring and evaluation. Marked ``gpu``: skipped without CUDA.
+an SFT epoch, an RL step (grpo, gae and gae with the shared critic), PRM scoring and evaluation. Marked ``gpu``: skipped without CUDA.
 
 ``OPENRFT_GPU_TESTS_ON_CPU=1`` runs them on the CPU instead, to check the tests themselves on a machine without a
 GPU (``bench/gpu_check.sh`` runs them on CUDA). Each stays small: the whole file is a few minutes on one GPU.
@@ -66,13 +66,14 @@ def test_one_sft_epoch(questions, tmp_path):
     assert (result.weights_dir / "adapter_config.json").is_file() and result.steps >= 1
 
 
-@pytest.mark.parametrize("estimator", ["grpo", "gae"])
+@pytest.mark.parametrize("estimator", ["grpo", "gae", "gae-shared"])
 def test_one_rl_step(questions, tmp_path, estimator):
     from openrft.rl.config import RLConfig
     from openrft.rl.trainer import run_rl
 
+    name, _, critic = estimator.partition("-")
     config = RLConfig(model=MODEL, steps=1, prompts_per_step=2, n_samples=2, max_new_tokens=16, micro_batch_size=2,
-                      estimator=estimator, tensorboard=False)
+                      estimator=name, critic=critic or "adapter", tensorboard=False)
     result = run_rl(config, tmp_path / f"rl-{estimator}", questions, show_progress=False)
     assert len(result.metrics) == 1 and result.metrics[0]["reward"] == result.metrics[0]["reward"]  # not NaN
 
