@@ -20,16 +20,15 @@ import time
 import torch
 
 
-def matmul_peak(repeats: int = 5, n: int = 2048) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(2):
-        a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best
+def matmul_peak() -> float:
+    """bench/mfu.py's fp32 matmul peak at 2048 x 2048, best of 5 (loaded as bench/speed.py loads its siblings)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("openrft_bench_mfu", Path(__file__).with_name("mfu.py"))
+    mfu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mfu)
+    return mfu.matmul_peak(torch.device("cpu"), torch.float32, [2048], repeats=5)["peak_flops"]
 
 
 def prompts_for(task: str, batch: int, shots: int) -> list:

@@ -42,7 +42,14 @@ def make_batch(trainer, n: int, response_len: int, seed: int):
             groups.append(i)
     scores = torch.rand(len(prompts), generator=g).tolist()
     batch = build_batch(prompts, responses, groups, scores, trainer.pad_id).to(trainer.ac.device)
-    batch.advantages = torch.randn(batch.response_ids.shape, generator=g) * batch.response_mask
+    return with_random_advantages(batch, g)
+
+
+def with_random_advantages(batch, g: torch.Generator):
+    """``batch`` with random advantages (and returns) on its response tokens: the update's cost does not depend on
+    their values."""
+    batch.advantages = torch.randn(batch.response_ids.shape, generator=g).to(batch.response_mask.device) \
+        * batch.response_mask
     batch.returns = batch.advantages.clone()
     return batch
 
@@ -52,11 +59,7 @@ def real_batch(trainer, step: int, seed: int):
     t0 = time.perf_counter()
     batch = trainer.rollout(step)[0]
     seconds = time.perf_counter() - t0
-    g = torch.Generator().manual_seed(seed)
-    batch.advantages = torch.randn(batch.response_ids.shape, generator=g).to(batch.response_mask.device) \
-        * batch.response_mask
-    batch.returns = batch.advantages.clone()
-    return batch, seconds
+    return with_random_advantages(batch, torch.Generator().manual_seed(seed)), seconds
 
 
 def time_update(trainer, batch, share: bool) -> float:

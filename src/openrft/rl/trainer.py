@@ -201,16 +201,15 @@ class RLTrainer:
             mb = batch.select(rows)
             t = mb.response_width
             r = torch.tensor(rows, device=dev)
-            if self.ac.shared_critic:  # one forward of the policy gives the rollout log-probs and the values
+            both = need_old and self.ac.shared_critic  # one forward of the policy gives log-probs and values
+            if both:
                 logp, _, values = self.ac.logprobs_and_values(mb)
-                batch.values[r, :t] = values
-                if need_old:
-                    batch.old_logp[r, :t] = logp.float()
+                batch.old_logp[r, :t], batch.values[r, :t] = logp.float(), values
             elif need_old:
                 batch.old_logp[r, :t] = self.ac.logprobs(mb)[0].float()
             if cfg.kl_coef > 0:
                 batch.ref_logp[r, :t] = self.ac.logprobs(mb, reference=True)[0].float()
-            if batch.values is not None and not self.ac.shared_critic:
+            if batch.values is not None and not both:
                 batch.values[r, :t] = self.ac.values(mb).float()
         for name in ("old_logp", "ref_logp", "values"):
             t = getattr(batch, name)
@@ -261,7 +260,7 @@ class RLTrainer:
         ``policy loss + vf_coef * value loss``; during critic warm-up only its value head learns."""
         cfg = self.config
         agg = cfg.resolved_loss_agg
-        shared = self.ac.shared_critic and self.critic_opt is not None
+        shared = self.ac.shared_critic  # it always has a critic optimizer (its value head)
         stats: dict[str, float] = {}
         loss, values = None, None
         if train_policy:
