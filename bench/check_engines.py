@@ -42,7 +42,7 @@ RELEASES = ("verl==0.9.1", "openrlhf==0.11.2")
 #: variants on a small recipe that reach what the recipes do not: other estimators, KL placements, clips
 VARIANTS = {
     "rloo": ["rl.estimator=rloo"],
-    "reinforce_pp+baseline": ["rl.estimator=reinforce_pp", "rl.rpp_baseline=true"],
+    "reinforce_pp+baseline": ["rl.estimator=reinforce_pp", "rl.advantage.rpp_baseline=true"],
     "grpo, KL in the reward, k2": ["rl.dr_grpo=false", "rl.kl_in=reward", "rl.kl_estimator=k2"],
     "gae, dual clip, no value clip, minibatches": ["rl.estimator=gae", "rl.dual_clip=3.0", "rl.value_clip=null",
                                                    "rl.minibatch_size=16", "rl.clip_high=0.28",

@@ -81,3 +81,46 @@ def test_share_prompts_is_a_flag_that_reaches_the_trainer(tiny_model_dir, tmp_pa
     trainer = RLTrainer(dataclasses.replace(config, steps=1, lora_rank=2, tensorboard=False), samples,
                         tmp_path / "rl", show_progress=False)
     assert trainer.ac.share_prompts is False
+
+
+def test_advantage_settings_nest_and_flat_keys_from_before_still_load_with_the_same_identity():
+    nested = RLConfig.from_dict({"estimator": "gae", "advantage": {"gamma": 0.9, "whiten": False}})
+    with pytest.warns(FutureWarning, match="'whiten_advantages' is now advantage.whiten"):
+        flat = RLConfig.from_dict({"estimator": "gae", "gamma": 0.9, "whiten_advantages": False})
+    assert flat == nested and nested.advantage.gamma == 0.9 and not nested.advantage.whiten
+    # the identity keeps the flat names the stage hashed before the settings nested
+    settings = rl_settings(nested)
+    assert settings["gamma"] == 0.9 and settings["whiten_advantages"] is False and "advantage" not in settings
+    with pytest.raises(ValueError, match="'gamma' is given twice"):
+        RLConfig.from_dict({"gamma": 0.9, "advantage": {"gamma": 0.8}})
+    with pytest.raises(ValueError, match="step_credit must be"):
+        RLConfig.from_dict({"advantage": {"step_credit": "global"}})
+
+
+def test_group_std_normalisation_is_its_own_setting_and_dr_grpo_turns_it_off():
+    assert RLConfig(dr_grpo=True).resolved_advantage.norm_by_std is False
+    assert RLConfig(dr_grpo=True).advantage.norm_by_std is True  # the setting itself stays as given
+    mean_only = RLConfig(advantage={"norm_by_std": False})
+    assert mean_only.resolved_advantage.norm_by_std is False and mean_only.resolved_loss_agg == "seq-mean-token-mean"
+    # a new behaviour (before, only dr_grpo turned the std off, with its loss) is a new identity
+    assert rl_settings(mean_only) != rl_settings(RLConfig())
+    assert rl_settings(mean_only)["advantage"] == {"norm_by_std": False}
+
+
+def test_recipe_overrides_reach_the_nested_advantage_settings():
+    rl = load_recipe(PAPER / "reft_gsm8k.yaml", ["rl.advantage.lam=0.9"]).stage_config("rl")
+    assert rl.advantage.lam == 0.9
+    with pytest.warns(FutureWarning, match="'lam' is now advantage.lam"):
+        old = load_recipe(PAPER / "reft_gsm8k.yaml", ["rl.lam=0.9"]).stage_config("rl")
+    assert old.advantage == rl.advantage
+
+
+def test_the_rl_command_takes_the_advantage_flags_over_its_config_file(tmp_path):
+    from openrft.cli import rl as rl_cli
+
+    config = tmp_path / "rl.yaml"
+    config.write_text("estimator: gae\ngamma: 0.9\nadvantage:\n  lam: 0.8\n")
+    args = rl_cli.build_parser().parse_args(["--out", "x", "--config", str(config), "--gamma", "0.99",
+                                             "--no-whiten-advantages"])
+    made = rl_cli.make_config(args)
+    assert (made.advantage.gamma, made.advantage.lam, made.advantage.whiten) == (0.99, 0.8, False)

@@ -196,7 +196,7 @@ def test_config_errors_are_named():
     with pytest.raises(ValueError, match="gamma must be in"):
         RLConfig(gamma=5)
     with pytest.raises(ValueError, match="step_credit must be"):
-        RLConfig(step_credit="global")
+        RLConfig(advantage={"step_credit": "global"})
     with pytest.raises(ValueError, match="n_samples must be >= 2"):
         RLConfig(estimator="grpo", n_samples=1)
     with pytest.raises(ValueError, match="did you mean kl_coef"):

@@ -7,7 +7,8 @@ on a LoRA policy whose reference is the same model with the adapter off. Rewards
 ``judge:<model>``), or dense per-step rewards with ``--dense``.
 
 Every RL setting is a flag; ``--config FILE.yaml`` reads the same keys (reward settings under
-``reward:``), and flags override it. Rerunning continues from the last checkpoint.
+``reward:``, advantage settings under ``advantage:``), and flags override it. Rerunning continues from the last
+checkpoint.
 
 Example (CPU, bundled model and data)::
 
@@ -26,10 +27,12 @@ from openrft.core.configs import build_config
 
 ALIASES = {"n_samples": ["-n"], "lora_rank": ["--rank"]}
 REWARD_ALIASES = {"functions": ["--reward-fn"]}
+ADVANTAGE_ALIASES = {"whiten": ["--whiten-advantages"]}
 
 
 def build_parser() -> argparse.ArgumentParser:
     from openrft.rewards.base import RewardSettings
+    from openrft.rl.advantages import AdvantageSettings
     from openrft.rl.config import RLConfig
 
     ap = argparse.ArgumentParser(prog="openrft rl", description=__doc__,
@@ -38,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--config", default=None, help="YAML file of RL settings (field names below, with _)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar; one log line per step")
     add_config_args(ap.add_argument_group("RL settings"), RLConfig, ALIASES, skip=("output_dir",))
+    add_config_args(ap.add_argument_group("advantage settings"), AdvantageSettings, ADVANTAGE_ALIASES)
     add_config_args(ap.add_argument_group("reward settings"), RewardSettings, REWARD_ALIASES)
     add_icl_args(ap)
     return ap
@@ -46,12 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
 def make_config(args: argparse.Namespace):
     """Defaults, then the --config YAML, then explicit flags."""
     from openrft.rewards.base import RewardSettings
+    from openrft.rl.advantages import AdvantageSettings
     from openrft.rl.config import RLConfig
 
     values = load_yaml_mapping(args.config, "RL") if args.config else {}
     reward = dict(values.pop("reward", None) or {})
     values.update(explicit_values(args, RLConfig))
     reward.update(explicit_values(args, RewardSettings))
+    advantage = explicit_values(args, AdvantageSettings)
+    if advantage:  # over the YAML's advantage settings, flat (old) keys included
+        flat = {new.removeprefix("advantage."): values.pop(old) for old, new in RLConfig.OLD_KEYS.items()
+                if old in values}
+        values["advantage"] = flat | dict(values.get("advantage") or {}) | advantage
     values["output_dir"] = args.out
     return build_config(RLConfig, values | {"reward": reward}, "--")
 

@@ -81,14 +81,14 @@ def openrlhf_rows(samples: Sequence[Sample], messages: Sequence[list[dict[str, s
 def _flags(rl: RLConfig, setup: EngineSetup) -> list[tuple[str, object]]:
     """The algorithm flags; the data, reward and cluster flags are :func:`openrlhf_flags`' own."""
     estimator = ESTIMATORS[rl.estimator]
-    if rl.estimator == "grpo" and rl.dr_grpo:
+    if rl.estimator == "grpo" and not rl.resolved_advantage.norm_by_std:
         estimator = "dr_grpo"
-    elif rl.estimator == "reinforce_pp" and rl.rpp_baseline:
+    elif rl.estimator == "reinforce_pp" and rl.advantage.rpp_baseline:
         estimator = "reinforce_baseline"
     alpha = int(rl.lora_alpha) if float(rl.lora_alpha).is_integer() else rl.lora_alpha
     flags: list[tuple[str, object]] = [
-        ("--algo.advantage.estimator", estimator), ("--algo.advantage.gamma", rl.gamma),
-        ("--algo.advantage.lambd", rl.lam), ("--algo.kl.init_coef", rl.kl_coef),
+        ("--algo.advantage.estimator", estimator), ("--algo.advantage.gamma", rl.advantage.gamma),
+        ("--algo.advantage.lambd", rl.advantage.lam), ("--algo.kl.init_coef", rl.kl_coef),
         ("--algo.kl.estimator", rl.resolved_kl_estimator),
         ("--actor.adam.lr", rl.lr), ("--actor.adam.weight_decay", rl.weight_decay),
         ("--actor.max_norm", rl.max_grad_norm), ("--actor.eps_clip_low_high", [rl.clip_low, rl.clip_high or rl.clip_low]),

@@ -166,7 +166,7 @@ def verl_overrides(rl: RLConfig, setup: EngineSetup, has_test: bool, name: str) 
     if rl.estimator not in ESTIMATORS:
         raise ExportError(f"estimator {rl.estimator!r} has no verl counterpart; export with one of "
                           f"{', '.join(ESTIMATORS)} (--set rl.estimator=grpo)")
-    estimator = "reinforce_plus_plus_baseline" if rl.estimator == "reinforce_pp" and rl.rpp_baseline \
+    estimator = "reinforce_plus_plus_baseline" if rl.estimator == "reinforce_pp" and rl.advantage.rpp_baseline \
         else ESTIMATORS[rl.estimator]
     notes = []
     mini = setup.batch if rl.minibatch_size is None else min(setup.batch, max(1, rl.minibatch_size // rl.n_samples))
@@ -175,8 +175,9 @@ def verl_overrides(rl: RLConfig, setup: EngineSetup, has_test: bool, name: str) 
                      f"minibatches in prompts, {mini} prompts ({mini * rl.n_samples} responses) here")
     actor, rollout = "actor_rollout_ref.actor.", "actor_rollout_ref.rollout."
     args: list[tuple[str, Any]] = [
-        ("algorithm.adv_estimator=", estimator), ("algorithm.gamma=", rl.gamma), ("algorithm.lam=", rl.lam),
-        ("algorithm.norm_adv_by_std_in_grpo=", not rl.dr_grpo), *_kl(rl),
+        ("algorithm.adv_estimator=", estimator), ("algorithm.gamma=", rl.advantage.gamma),
+        ("algorithm.lam=", rl.advantage.lam),
+        ("algorithm.norm_adv_by_std_in_grpo=", rl.resolved_advantage.norm_by_std), *_kl(rl),
         ("data.train_files=", here(FILES["train"])), ("data.val_files=", here(FILES["test" if has_test else "train"])),
         ("data.prompt_key=", "prompt"), ("data.max_prompt_length=", setup.prompt_tokens),
         ("data.max_response_length=", rl.max_new_tokens), ("data.train_batch_size=", setup.batch),

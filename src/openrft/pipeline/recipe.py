@@ -38,6 +38,7 @@ import dataclasses
 import difflib
 import os
 import re
+import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,7 +137,8 @@ def stage_fields(stage: str) -> list[str]:
     """Keys a recipe may set in ``stages.<stage>``."""
     cls = _stage_classes()[stage]
     owned = PIPELINE_OWNED.get(stage, ())
-    return [f.name for f in dataclasses.fields(cls) if f.name not in owned] + list(PIPELINE_KEYS[stage])
+    return [f.name for f in dataclasses.fields(cls) if f.name not in owned] + list(PIPELINE_KEYS[stage]) \
+        + list(getattr(cls, "OLD_KEYS", ()))
 
 
 def _check_pipeline_values(stage: str, settings: Mapping[str, Any]) -> None:
@@ -253,14 +255,15 @@ class Recipe:
         for key, default in (("model", self.model), ("seed", self.seed), ("dtype", self.dtype)):
             if key in names:
                 values[key] = default
-        values.update({k: copy.deepcopy(v) for k, v in self.stages[stage].items() if k in names})
+        old_keys = getattr(cls, "OLD_KEYS", {})  # moved by the config's from_dict, with a warning
+        values.update({k: copy.deepcopy(v) for k, v in self.stages[stage].items() if k in names or k in old_keys})
         values.update({k: v for k, v in pipeline_values.items() if k in names})
         if stage == "augment" and values.get("k", 5) == 0:
             values.pop("model", None)
-        if stage == "rl" and isinstance(values.get("reward"), dict):
-            from openrft.rewards.base import RewardSettings
-
-            check_keys(values["reward"], [f.name for f in dataclasses.fields(RewardSettings)], "stages.rl.reward")
+        for section in ("reward", "advantage") if stage == "rl" else ():
+            if isinstance(values.get(section), dict):
+                nested = typing.get_type_hints(cls)[section]
+                check_keys(values[section], [f.name for f in dataclasses.fields(nested)], f"stages.rl.{section}")
         try:
             return build_config(cls, values, f"stages.{stage}")
         except RecipeError:

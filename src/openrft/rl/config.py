@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -89,12 +90,11 @@ class RLConfig:
     kl_coef: float = field(default=0.01, metadata=_help("KL coefficient to the reference policy (OpenRFT/ReFT: 0.01; 0 skips the reference pass)"))
     kl_estimator: str | None = field(default=None, metadata=_help("k1 | k2 | k3; default k1 in the reward, k3 in the loss"))
     kl_in: str | None = field(default=None, metadata=_help("'reward' (PPO/ReFT, reinforce_pp) or 'loss' (GRPO); default by estimator"))
-    gamma: float = field(default=1.0, metadata=_help("discount"))
-    lam: float = field(default=0.95, metadata=_help("GAE lambda"))
-    dr_grpo: bool = field(default=False, metadata=_help("Dr.GRPO: no std normalisation, token sums over a fixed length"))
-    whiten_advantages: bool = field(default=True, metadata=_help("whiten gae / reinforce_pp advantages over the batch"))
-    rpp_baseline: bool = field(default=False, metadata=_help("reinforce_pp: subtract the group mean reward first"))
-    step_credit: str = field(default="local", metadata=_help("dense rewards, critic-free: local (own step) | cumulative"))
+    dr_grpo: bool = field(default=False, metadata=_help(
+        "Dr.GRPO: no std normalisation of the group advantages (advantage.norm_by_std off) and token sums over a "
+        "fixed length (loss_agg seq-mean-token-sum-norm unless given)"))
+    advantage: AdvantageSettings = field(default_factory=AdvantageSettings, metadata=_help(
+        "the advantage estimators' settings (gamma, lam, whiten, rpp_baseline, step_credit, norm_by_std, eps)"))
 
     # ---- models -----------------------------------------------------------------------------------
     lora_rank: int = field(default=4, metadata=_help("policy LoRA rank (OpenRFT: 4)"))
@@ -128,11 +128,19 @@ class RLConfig:
 
     #: option values that reproduce RL from before the option existed (kept out of the stage's identity)
     LEGACY: ClassVar[dict[str, Any]] = {"policy_loss": "ppo", "reward.score_answer_step": True, "epochs": None,
-                                        "vf_coef": 5.0}
+                                        "vf_coef": 5.0, "advantage.norm_by_std": True, "advantage.eps": 1e-6}
+    #: keys from before the advantage settings nested under ``advantage``, and where they went: old recipes and
+    #: --config files still load (with a warning), and a stage's identity keeps the old names
+    #: (:func:`openrft.rl.trainer.rl_settings`), so a stage run before keeps it
+    OLD_KEYS: ClassVar[dict[str, str]] = {
+        "gamma": "advantage.gamma", "lam": "advantage.lam", "whiten_advantages": "advantage.whiten",
+        "rpp_baseline": "advantage.rpp_baseline", "step_credit": "advantage.step_credit"}
 
     def __post_init__(self) -> None:
         if isinstance(self.reward, dict):
             self.reward = RewardSettings(**self.reward)
+        if isinstance(self.advantage, dict):  # gamma, lam and step_credit are checked there
+            self.advantage = AdvantageSettings(**self.advantage)
         if isinstance(self.data, str):
             self.data = [self.data]
         self.report_to = parse_report_to(self.report_to)
@@ -144,7 +152,6 @@ class RLConfig:
             raise ValueError(f"loss_agg must be one of {', '.join(LOSS_AGG)}, got {self.loss_agg!r}")
         if self.kl_in not in (None, "reward", "loss"):
             raise ValueError(f"kl_in must be 'reward' or 'loss', got {self.kl_in!r}")
-        self.advantage  # gamma, lam and step_credit are checked where the estimators read them
         self._check_length()
         for name in ("prompts_per_step", "n_samples", "ppo_epochs", "micro_batch_size", "max_new_tokens",
                      "rollout_batch_size"):
@@ -208,11 +215,9 @@ class RLConfig:
         return "seq-mean-token-mean" if self.estimator == "grpo" else "token-mean"
 
     @property
-    def advantage(self) -> AdvantageSettings:
-        """The estimators' settings (validated there: gamma and lam in [0, 1], step_credit local | cumulative)."""
-        return AdvantageSettings(gamma=self.gamma, lam=self.lam, norm_by_std=not self.dr_grpo,
-                                 step_credit=self.step_credit, whiten=self.whiten_advantages,
-                                 rpp_baseline=self.rpp_baseline)
+    def resolved_advantage(self) -> AdvantageSettings:
+        """What the estimators get: ``advantage``, without the group std normalisation under ``dr_grpo``."""
+        return dataclasses.replace(self.advantage, norm_by_std=False) if self.dr_grpo else self.advantage
 
     @property
     def lora(self) -> LoraSettings:
@@ -226,9 +231,29 @@ class RLConfig:
     def from_dict(cls, d: dict[str, Any]) -> "RLConfig":
         """Build from a mapping (a recipe section); unknown keys are named with close matches."""
         known = {f.name for f in dataclasses.fields(cls)}
+        d = _move_old_keys(d, cls.OLD_KEYS)
         for key in d:
             if key not in known:
                 close = difflib.get_close_matches(key, known, n=3)
                 hint = f"; did you mean {', '.join(close)}?" if close else ""
                 raise ValueError(f"unknown rl setting {key!r}{hint}")
         return cls(**d)
+
+
+
+def _move_old_keys(d: dict[str, Any], old_keys: dict[str, str]) -> dict[str, Any]:
+    """``d`` with each key of ``old_keys`` moved where it went (``gamma: 0.99`` -> ``advantage: {gamma: 0.99}``),
+    with a warning naming the new key; the same setting given both ways is an error."""
+    out = dict(d)
+    for old, new in old_keys.items():
+        if old not in out:
+            continue
+        section, name = new.split(".")
+        nested = out.get(section) or {}
+        nested = dataclasses.asdict(nested) if dataclasses.is_dataclass(nested) else dict(nested)
+        if name in nested:
+            raise ValueError(f"rl setting {old!r} is given twice: as {old} and as {new}; keep {new}")
+        warnings.warn(f"rl setting {old!r} is now {new}", FutureWarning, stacklevel=3)
+        nested[name] = out.pop(old)
+        out[section] = nested
+    return out

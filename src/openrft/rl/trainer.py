@@ -104,7 +104,7 @@ class RLTrainer:
         self.critic_opt, self.critic_sched = (self._optimizer(critic_params, config.critic_lr) if critic_params
                                               else (None, None))
         self.generator = self._make_generator()
-        self.adv_config = config.advantage
+        self.adv_config = config.resolved_advantage
 
     # ---- setup ----------------------------------------------------------------------------------
     def _check_lengths(self, model) -> None:
@@ -433,11 +433,19 @@ class RLTrainer:
 # ---------------------------------------------------------------------------------------------- stage
 def rl_settings(config: RLConfig) -> dict[str, Any]:
     """The settings that make an RL stage's identity: the config without bookkeeping, and without options at the
-    value that reproduces RL from before they existed (``RLConfig.LEGACY``)."""
+    value that reproduces RL from before they existed (``RLConfig.LEGACY``). The advantage settings that were flat
+    keys before they nested keep their flat names here, so a stage run before keeps its identity."""
     settings = config.to_dict()
     for volatile in ("output_dir", "threads", "tensorboard", "report_to", "log_every", "share_prompts"):
         settings.pop(volatile, None)
-    return without_legacy_values(settings, RLConfig.LEGACY)
+    advantage = dict(settings["advantage"])
+    for old, new in RLConfig.OLD_KEYS.items():
+        settings[old] = advantage.pop(new.removeprefix("advantage."))
+    settings["advantage"] = advantage  # the settings that never were flat: only values other than LEGACY stay
+    settings = without_legacy_values(settings, RLConfig.LEGACY)
+    if not settings["advantage"]:
+        del settings["advantage"]
+    return settings
 
 
 def run_rl(config: RLConfig, out_dir: str | os.PathLike, samples: Sequence[Sample] | None = None, *,
