@@ -11,7 +11,8 @@ from openrft.cli import rl as rl_cli
 from openrft.core.rundir import Manifest
 from openrft.data.loaders import load_bundled
 from openrft.rl.config import RLConfig
-from openrft.rl.trainer import rl_settings, run_rl
+from openrft.rl.config import rl_settings
+from openrft.rl.trainer import run_rl
 
 
 def _config(tiny_model_dir, **kw) -> RLConfig:

@@ -194,7 +194,7 @@ def test_config_errors_are_named():
     with pytest.raises(ValueError, match="loss_agg must be one of"):
         RLConfig(loss_agg="token-sum")
     with pytest.raises(ValueError, match="gamma must be in"):
-        RLConfig(gamma=5)
+        RLConfig(advantage={"gamma": 5})
     with pytest.raises(ValueError, match="step_credit must be"):
         RLConfig(advantage={"step_credit": "global"})
     with pytest.raises(ValueError, match="n_samples must be >= 2"):
@@ -416,13 +416,13 @@ def test_a_shared_critic_reads_the_policys_hidden_states_and_trains_it_through_v
     for coef in (1.0, 2.0):
         trainer.config.vf_coef = coef
         trainer.ac.model.zero_grad(set_to_none=True)
-        trainer._micro_step(batch, 1.0, train_policy=True)
+        trainer.backward_micro_batch(batch, 1.0, train_policy=True)
         grads[coef] = {n: p.grad.clone() for n, p in trainer.ac.model.named_parameters() if p.grad is not None}
     assert sum(float(g.abs().sum()) for g in grads[1.0].values()) > 0
     for name, g in grads[1.0].items():
         torch.testing.assert_close(grads[2.0][name], 2 * g, rtol=1e-4, atol=1e-7)
     trainer.ac.model.zero_grad(set_to_none=True)
-    trainer._micro_step(batch, 1.0, train_policy=False)  # critic warm-up: no gradient into the backbone
+    trainer.backward_micro_batch(batch, 1.0, train_policy=False)  # critic warm-up: no gradient into the backbone
     assert all(p.grad is None for p in trainer.ac.model.parameters())
     assert all(p.grad is not None for p in trainer.ac.value_head.parameters())
 

@@ -15,6 +15,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from openrft.core.rundir import without_legacy_values
 from openrft.core.tracking import parse_report_to
 from openrft.models.backends.base import SamplingParams
 from openrft.models.lora import LoraSettings
@@ -257,3 +258,20 @@ def _move_old_keys(d: dict[str, Any], old_keys: dict[str, str]) -> dict[str, Any
         nested[name] = out.pop(old)
         out[section] = nested
     return out
+
+
+def rl_settings(config: RLConfig) -> dict[str, Any]:
+    """The settings that make an RL stage's identity: the config without bookkeeping, and without options at the
+    value that reproduces RL from before they existed (``RLConfig.LEGACY``). The advantage settings that were flat
+    keys before they nested keep their flat names here, so a stage run before keeps its identity."""
+    settings = config.to_dict()
+    for volatile in ("output_dir", "threads", "tensorboard", "report_to", "log_every", "share_prompts"):
+        settings.pop(volatile, None)
+    advantage = dict(settings["advantage"])
+    for old, new in RLConfig.OLD_KEYS.items():
+        settings[old] = advantage.pop(new.removeprefix("advantage."))
+    settings["advantage"] = advantage  # the settings that never were flat: only values other than LEGACY stay
+    settings = without_legacy_values(settings, RLConfig.LEGACY)
+    if not settings["advantage"]:
+        del settings["advantage"]
+    return settings

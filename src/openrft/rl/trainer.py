@@ -32,12 +32,12 @@ from openrft.models.backends.base import SamplingParams
 from openrft.models.backends.hf import TransformersGenerator, render_prompt
 from openrft.models.lora import save_atomic
 from openrft.core.rundir import (
-    atomic_write_json, begin_stage, finish_stage, pin_local_inputs, stable_hash, without_legacy_values,
+    atomic_write_json, begin_stage, finish_stage, pin_local_inputs, stable_hash,
 )
 from openrft.core.tracking import check_installed
 from openrft.rewards.base import CompositeReward, RewardBatch, build_reward
 from openrft.rl.advantages import compute_advantages, masked_mean
-from openrft.rl.config import RLConfig
+from openrft.rl.config import RLConfig, rl_settings
 from openrft.rl.logs import MetricsLog, checkpoint_dirs, last_checkpoint, read_metrics
 from openrft.rl.losses import explained_variance, get_policy_loss, kl_estimate, kl_loss, value_loss
 from openrft.rl.policy import ActorCritic, load_base
@@ -237,7 +237,7 @@ class RLTrainer:
                 for micro in self._micro_batches(rows):
                     mb = batch.select(micro)
                     weight = (float(mb.response_mask.sum()) / n_tok) if agg == "token-mean" else len(micro) / len(rows)
-                    for k, v in self._micro_step(mb, weight, train_policy).items():
+                    for k, v in self.backward_micro_batch(mb, weight, train_policy).items():
                         sums.setdefault(k, []).append(v)
                 if train_policy:
                     self.dist.average_gradients(self.ac.policy_parameters())
@@ -254,10 +254,13 @@ class RLTrainer:
                     self.critic_sched.step()
         return {k: sum(v) / len(v) for k, v in sums.items()}
 
-    def _micro_step(self, mb: RolloutBatch, weight: float, train_policy: bool) -> dict[str, float]:
+    def backward_micro_batch(self, mb: RolloutBatch, weight: float, train_policy: bool) -> dict[str, float]:
         """One micro-batch's losses, backpropagated scaled by ``weight``: the policy's (when it trains) and the
         critic's. A shared critic (``critic: shared``) gets both from one forward and one backward of
-        ``policy loss + vf_coef * value loss``; during critic warm-up only its value head learns."""
+        ``policy loss + vf_coef * value loss``; during critic warm-up only its value head learns.
+
+        The place to change the losses (as trl's ``compute_loss``): :meth:`update` calls it for every micro-batch
+        and steps the optimizers; it returns the micro-batch's statistics for the step's metrics."""
         cfg = self.config
         agg = cfg.resolved_loss_agg
         shared = self.ac.shared_critic  # it always has a critic optimizer (its value head)
@@ -431,23 +434,6 @@ class RLTrainer:
 
 
 # ---------------------------------------------------------------------------------------------- stage
-def rl_settings(config: RLConfig) -> dict[str, Any]:
-    """The settings that make an RL stage's identity: the config without bookkeeping, and without options at the
-    value that reproduces RL from before they existed (``RLConfig.LEGACY``). The advantage settings that were flat
-    keys before they nested keep their flat names here, so a stage run before keeps its identity."""
-    settings = config.to_dict()
-    for volatile in ("output_dir", "threads", "tensorboard", "report_to", "log_every", "share_prompts"):
-        settings.pop(volatile, None)
-    advantage = dict(settings["advantage"])
-    for old, new in RLConfig.OLD_KEYS.items():
-        settings[old] = advantage.pop(new.removeprefix("advantage."))
-    settings["advantage"] = advantage  # the settings that never were flat: only values other than LEGACY stay
-    settings = without_legacy_values(settings, RLConfig.LEGACY)
-    if not settings["advantage"]:
-        del settings["advantage"]
-    return settings
-
-
 def run_rl(config: RLConfig, out_dir: str | os.PathLike, samples: Sequence[Sample] | None = None, *,
            examples_for: ExamplesFor | None = None, reward: CompositeReward | None = None,
            show_progress: bool = True) -> RLResult:
