@@ -19,16 +19,12 @@ import time
 
 import torch
 
+from benchlib import bench_module
+
 
 def matmul_peak() -> float:
-    """bench/mfu.py's fp32 matmul peak at 2048 x 2048, best of 5 (loaded as bench/speed.py loads its siblings)."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("openrft_bench_mfu", Path(__file__).with_name("mfu.py"))
-    mfu = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mfu)
-    return mfu.matmul_peak(torch.device("cpu"), torch.float32, [2048], repeats=5)["peak_flops"]
+    """bench/mfu.py's fp32 matmul peak at 2048 x 2048, best of 5."""
+    return bench_module("mfu").matmul_peak(torch.device("cpu"), torch.float32, [2048], repeats=5)["peak_flops"]
 
 
 def prompts_for(task: str, batch: int, shots: int) -> list:

@@ -43,27 +43,15 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchlib import bench_module
+
 SECTIONS = ("peak", "sft", "rl", "gen")
-
-
-def _bench(name: str):
-    """Import ``bench/<name>.py`` (bench/ is not a package) under a private module name, once."""
-    from importlib import util
-
-    key = f"openrft_bench_{name}"
-    if key not in sys.modules:
-        spec = util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
-        module = util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
 
 
 def _sync(device) -> None:
@@ -188,7 +176,7 @@ def sft_mfu(args: argparse.Namespace, peak: float, device) -> dict:
                             max_length=args.sft_max_length, seed=args.seed, measure_loss=False,
                             gradient_checkpointing=False)
     with tempfile.TemporaryDirectory() as tmp:
-        _, rows = _bench("speed")._sft_inputs(args, Path(tmp))
+        _, rows = bench_module("speed")._sft_inputs(args, Path(tmp))
         model, tokenizer = load_for_training(config)
         trainer = make_trainer(model, tokenizer, rows, config, tmp, show_progress=False)
         batch = next(iter(trainer.get_train_dataloader()))
@@ -217,7 +205,7 @@ def rl_mfu(args: argparse.Namespace, peak: float, device, estimator: str) -> dic
     from openrft.rl.config import RLConfig
     from openrft.rl.trainer import RLTrainer
 
-    samples = _bench("rl_speed").train_samples(args.task, args.prompts)
+    samples = bench_module("rl_speed").train_samples(args.task, args.prompts)
     config = RLConfig(model=args.model, estimator=estimator, steps=1, prompts_per_step=args.prompts,
                       n_samples=args.n, max_new_tokens=args.max_new_tokens, temperature=1.0,
                       lora_rank=args.rank, lora_alpha=2 * args.rank, lora_targets="q_proj,k_proj,v_proj,o_proj",
@@ -278,7 +266,7 @@ def gen_bound(args: argparse.Namespace, peak: float, bandwidth: float, device) -
             seen.add(t.data_ptr())
             model_bytes += t.numel() * t.element_size()
     n_all = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
-    samples = _bench("rl_speed").train_samples(args.task, args.prompts)
+    samples = bench_module("rl_speed").train_samples(args.task, args.prompts)
     prompts = [task_for(s).messages(s) for s in samples]
     out = {"model_bytes": model_bytes, "matmul_weights": n_all}
     for label, batch, chosen, n in (("batch_1", 1, prompts[:1], 1), ("batch_used", args.gen_batch, prompts, args.n)):

@@ -30,7 +30,6 @@ children: this is the CPU comparison (bench/mfu.py gives GPU figures).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -43,20 +42,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from benchlib import bench_module
+
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 SECTIONS = ("rl", "sft", "gen")
 CHILDREN = ("sft-ours", "sft-trl", "gen-ours", "gen-plain")
-
-
-def bench_module(name: str) -> ModuleType:
-    """Import ``bench/<name>.py`` (bench/ is not a package) under a private module name, once."""
-    key = f"openrft_bench_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
 
 
 # ------------------------------------------------------------------------------------------- SFT sides
