@@ -157,11 +157,46 @@ def collect(info: dict) -> dict:
         "reward_curve": [r["reward"] for r in rl],
         "prm_quality": None if trained is None else {
             "auc": trained["steps"]["auc"], "first_error_f1": trained["first_error"]["f1"],
+            **_reply_aucs(trained, quality, cell, info["task"]),
             "best_of_k": trained.get("best_of_k", {}).get("k"),
             "constant_auc": quality["scorers"].get("constant", {}).get("steps", {}).get("auc"),
             "judge_auc": quality["scorers"].get("judge", {}).get("steps", {}).get("auc")},
         "augment": _augment_stats(cell),
     }
+
+
+def _reply_aucs(trained: dict, quality: dict, cell, task: str) -> dict:
+    """The trained PRM's reply AUC, pooled and within a question: from quality.json, or (a quality.json measured
+    before that measure existed) from its stored reply scores and the held-out replies, graded again."""
+    replies = trained.get("replies")
+    if replies is None and (quality.get("reply_scores") or {}).get("trained") is not None:
+        from openrft.core.rundir import JsonlStore
+        from openrft.data.loaders import load_bundled
+        from openrft.reward_models.labels import COMPLETIONS_FILE
+        from openrft.reward_models.quality import QUALITY_DIR, held_out_replies, reply_quality
+
+        texts = JsonlStore(cell.stage_dir("prm") / QUALITY_DIR / COMPLETIONS_FILE).load()
+        by_id = {s.id: s for s in load_bundled(task, "test")}
+        ids = list(texts)[: quality["questions"]]
+        graded = held_out_replies([by_id[i] for i in ids], [texts[i]["texts"] for i in ids])
+        replies = reply_quality(quality["reply_scores"]["trained"], graded.correct)
+    return {} if replies is None else {"reply_auc": replies["auc"], "reply_within_auc": replies["within_question_auc"]}
+
+
+def _add_reply_aucs(results: list[dict], runs_dir: Path) -> None:
+    """Rows collected before the reply AUCs were: add them from their run directories (where those still are)."""
+    from openrft.report import load_run
+
+    for r in results:
+        q = r.get("prm_quality")
+        run = runs_dir / r["task"] / f"seed{r['seed']}" / r["row"]
+        if q is None or "reply_auc" in q or not run.is_dir():
+            continue
+        cell = load_run(run).cells[0]
+        quality = cell.prm_quality() or {}
+        trained = quality.get("scorers", {}).get("trained")
+        if trained is not None:
+            q.update(_reply_aucs(trained, quality, cell, r["task"]))
 
 
 def _augment_stats(cell) -> dict | None:
@@ -249,10 +284,10 @@ def _prm_quality_summary(results: list[dict]) -> dict:
     if not qs:
         return {}
     out = {}
-    for key in ("auc", "constant_auc", "judge_auc", "first_error_f1"):
+    for key in ("auc", "constant_auc", "judge_auc", "reply_auc", "reply_within_auc", "first_error_f1"):
         vals = [q[key] for q in qs.values() if q.get(key) is not None]
         if vals:
-            out[f"step {key}" if "auc" in key else key] = mean_std(vals)
+            out[key if key.startswith(("reply", "first")) else f"step {key}"] = mean_std(vals)
     for k in sorted({k for q in qs.values() for k in (q.get("best_of_k") or {})}, key=int):
         for what in ("rerank", "weighted_maj", "maj", "pass", "mean"):
             vals = [q["best_of_k"][k][what] for q in qs.values() if (q.get("best_of_k") or {}).get(k, {}).get(what)
@@ -272,8 +307,10 @@ def _prm_claims(prm: dict) -> list[dict]:
                     "evidence": f"AUC {auc:.3f}, constant scorer {prm.get('step constant_auc', (None,))[0]}"})
     rr, maj = prm.get("best-of-8: rerank@8", (None,))[0], prm.get("best-of-8: maj@8", (None,))[0]
     if rr is not None and maj is not None:
+        within = prm.get("reply_within_auc", (None,))[0]
         out.append({"claim": "best-of-8 with the PRM >= maj@8 + 0.03", "holds": rr >= maj + 0.03,
-                    "evidence": f"rerank@8 {rr:.3f} vs maj@8 {maj:.3f}"})
+                    "evidence": f"rerank@8 {rr:.3f} vs maj@8 {maj:.3f}" + (
+                        "" if within is None else f"; reply AUC within a question {within:.3f}")})
     wm = prm.get("best-of-8: weighted_maj@8", (None,))[0]
     if wm is not None and maj is not None:
         out.append({"claim": "PRM-weighted vote of 8 >= maj@8 + 0.03", "holds": wm >= maj + 0.03,
@@ -413,6 +450,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if args.summarize:
         results = json.loads((Path(args.runs_dir) / "efficacy.partial.json").read_text())
+        _add_reply_aucs(results, Path(args.runs_dir))
         rows = [r for r in ROWS if any(x["row"] == r for x in results)]
         return summarize(results, rows, sorted({x["task"] for x in results}))
     from openrft.models.allocator import keep_freed_memory

@@ -16,7 +16,7 @@ from openrft.pipeline.recipe import RecipeError, load_recipe
 from openrft.pipeline.runner import run_recipe
 from openrft.reward_models.labels import COMPLETIONS_FILE, STEP_LABELS_FILE, label_policy_rollouts
 from openrft.reward_models.prm_stage import PRMStageConfig, run_prm_stage
-from openrft.reward_models.quality import best_of_k_quality, first_error_quality, step_quality
+from openrft.reward_models.quality import best_of_k_quality, first_error_quality, reply_quality, step_quality
 from openrft.rewards.prm import loader as prm_loader
 
 torch.set_num_threads(1)
@@ -142,6 +142,21 @@ def test_quality_measures_against_hand_computed_values():
         best_of_k_quality([[[0.1]]], [[True]], [["1"]], ks=[4])
 
 
+def test_reply_auc_within_a_question_sees_what_pooled_auc_misses():
+    """A scorer that knows only which question is easy: pooled reply AUC high, within a question chance."""
+    scores = [[[0.9], [0.9], [0.9], [0.9]], [[0.1], [0.1], [0.1], [0.1]]]
+    correct = [[True, True, True, False], [False, False, True, False]]
+    easy_only = reply_quality(scores, correct)
+    assert easy_only["auc"] == pytest.approx(0.75) and easy_only["within_question_auc"] == 0.5
+    assert easy_only["mixed_questions"] == 2 and easy_only["replies"] == 8
+    # one that orders each question's replies: within-question AUC 1; min over the steps by default
+    ranked = reply_quality([[[0.9], [0.8, 0.9], [0.7], [0.9, 0.2]], [[0.1], [0.2], [0.3], []]], correct)
+    assert ranked["within_question_auc"] == 1.0
+    assert reply_quality([[[0.5], [0.4]]], [[True, True]])["within_question_auc"] is None  # no wrong reply
+    with pytest.raises(ValueError, match="question 0: 1 scored replies for 2"):
+        reply_quality([[[0.5]]], [[True, False]])
+
+
 def test_stage_trains_on_the_policy_backbone_measures_quality_and_skips_on_rerun(tiny_model_dir, tmp_path,
                                                                                   monkeypatch):
     config = PRMStageConfig(model=str(tiny_model_dir), n_completions=2, n_rollouts=2, max_new_tokens=8,
@@ -156,6 +171,7 @@ def test_stage_trains_on_the_policy_backbone_measures_quality_and_skips_on_rerun
     assert set(q["scorers"]) == {"trained", "constant"} and q["questions"] == 3
     assert q["scorers"]["constant"]["steps"]["auc"] in (0.5, None)
     assert set(q["scorers"]["trained"]["best_of_k"]["k"]) == {"4"}
+    assert q["scorers"]["trained"]["replies"]["replies"] == 12
     again = run_prm_stage(config, samples, tmp_path / "prm", policy_model=str(tiny_model_dir),
                           quality_samples=held, show_progress=False)
     assert again.skipped and again.quality == result.quality
@@ -164,8 +180,7 @@ def test_stage_trains_on_the_policy_backbone_measures_quality_and_skips_on_rerun
     old = json.loads(path.read_text())
     assert len(old["reply_scores"]["trained"]) == 3 and all(len(r) == 4 for r in old["reply_scores"]["trained"])
     old["identity"]["measures"] -= 1
-    for per_k in old["scorers"]["trained"]["best_of_k"]["k"].values():
-        del per_k["weighted_maj"]
+    del old["scorers"]["trained"]["replies"]
     path.write_text(json.dumps(old))
     monkeypatch.setattr(prm_loader, "load_scorer", lambda *a, **k: pytest.fail("a scorer was loaded to score again"))
     third = run_prm_stage(config, samples, tmp_path / "prm", policy_model=str(tiny_model_dir),

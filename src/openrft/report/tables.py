@@ -221,19 +221,22 @@ def prm_quality_blocks(cells: Sequence[Cell]) -> list[Block]:
             blocks = [Heading(2, "PRM quality"),
                       Para("The prm stage's PRM on held-out questions whose replies were labelled like its training "
                            "data (Math-Shepherd: a step is good when some continuation from it reaches the gold "
-                           "answer). step AUC: 0.5 = no signal; first-error F1: ProcessBench's harmonic mean of "
+                           "answer). step AUC: 0.5 = no signal; reply AUC in a question: the min step score of a "
+                           "question's right replies against its wrong ones, averaged over the questions that have "
+                           "both (what reranking needs); first-error F1: ProcessBench's harmonic mean of "
                            "finding the first bad step and passing error-free replies (threshold 0.5); best-of-k: "
                            "the reply with the highest min step score among the first k (rerank@k), the answer whose "
                            "replies' min step scores sum highest (PRM-weighted voting, wmaj@k), next to majority "
                            "voting (maj@k), any-correct (pass@k) and the mean single-reply accuracy.")]
         ks = sorted({k for sc in q["scorers"].values() for k in (sc.get("best_of_k") or {}).get("k", {})}, key=int)
-        header = ["Scorer", "step AUC", "step acc", "first-error F1"] + \
+        header = ["Scorer", "step AUC", "step acc", "reply AUC in a question", "first-error F1"] + \
             [f"{_BOK_NAMES[what]}@{k}" for k in ks for what in _BOK]
         rows = []
         for name, sc in q["scorers"].items():
             steps, fe = sc.get("steps") or {}, sc.get("first_error") or {}
             per_k = (sc.get("best_of_k") or {}).get("k", {})
-            rows.append([name, _num(steps.get("auc")), _num(steps.get("accuracy")), _num(fe.get("f1"))]
+            within = (sc.get("replies") or {}).get("within_question_auc")
+            rows.append([name, _num(steps.get("auc")), _num(steps.get("accuracy")), _num(within), _num(fe.get("f1"))]
                         + [_num((per_k.get(k) or {}).get(what)) for k in ks for what in _BOK])
         trained = q["scorers"].get("trained", {}).get("steps", {})
         blocks += [Heading(3, f"cell {cell.id}"),

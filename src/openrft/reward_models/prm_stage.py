@@ -207,7 +207,7 @@ def measure_quality(config: PRMStageConfig, samples: Sequence[Sample], out: Path
 
     from openrft.core.rundir import JsonlStore
     from openrft.reward_models.quality import (
-        best_of_k_quality, first_error_quality, held_out_replies, score_replies, step_quality,
+        best_of_k_quality, first_error_quality, held_out_replies, reply_quality, score_replies, step_quality,
     )
     from openrft.rewards.prm.loader import load_scorer
 
@@ -246,6 +246,7 @@ def measure_quality(config: PRMStageConfig, samples: Sequence[Sample], out: Path
         scores = [per_question[index[e.meta["sample_id"]]][e.meta["completion_index"]] for e in examples]
         result["scorers"][name] = {
             "steps": step_quality(scores, labels), "first_error": first_error_quality(scores, labels),
+            "replies": reply_quality(per_question, replies.correct),
             "best_of_k": best_of_k_quality(per_question, replies.correct, replies.answers, ks)}
     constant = [[0.5] * len(y) for y in labels]
     result["scorers"]["constant"] = {"steps": step_quality(constant, labels),
@@ -253,6 +254,6 @@ def measure_quality(config: PRMStageConfig, samples: Sequence[Sample], out: Path
     result["seconds"] = round(time.perf_counter() - t0, 2)
     atomic_write_json(path, result)
     trained_q = result["scorers"]["trained"]
-    say(f"prm quality on {len(samples)} held-out questions: step AUC {trained_q['steps']['auc']}, first-error F1 "
-        f"{trained_q['first_error']['f1']}")
+    say(f"prm quality on {len(samples)} held-out questions: step AUC {trained_q['steps']['auc']}, reply AUC within "
+        f"a question {trained_q['replies']['within_question_auc']}, first-error F1 {trained_q['first_error']['f1']}")
     return result

@@ -10,6 +10,9 @@ continuation from it still reached the answer: Math-Shepherd's hard estimate), *
 * :func:`first_error_quality`: ProcessBench-style. Per solution, the labelled first bad step (or none) against
   the first step the PRM scores below ``threshold`` (or none); accuracy on solutions with an error, accuracy on
   error-free solutions, and their harmonic mean (F1).
+* :func:`reply_quality`: AUC of a reply's aggregated score against its grade, over all replies and within each
+  question (over the questions with right and wrong replies). Reranking needs the second: a PRM that only
+  learned which questions are hard ranks pooled replies well and one question's replies no better than chance.
 * :func:`best_of_k_quality`: per question, pick the completion with the highest aggregated PRM score among the
   first k (rerank@k), the answer whose completions' aggregated scores sum highest (PRM-weighted voting,
   weighted_maj@k, Math-Shepherd's "self-consistency + PRM"), next to majority voting (maj@k), any-correct
@@ -31,13 +34,14 @@ from openrft.data.sample import Sample
 from openrft.core.metrics import maj_at_k, pass_at_k, rerank_at_k, weighted_maj_at_k
 from openrft.rewards.combine import aggregate_steps
 
-__all__ = ["QUALITY_DIR", "QUALITY_FILE", "QUALITY_MEASURES", "HeldOutReplies", "held_out_replies", "score_replies", "best_of_k_quality", "first_error", "first_error_quality", "step_quality"]
+__all__ = ["QUALITY_DIR", "QUALITY_FILE", "QUALITY_MEASURES", "HeldOutReplies", "held_out_replies", "score_replies", "best_of_k_quality", "first_error", "first_error_quality", "reply_quality",
+           "step_quality"]
 
 #: where the prm stage writes its held-out measures, relative to the stage directory (the run report reads it)
 QUALITY_DIR, QUALITY_FILE = "quality", "quality.json"
 #: the version of the measures in quality.json: a record of an older version is measured again (from its stored
 #: reply scores when the PRM, judge and labels are the same)
-QUALITY_MEASURES = 2
+QUALITY_MEASURES = 3
 
 
 def _auc(scores: Sequence[float], positive: Sequence[bool]) -> float | None:
@@ -107,6 +111,27 @@ def first_error_quality(scores: Sequence[Sequence[float]], labels: Sequence[Sequ
           and acc_err + acc_ok > 0 else (0.0 if acc_err is not None and acc_ok is not None else None))
     return {"erroneous": n_err, "error_free": n_ok, "accuracy_erroneous": acc_err, "accuracy_error_free": acc_ok,
             "f1": f1, "threshold": threshold}
+
+
+def reply_quality(step_scores: Sequence[Sequence[Sequence[float]]], correct: Sequence[Sequence[bool]],
+                  agg: str = "min") -> dict[str, Any]:
+    """Reply-level AUC (``step_scores[q][c]`` aggregated with ``agg``; a reply without steps scores 0): pooled over
+    every reply, and the mean within-question AUC over the questions that have both right and wrong replies.
+
+    >>> r = reply_quality([[[0.9], [0.8]], [[0.3], [0.2]]], [[True, False], [True, False]])
+    >>> round(r["auc"], 2), r["within_question_auc"], r["mixed_questions"]
+    (0.75, 1.0, 2)
+    """
+    if len(step_scores) != len(correct):
+        raise ValueError("step_scores and correct need one entry per question")
+    scores = [[aggregate_steps(list(s), agg) if s else 0.0 for s in q] for q in step_scores]
+    for i, (s, c) in enumerate(zip(scores, correct)):
+        if len(s) != len(c):
+            raise ValueError(f"question {i}: {len(s)} scored replies for {len(c)} graded ones")
+    within = [_auc(s, c) for s, c in zip(scores, correct) if any(c) and not all(c)]
+    return {"agg": agg, "replies": sum(len(c) for c in correct),
+            "auc": _auc([x for s in scores for x in s], [y for c in correct for y in c]),
+            "within_question_auc": _mean(within), "mixed_questions": len(within)}
 
 
 def best_of_k_quality(step_scores: Sequence[Sequence[Sequence[float]]], correct: Sequence[Sequence[bool]],
