@@ -132,7 +132,7 @@ class RLConfig:
                                         "vf_coef": 5.0, "advantage.norm_by_std": True, "advantage.eps": 1e-6}
     #: keys from before the advantage settings nested under ``advantage``, and where they went: old recipes and
     #: --config files still load (with a warning), and a stage's identity keeps the old names
-    #: (:func:`openrft.rl.trainer.rl_settings`), so a stage run before keeps it
+    #: (:func:`rl_settings`), so a stage run before keeps it
     OLD_KEYS: ClassVar[dict[str, str]] = {
         "gamma": "advantage.gamma", "lam": "advantage.lam", "whiten_advantages": "advantage.whiten",
         "rpp_baseline": "advantage.rpp_baseline", "step_credit": "advantage.step_credit"}
