@@ -1,7 +1,7 @@
 """What several bench scripts share: loading a sibling script as a module (bench/ is not a package).
 
 A script run as ``python bench/<name>.py`` has bench/ on ``sys.path``, so ``from benchlib import bench_module``
-works there; tests/bench/conftest.py puts bench/ on the path for the tests that load the scripts.
+works there; tests/conftest.py puts bench/ on the path for the tests that load the scripts.
 """
 
 from __future__ import annotations

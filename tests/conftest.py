@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -14,6 +16,9 @@ import torch
 from openrft.models.allocator import keep_freed_memory
 
 keep_freed_memory()  # as every 'openrft' command that trains or generates does on CPU
+
+# the bench scripts the tests load import their shared helpers (bench/benchlib.py) as a script run from bench/ does
+sys.path.append(str(Path(__file__).resolve().parents[1] / "bench"))
 
 # --doctest-modules would import every folder's conftest.py as a module named "conftest" and fail on the
 # second one when one pytest call names several test folders; conftests hold fixtures, not doctests
