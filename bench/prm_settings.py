@@ -10,7 +10,8 @@ training questions), to see whether more labels would pay. ``--checkpoint`` scor
 ``checkpoint/``) without training. It first prints how many step-prefix rollouts the stage's labellings
 needed with and without shared prefixes (with no ``--config``/``--checkpoint``, only that). With ``--data``
 (the task of the held-out questions), each PRM also picks among the held-out questions' replies (``quality/completions.jsonl``): best-of-k (rerank@k) and PRM-weighted voting
-(wmaj@k) against maj@k, k = 4 and 8, with a reply scored by its lowest, last or mean step score.
+(wmaj@k) against maj@k, k = 4 and 8, with a reply scored by its lowest, last or mean step score, and the reply AUC
+pooled and within a question.
 
     python bench/prm_settings.py --prm-dir runs/efficacy-multistep/multistep/seed0/sft_rl_prm/multistep/prm \\
         --policy-adapter runs/efficacy-multistep/multistep/seed0/sft_rl_prm/multistep/sft/adapter \\
@@ -75,7 +76,7 @@ def _held_out_replies(quality_dir: Path, data: str):
 
 
 def _measure(checkpoint: str, held, labels, replies) -> dict:
-    from openrft.reward_models.quality import best_of_k_quality, score_replies, step_quality
+    from openrft.reward_models.quality import best_of_k_quality, reply_quality, score_replies, step_quality
     from openrft.rewards.prm.loader import load_scorer
 
     scorer = load_scorer(checkpoint)
@@ -86,6 +87,9 @@ def _measure(checkpoint: str, held, labels, replies) -> dict:
             per_question = score_replies(scorer, replies)
             ks = [k for k in (4, 8) if k <= min(len(r) for r in replies.correct)]
             for agg in AGGS:  # a reply's score from its step scores: Math-Shepherd's min, the last step, the mean
+                replies_q = reply_quality(per_question, replies.correct, agg)
+                out |= {f"{agg}:reply_auc": replies_q["auc"], f"{agg}:reply_auc_in_question":
+                        replies_q["within_question_auc"]}
                 bok = best_of_k_quality(per_question, replies.correct, replies.answers, ks, agg=agg)["k"]
                 for k, m in bok.items():
                     out |= {f"{agg}:rerank@{k}": m["rerank"], f"{agg}:wmaj@{k}": m["weighted_maj"]}
@@ -135,11 +139,13 @@ def main(argv=None) -> list[dict]:
     if ks:
         majs = ", ".join(f"maj@{k} {_f(rows[-1]['maj@' + k])}" for k in ks)
         print(f"\nbest-of-k on the held-out replies ({majs}):")
-        print(f"{'settings':<64} {'agg':>5}" + "".join(f" {w + '@' + k:>9}" for k in ks for w in ("rerank", "wmaj")))
+        print(f"{'settings':<64} {'agg':>5}" + "".join(f" {w + '@' + k:>9}" for k in ks for w in ("rerank", "wmaj"))
+              + f" {'reply AUC':>9} {'in a question':>13}")
         for r in rows[1:]:
             for agg in AGGS:
                 print(f"{r['config'][-64:]:<64} {agg:>5}"
-                      + "".join(f" {_f(r.get(f'{agg}:{w}@{k}')):>9}" for k in ks for w in ("rerank", "wmaj")))
+                      + "".join(f" {_f(r.get(f'{agg}:{w}@{k}')):>9}" for k in ks for w in ("rerank", "wmaj"))
+                      + f" {_f(r.get(f'{agg}:reply_auc')):>9} {_f(r.get(f'{agg}:reply_auc_in_question')):>13}")
     return rows
 
 

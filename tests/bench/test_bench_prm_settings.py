@@ -58,6 +58,8 @@ def test_prm_settings_bench_scores_a_checkpoint_and_picks_among_held_out_replies
     # majority voting picks the wrong answer on both questions; rerank and weighted voting are accuracies
     assert rows[1]["maj@4"] == 0.0
     assert all(0.0 <= rows[1][f"{agg}:{what}@4"] <= 1.0 for agg in ("min", "last", "mean") for what in ("rerank", "wmaj"))
+    # both questions have one right and three wrong replies: the within-question AUC is measured on each
+    assert all(0.0 <= rows[1][f"{agg}:reply_auc_in_question"] <= 1.0 for agg in ("min", "last", "mean"))
     out = capsys.readouterr().out
     assert "best-of-k on the held-out replies (maj@4 0.000)" in out and "wmaj@4" in out
 
