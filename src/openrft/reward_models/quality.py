@@ -34,8 +34,8 @@ from openrft.data.sample import Sample
 from openrft.core.metrics import maj_at_k, pass_at_k, rerank_at_k, weighted_maj_at_k
 from openrft.rewards.combine import aggregate_steps
 
-__all__ = ["QUALITY_DIR", "QUALITY_FILE", "QUALITY_MEASURES", "HeldOutReplies", "held_out_replies", "score_replies", "best_of_k_quality", "first_error", "first_error_quality", "reply_quality",
-           "step_quality"]
+__all__ = ["QUALITY_DIR", "QUALITY_FILE", "QUALITY_MEASURES", "HeldOutReplies", "best_of_k_quality", "first_error",
+           "first_error_quality", "held_out_replies", "reply_quality", "score_replies", "step_quality"]
 
 #: where the prm stage writes its held-out measures, relative to the stage directory (the run report reads it)
 QUALITY_DIR, QUALITY_FILE = "quality", "quality.json"
