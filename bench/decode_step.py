@@ -80,8 +80,8 @@ def main(argv=None) -> dict:
             batch.step()
     events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
     total = sum(e.self_cpu_time_total for e in events) or 1
-    ops = [{"op": e.key, "share": round(e.self_cpu_time_total / total, 3), "calls_per_step": e.count // args.profile_steps}
-           for e in events[: args.top]]
+    ops = [{"op": e.key, "share": round(e.self_cpu_time_total / total, 3),
+            "calls_per_step": e.count // args.profile_steps} for e in events[: args.top]]
     peak = matmul_peak()
     n_params = sum(p.numel() for p in model.parameters())
     tok_s = args.batch / step_s

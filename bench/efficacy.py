@@ -170,15 +170,10 @@ def _reply_aucs(trained: dict, quality: dict, cell, task: str) -> dict:
     before that measure existed) from its stored reply scores and the held-out replies, graded again."""
     replies = trained.get("replies")
     if replies is None and (quality.get("reply_scores") or {}).get("trained") is not None:
-        from openrft.core.rundir import JsonlStore
-        from openrft.data.loaders import load_bundled
-        from openrft.reward_models.labels import COMPLETIONS_FILE
-        from openrft.reward_models.quality import QUALITY_DIR, held_out_replies, reply_quality
+        from benchlib import bench_module
+        from openrft.reward_models.quality import QUALITY_DIR, reply_quality
 
-        texts = JsonlStore(cell.stage_dir("prm") / QUALITY_DIR / COMPLETIONS_FILE).load()
-        by_id = {s.id: s for s in load_bundled(task, "test")}
-        ids = list(texts)[: quality["questions"]]
-        graded = held_out_replies([by_id[i] for i in ids], [texts[i]["texts"] for i in ids])
+        graded = bench_module("prm_settings").held_out_replies_of(cell.stage_dir("prm") / QUALITY_DIR, task)
         replies = reply_quality(quality["reply_scores"]["trained"], graded.correct)
     return {} if replies is None else {"reply_auc": replies["auc"], "reply_within_auc": replies["within_question_auc"]}
 

@@ -41,7 +41,7 @@ def run(prm_dir: Path, configs: list[dict], out: Path, model: str, policy_adapte
     train_labels = prm_dir / "labels" / FLAT_STEPS_FILE
     held = read_step_examples(prm_dir / QUALITY_DIR / FLAT_STEPS_FILE)
     labels = [list(e.labels) for e in held]
-    replies = _held_out_replies(prm_dir / QUALITY_DIR, data) if data else None
+    replies = held_out_replies_of(prm_dir / QUALITY_DIR, data) if data else None
     rows = [{"config": "constant 0.5", **_pick(step_quality([[0.5] * len(y) for y in labels], labels))}]
     for path in checkpoints:
         rows.append({"config": f"checkpoint {path}", **_measure(path, held, labels, replies)})
@@ -60,7 +60,7 @@ def run(prm_dir: Path, configs: list[dict], out: Path, model: str, policy_adapte
     return rows
 
 
-def _held_out_replies(quality_dir: Path, data: str):
+def held_out_replies_of(quality_dir: Path, data: str):
     """The held-out questions' replies (``completions.jsonl``), split into steps and graded against ``data``."""
     from openrft.core.rundir import JsonlStore
     from openrft.data.loaders import load_sources

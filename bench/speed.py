@@ -193,7 +193,8 @@ def compare(what: str, unit: str, better: str, ours: Sequence[float], theirs: Se
 def _rl_argv(args: argparse.Namespace, estimator: str) -> list[str]:
     """bench/rl_speed.py's flags; ``gae-shared`` is gae with the critic's value head on the policy (ReFT's)."""
     estimator, _, critic = estimator.partition("-")
-    return ["--critic", critic or "adapter", "--model", args.model, "--task", args.task, "--prompts", str(args.prompts), "-n", str(args.n),
+    return ["--critic", critic or "adapter", "--model", args.model, "--task", args.task,
+            "--prompts", str(args.prompts), "-n", str(args.n),
             "--max-new-tokens", str(args.max_new_tokens), "--rank", str(args.rank), "--lr", str(args.rl_lr),
             "--beta", str(args.beta), "--estimator", estimator, "--micro-batch", str(args.micro_batch),
             "--steps", str(args.repeats + 1), "--seed", str(args.seed), "--threads", str(args.threads),

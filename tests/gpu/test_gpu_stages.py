@@ -1,5 +1,6 @@
 """One of each stage on the bundled model on CUDA (bf16 where the stage picks it): generation, a synthesis round,
-an SFT epoch, an RL step (grpo, gae and gae with the shared critic), PRM scoring and evaluation. Marked ``gpu``: skipped without CUDA.
+an SFT epoch, an RL step (grpo, gae and gae with the shared critic), PRM scoring and evaluation. Marked ``gpu``:
+skipped without CUDA.
 
 ``OPENRFT_GPU_TESTS_ON_CPU=1`` runs them on the CPU instead, to check the tests themselves on a machine without a
 GPU (``bench/gpu_check.sh`` runs them on CUDA). Each stays small: the whole file is a few minutes on one GPU.

@@ -51,17 +51,16 @@ def make_config(args: argparse.Namespace):
     """Defaults, then the --config YAML, then explicit flags."""
     from openrft.rewards.base import RewardSettings
     from openrft.rl.advantages import AdvantageSettings
-    from openrft.rl.config import RLConfig
+    from openrft.rl.config import RLConfig, move_old_keys
 
     values = load_yaml_mapping(args.config, "RL") if args.config else {}
     reward = dict(values.pop("reward", None) or {})
     values.update(explicit_values(args, RLConfig))
     reward.update(explicit_values(args, RewardSettings))
     advantage = explicit_values(args, AdvantageSettings)
-    if advantage:  # over the YAML's advantage settings, flat (old) keys included
-        flat = {new.removeprefix("advantage."): values.pop(old) for old, new in RLConfig.OLD_KEYS.items()
-                if old in values}
-        values["advantage"] = flat | dict(values.get("advantage") or {}) | advantage
+    if advantage:  # over the YAML's advantage settings, its old flat keys moved there first
+        values = move_old_keys(values, RLConfig.OLD_KEYS)
+        values["advantage"] = dict(values.get("advantage") or {}) | advantage
     values["output_dir"] = args.out
     return build_config(RLConfig, values | {"reward": reward}, "--")
 

@@ -232,7 +232,7 @@ class RLConfig:
     def from_dict(cls, d: dict[str, Any]) -> "RLConfig":
         """Build from a mapping (a recipe section); unknown keys are named with close matches."""
         known = {f.name for f in dataclasses.fields(cls)}
-        d = _move_old_keys(d, cls.OLD_KEYS)
+        d = move_old_keys(d, cls.OLD_KEYS)
         for key in d:
             if key not in known:
                 close = difflib.get_close_matches(key, known, n=3)
@@ -242,7 +242,7 @@ class RLConfig:
 
 
 
-def _move_old_keys(d: dict[str, Any], old_keys: dict[str, str]) -> dict[str, Any]:
+def move_old_keys(d: dict[str, Any], old_keys: dict[str, str]) -> dict[str, Any]:
     """``d`` with each key of ``old_keys`` moved where it went (``gamma: 0.99`` -> ``advantage: {gamma: 0.99}``),
     with a warning naming the new key; the same setting given both ways is an error."""
     out = dict(d)
