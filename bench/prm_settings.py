@@ -48,16 +48,37 @@ def run(prm_dir: Path, configs: list[dict], out: Path, model: str, policy_adapte
     for i, settings in enumerate(configs):
         settings = dict(settings)
         extra = [str(x) for x in settings.pop("extra_labels", [])]
-        config = PRMTrainConfig(labels=[str(train_labels), *extra], model=model, init_adapter=policy_adapter,
-                                held_out=0.0, **settings)
+        paths = [str(train_labels), *extra]
+        continuations = settings.pop("reply_continuations", False)
+        if continuations:
+            paths = _with_reply_continuations(paths, out / f"config{i}-labels")
+        config = PRMTrainConfig(labels=paths, model=model, init_adapter=policy_adapter, held_out=0.0, **settings)
         t0 = time.perf_counter()
         result = run_prm_train(config, out / f"config{i}", show_progress=False)
         seconds = time.perf_counter() - t0
-        rows.append({"config": json.dumps(settings | ({"extra_labels": len(extra)} if extra else {})),
+        shown = settings | ({"extra_labels": len(extra)} if extra else {}) | (
+            {"reply_continuations": True} if continuations else {})
+        rows.append({"config": json.dumps(shown),
                      "train_seconds": round(seconds, 1), "train_steps": sum(len(e.steps) for e in
                                                                             read_step_examples(config.labels)),
                      "reused": result.skipped, **_measure(str(result.checkpoint_dir), held, labels, replies)})
     return rows
+
+
+def _with_reply_continuations(paths: list[str], out: Path) -> list[str]:
+    """Copies of the label files with each reply's own continuation counted as one more rollout of its prefixes
+    (:func:`~openrft.reward_models.labels.count_reply_continuations`). Each file is one labelling; whether it
+    shared prefixes is read from the ``manifest.json`` beside it (a labelling from before the option: not)."""
+    from openrft.reward_models.labels import count_reply_continuations, read_step_examples, write_step_examples
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for j, path in enumerate(paths):
+        manifest = Path(path).parent / "manifest.json"
+        shared = json.loads(manifest.read_text())["config"].get("share_prefixes", False) if manifest.exists() else True
+        examples = count_reply_continuations(read_step_examples(path), shared_prefixes=shared)
+        written.append(str(write_step_examples(out / f"labels{j}.jsonl", examples)))
+    return written
 
 
 def held_out_replies_of(quality_dir: Path, data: str):

@@ -72,3 +72,24 @@ def test_prefix_sharing_counts_each_question_prefix_once(tmp_path):
     write_step_examples(prm / "labels" / "steps.jsonl", same + other)
     # 4 replies x 2 prefixes alone; shared: q1 "a", "a\nb", "a\nx" and q2 "a", "a\nb"
     assert _load().prefix_sharing(prm) == {"training": {"alone": 8, "shared": 5}}
+
+
+def test_prm_settings_bench_trains_on_labels_with_reply_continuations(tmp_path, tiny_model_dir):
+    import json
+
+    prm = tmp_path / "prm"
+    meta = {"sample_id": "q0", "n_rollouts": 4}
+    labelled = [StepExample("Question 0", ["a", "b", "so 1"], [0.5, 0.25, 1.0], meta=meta | {"completion_correct": True}),
+                StepExample("Question 0", ["a", "c", "so 2"], [0.5, 0.0, 0.0], meta=meta | {"completion_correct": False})]
+    write_step_examples(prm / "labels" / "steps.jsonl", labelled)
+    # a labelling made before share_prefixes existed rolled out each reply's prefixes apart
+    (prm / "labels" / "manifest.json").write_text(json.dumps({"config": {"n_rollouts": 4}}))
+    write_step_examples(prm / "quality" / "steps.jsonl", _examples(4, 100))
+    rows = _load().main(["--prm-dir", str(prm), "--model", str(tiny_model_dir), "--out", str(tmp_path / "out"),
+                         "--config", '{"epochs": 1, "batch_size": 2, "device": "cpu", "reply_continuations": true}'])
+    assert json.loads(rows[1]["config"])["reply_continuations"] is True
+    from openrft.reward_models.labels import read_step_examples
+
+    trained_on = read_step_examples(tmp_path / "out" / "config0-labels" / "labels0.jsonl")
+    # "a": both replies' 4 rollouts (2 right each) and the two replies themselves: 5 of 10; "a, b": 1 + 1 of 5
+    assert [e.labels for e in trained_on] == [(0.5, 0.4, 1.0), (0.5, 0.0, 0.0)]

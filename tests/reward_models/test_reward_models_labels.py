@@ -11,8 +11,8 @@ from openrft.data.sample import DataError, Sample
 from openrft.models.backends.base import Completion, Generator
 from openrft.reward_models.champ import champ_step_labels, load_champ
 from openrft.reward_models.labels import (
-    StepExample, continuation_prompt, estimate_step_labels, hard_labels, read_step_examples, rollout_step_examples,
-    write_step_examples,
+    StepExample, continuation_prompt, count_reply_continuations, estimate_step_labels, hard_labels, read_step_examples,
+    rollout_step_examples, write_step_examples,
 )
 
 torch.set_num_threads(1)
@@ -177,6 +177,30 @@ def test_shared_prefixes_are_rolled_out_once_and_others_apart(bundled_tokenizer)
     assert gen.calls == [(7, 4)]
     assert [list(e.labels) for e in examples] == [[0.5, 0.5, 1.0], [0.5, 0.0, 0.0], [0.5, 0.5, 1.0],
                                                   [0.5, 0.5, 1.0]]
+
+
+def test_reply_continuations_count_each_reply_as_one_more_rollout(bundled_tokenizer):
+    samples = [numeric(0, 5, 3)] * 3 + [numeric(1, 4, 4)]
+    completions = ["Start.\nok\nThe answer is 8", "Start.\noops\nThe answer is 2", "Begin.\nok\nThe answer is 8",
+                   "Start.\nok\nThe answer is 8"]
+    gen = ScriptedGenerator(bundled_tokenizer)
+    examples = estimate_step_labels(gen, samples, completions, n_rollouts=4, reply_continuations=True)
+    assert gen.calls == [(7, 4)]  # no more decoding than without
+    # q0's "Start." is 2 of 4 rollouts plus replies 0 (right) and 1 (wrong): 3/6; "Start.\nok" 2 of 4 plus
+    # reply 0: 3/5; "Start.\noops" 0 of 4 plus reply 1: 0/5; the last step stays the reply's own grade
+    assert [list(e.labels) for e in examples] == [[0.5, 0.6, 1.0], [0.5, 0.0, 0.0], [0.6, 0.6, 1.0],
+                                                  [0.6, 0.6, 1.0]]
+    assert all(e.meta["reply_continuations"] for e in examples)
+    # labelled one reply at a time, each reply's own 4 rollouts of "Start." pool with the other's: (2 + 2 + 1) / 10
+    alone = estimate_step_labels(ScriptedGenerator(bundled_tokenizer), samples, completions, n_rollouts=4,
+                                 share_prefixes=False, reply_continuations=True)
+    assert [e.labels[0] for e in alone[:2]] == [0.5, 0.5]
+    assert list(alone[1].labels[1:]) == [0.0, 0.0]
+
+
+def test_reply_continuations_need_math_shepherd_meta():
+    with pytest.raises(ValueError, match="no completion_correct, n_rollouts"):
+        count_reply_continuations([StepExample("q?", ["a", "b"], [1, 1], meta={"sample_id": "q"})])
 
 
 def test_rollout_step_examples_tiny_generator(tiny_generator):

@@ -252,3 +252,5 @@ def test_labelling_identity_names_shared_prefixes_only_when_on():
     """share_prefixes=False labels as openrft did before the option existed, so labellings made then still match."""
     assert "share_prefixes" not in PRMStageConfig(share_prefixes=False).label_settings()
     assert PRMStageConfig().label_settings()["share_prefixes"] is True
+    assert "reply_continuations" not in PRMStageConfig().label_settings()
+    assert PRMStageConfig(reply_continuations=True).label_settings()["reply_continuations"] is True

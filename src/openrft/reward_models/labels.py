@@ -37,8 +37,8 @@ from openrft.rewards.steps import split_steps
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "StepExample", "continuation_prompt", "estimate_step_labels", "hard_labels", "label_policy_rollouts",
-    "read_step_examples", "rollout_step_examples", "write_step_examples",
+    "StepExample", "continuation_prompt", "count_reply_continuations", "estimate_step_labels", "hard_labels",
+    "label_policy_rollouts", "read_step_examples", "rollout_step_examples", "write_step_examples",
 ]
 
 _FIELDS = ("question", "steps", "labels", "source", "meta")
@@ -222,6 +222,7 @@ def estimate_step_labels(
     examples_for: Callable[[Sample], Sequence[Sample]] | None = None,
     show_progress: bool = False,
     share_prefixes: bool = True,
+    reply_continuations: bool = False,
 ) -> list[StepExample]:
     """Math-Shepherd soft labels for the steps of ``completions[i]`` (a policy's reply to ``samples[i]``).
 
@@ -239,6 +240,9 @@ def estimate_step_labels(
     and its label given to each of them; the estimate of each prefix is the same Monte-Carlo
     fraction either way, with less decoding (how much less: bench/README.md). ``False`` rolls out
     every completion's prefixes independently.
+
+    ``reply_continuations``: also count each completion's own continuation after a prefix as one more
+    rollout of it (:func:`count_reply_continuations`; free samples, so lower-variance labels).
     """
     from openrft.tasks import grade_all, task_for
 
@@ -268,6 +272,56 @@ def estimate_step_labels(
                                source="math_shepherd",
                                meta={"sample_id": sample.id, "completion_correct": own[i].correct,
                                      "n_rollouts": n_rollouts, "step_rule": step_rule}))
+    return count_reply_continuations(out, shared_prefixes=share_prefixes) if reply_continuations else out
+
+
+def count_reply_continuations(examples: Sequence[StepExample], shared_prefixes: bool = True) -> list[StepExample]:
+    """Math-Shepherd labels with each reply's own continuation counted as one more rollout of its step prefixes.
+
+    A policy reply continues each of its step prefixes with a sample from the policy's distribution given that
+    prefix (the reply and the rollouts are sampled with the same settings), so whether the reply itself is
+    right is one more Monte-Carlo sample of every prefix's value, at no decoding cost. Every reply to a
+    question that shares a step prefix counts: a prefix's label becomes
+    ``(n_rollouts * label + right replies through it) / (n_rollouts + replies through it)``. The last step's
+    label (the reply's own grade) is unchanged. ``examples`` are :func:`estimate_step_labels`' output (each
+    ``meta`` names ``sample_id``, ``completion_correct`` and ``n_rollouts``); give all the labelled replies of
+    a question together. ``shared_prefixes``: whether they were labelled with ``share_prefixes`` (a shared
+    prefix's rollouts then count once; otherwise each reply's own rollouts of it are pooled).
+
+    One difference from the rollouts: a reply's continuation had the generation budget that remained after its
+    prefix, a rollout the whole budget again; replies that ran out of tokens are wrong either way.
+
+    >>> meta = {"sample_id": "q", "n_rollouts": 2}
+    >>> right = StepExample("q?", ["a", "b", "c"], [0.5, 1.0, 1.0], meta=meta | {"completion_correct": True})
+    >>> wrong = StepExample("q?", ["a", "x", "y"], [0.5, 0.0, 0.0], meta=meta | {"completion_correct": False})
+    >>> [e.labels for e in count_reply_continuations([right, wrong])]
+    [(0.5, 1.0, 1.0), (0.5, 0.0, 0.0)]
+    >>> count_reply_continuations([right])[0].labels
+    (0.6666666666666666, 1.0, 1.0)
+    """
+    pooled: dict[tuple, list[float]] = {}  # (question, prefix) -> [right samples, samples]
+    counted: set[tuple] = set()
+    for e in examples:
+        meta = e.meta
+        missing = [k for k in ("sample_id", "completion_correct", "n_rollouts") if k not in meta]
+        if missing:
+            raise ValueError(f"step example of {e.question[:60]!r} has no {', '.join(missing)} in its meta: "
+                             "count_reply_continuations needs Math-Shepherd labels from estimate_step_labels")
+        n, own = int(meta["n_rollouts"]), float(bool(meta["completion_correct"]))
+        for k in range(len(e.steps) - 1):
+            key = (meta["sample_id"], e.steps[:k + 1])
+            acc = pooled.setdefault(key, [0.0, 0.0])
+            if not shared_prefixes or key not in counted:
+                acc[0] += n * e.labels[k]
+                acc[1] += n
+                counted.add(key)
+            acc[0] += own
+            acc[1] += 1
+    out = []
+    for e in examples:
+        labels = [pooled[(e.meta["sample_id"], e.steps[:k + 1])] for k in range(len(e.steps) - 1)]
+        out.append(StepExample(e.question, e.steps, [h / t for h, t in labels] + [e.labels[-1]], e.source,
+                               e.meta | {"reply_continuations": True}))
     return out
 
 
@@ -285,6 +339,7 @@ def rollout_step_examples(
     examples_for: Callable[[Sample], Sequence[Sample]] | None = None,
     show_progress: bool = False,
     share_prefixes: bool = True,
+    reply_continuations: bool = False,
 ) -> list[StepExample]:
     """Sample ``n_completions`` policy replies per sample, then label their steps with :func:`estimate_step_labels`:
     :func:`label_policy_rollouts` in one pass (one ``generate`` call each), with nothing kept on disk.
@@ -296,7 +351,7 @@ def rollout_step_examples(
             generator, samples, tmp, n_completions=n_completions, n_rollouts=n_rollouts, step_rule=step_rule,
             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
             chunk=max(1, len(samples)), tokenizer=tokenizer, examples_for=examples_for, show_progress=show_progress,
-            share_prefixes=share_prefixes)
+            share_prefixes=share_prefixes, reply_continuations=reply_continuations)
 
 
 #: :func:`label_policy_rollouts`' per-question stores, and the flat StepExample file written from them
@@ -352,6 +407,7 @@ def label_policy_rollouts(
     examples_for: Callable[[Sample], Sequence[Sample]] | None = None,
     show_progress: bool = False,
     share_prefixes: bool = True,
+    reply_continuations: bool = False,
 ) -> list[StepExample]:
     """Math-Shepherd labels of the policy's own replies, resumable: a killed run loses at most the questions in flight.
 
@@ -364,8 +420,9 @@ def label_policy_rollouts(
       continuations decode together).
 
     ``label_first``: label only the first that many replies of each question (all are kept in
-    ``completions.jsonl``, e.g. for best-of-k). ``share_prefixes``: see :func:`estimate_step_labels` (a
-    question's replies are labelled in the same call, so the prefixes they share are rolled out once). A rerun
+    ``completions.jsonl``, e.g. for best-of-k). ``share_prefixes`` and ``reply_continuations``: see
+    :func:`estimate_step_labels` (a question's replies are labelled in the same call, so the prefixes they share
+    are rolled out once, and each of them counts the continuations of all its labelled replies). A rerun
     skips the questions already in each store. Every call's sampling seed derives from ``seed`` and
     the first question of its chunk, and chunks keep their boundaries across a resume (the remaining
     questions keep their order), so a resumed run labels exactly what an uninterrupted one does. Returns
@@ -398,7 +455,7 @@ def label_policy_rollouts(
             generator, flat_samples, flat_texts, n_rollouts=n_rollouts, step_rule=step_rule,
             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
             seed=_seed(seed, f"rollouts:{part[0].id}"), tokenizer=tokenizer, examples_for=examples_for,
-            show_progress=show_progress, share_prefixes=share_prefixes)
+            show_progress=show_progress, share_prefixes=share_prefixes, reply_continuations=reply_continuations)
         kept = [(s, j) for s, j, text in zip(flat_samples, index, flat_texts) if split_steps(text, step_rule)]
         per_question: dict[str, list[dict[str, Any]]] = {s.id: [] for s in part}
         for e, (s, j) in zip(examples, kept, strict=True):

@@ -96,7 +96,7 @@ class PRMStageConfig(ValueHeadTrainSettings, StepLabelSettings):
     def label_settings(self) -> dict[str, Any]:
         return without_legacy_values({k: getattr(self, k) for k in (
             "n_completions", "n_rollouts", "temperature", "max_new_tokens", "step_rule", "seed", "questions",
-            "label_chunk", "share_prefixes")}, self.LEGACY)
+            "label_chunk", "share_prefixes", "reply_continuations")}, self.LEGACY)
 
 
 @dataclass
@@ -131,7 +131,7 @@ def _label(config: PRMStageConfig, samples: Sequence[Sample], out: Path, generat
         generator, samples, out, n_completions=n_completions, n_rollouts=config.n_rollouts,
         step_rule=config.step_rule, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
         seed=config.seed, chunk=config.label_chunk, examples_for=examples_for, show_progress=show_progress,
-        label_first=label_first, share_prefixes=config.share_prefixes)
+        label_first=label_first, share_prefixes=config.share_prefixes, reply_continuations=config.reply_continuations)
     write_step_examples(out / FLAT_STEPS_FILE, examples)
     steps = sum(len(e.steps) for e in examples)
     stats = {"questions": len(samples), "solutions": len(examples), "steps": steps,

@@ -66,8 +66,10 @@ class StepLabelSettings:
                             default="hard")
     share_prefixes: bool = _help("roll out a step prefix that several replies to a question share once and give "
                                  "each the label (the same estimate, less decoding)", default=True)
+    reply_continuations: bool = _help("count each labelled reply's own continuation after a step prefix as one more "
+                                      "rollout of it (a free sample: lower-variance labels)", default=False)
     #: option values that reproduce the labelling from before the option existed (kept out of its identity)
-    LEGACY: ClassVar[dict[str, Any]] = {"share_prefixes": False}
+    LEGACY: ClassVar[dict[str, Any]] = {"share_prefixes": False, "reply_continuations": False}
 
     def check_label_settings(self) -> None:
         if self.label_mode not in LABEL_MODES:
@@ -128,7 +130,8 @@ class PRMTrainConfig(ValueHeadTrainSettings, StepLabelSettings):
         """The settings that decide what auto-labelling produces."""
         return without_legacy_values({k: getattr(self, k) for k in (
             "data", "split", "limit", "policy", "adapter", "n_completions", "n_rollouts", "temperature",
-            "max_new_tokens", "step_rule", "seed", "share_prefixes")} | {"policy": self.policy or self.model},
+            "max_new_tokens", "step_rule", "seed", "share_prefixes", "reply_continuations")} | {
+            "policy": self.policy or self.model},
             self.LEGACY)
 
 
@@ -170,7 +173,8 @@ def auto_label(config: PRMTrainConfig, out_dir: str | os.PathLike, generator=Non
     examples = label_policy_rollouts(
         generator, samples, labels_dir, n_completions=config.n_completions, n_rollouts=config.n_rollouts,
         step_rule=config.step_rule, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-        seed=config.seed, show_progress=show_progress, share_prefixes=config.share_prefixes)
+        seed=config.seed, show_progress=show_progress, share_prefixes=config.share_prefixes,
+        reply_continuations=config.reply_continuations)
     if not examples:
         raise ValueError("auto-labelling produced no examples: every policy completion was empty")
     write_step_examples(labels_dir / LABELS_FILE, examples)
