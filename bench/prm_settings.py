@@ -6,7 +6,9 @@ on the training labels (LoRA on the policy's backbone when ``--policy-adapter`` 
 steps with each, and prints the step AUC and accuracy next to a constant scorer. Each config trains in its own
 output directory under ``--out`` (a rerun with the same config and labels reuses it). A config's
 ``"extra_labels": [paths]`` adds labelled replies to its training set (e.g. another labelling of the same
-training questions), to see whether more labels would pay. ``--checkpoint`` scores finished PRMs (the stage's own
+training questions), to see whether more labels would pay; ``"reply_continuations": true`` trains on the labels
+with each reply's own continuation counted as one more rollout of its step prefixes (the labelling option of that
+name, applied to the finished labels). ``--checkpoint`` scores finished PRMs (the stage's own
 ``checkpoint/``) without training. It first prints how many step-prefix rollouts the stage's labellings
 needed with and without shared prefixes (with no ``--config``/``--checkpoint``, only that). With ``--data``
 (the task of the held-out questions), each PRM also picks among the held-out questions' replies (``quality/completions.jsonl``): best-of-k (rerank@k) and PRM-weighted voting
