@@ -11,9 +11,9 @@ with each reply's own continuation counted as one more rollout of its step prefi
 name, applied to the finished labels). ``--checkpoint`` scores finished PRMs (the stage's own
 ``checkpoint/``) without training. It first prints how many step-prefix rollouts the stage's labellings
 needed with and without shared prefixes (with no ``--config``/``--checkpoint``, only that). With ``--data``
-(the task of the held-out questions), each PRM also picks among the held-out questions' replies (``quality/completions.jsonl``): best-of-k (rerank@k) and PRM-weighted voting
-(wmaj@k) against maj@k, k = 4 and 8, with a reply scored by its lowest, last or mean step score, and the reply AUC
-pooled and within a question.
+(the task of the held-out questions), each PRM also picks among the held-out questions' replies
+(``quality/completions.jsonl``): best-of-k (rerank@k) and PRM-weighted voting (wmaj@k) against maj@k, k = 4
+and 8, with a reply scored by its lowest, last or mean step score, and the reply AUC pooled and within a question.
 
     python bench/prm_settings.py --prm-dir runs/efficacy-multistep/multistep/seed0/sft_rl_prm/multistep/prm \\
         --policy-adapter runs/efficacy-multistep/multistep/seed0/sft_rl_prm/multistep/sft/adapter \\
@@ -72,12 +72,14 @@ def _with_reply_continuations(paths: list[str], out: Path) -> list[str]:
     (:func:`~openrft.reward_models.labels.count_reply_continuations`). Each file is one labelling; whether it
     shared prefixes is read from the ``manifest.json`` beside it (a labelling from before the option: not)."""
     from openrft.reward_models.labels import count_reply_continuations, read_step_examples, write_step_examples
+    from openrft.reward_models.prm_train import StepLabelSettings
 
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for j, path in enumerate(paths):
         manifest = Path(path).parent / "manifest.json"
-        shared = json.loads(manifest.read_text())["config"].get("share_prefixes", False) if manifest.exists() else True
+        shared = json.loads(manifest.read_text())["config"].get(
+            "share_prefixes", StepLabelSettings.LEGACY["share_prefixes"]) if manifest.exists() else True
         examples = count_reply_continuations(read_step_examples(path), shared_prefixes=shared)
         written.append(str(write_step_examples(out / f"labels{j}.jsonl", examples)))
     return written

@@ -43,8 +43,10 @@ def test_prm_settings_bench_scores_a_checkpoint_and_picks_among_held_out_replies
     write_step_examples(prm / "labels" / "steps.jsonl", _examples(8, 0))
     write_step_examples(prm / "quality" / "steps.jsonl", _examples(4, 100))
     # the held-out questions' replies: 4 per bundled arithmetic test question, one of them right
-    replies = [{"id": "arithmetic/test/0", "texts": ["81 + 13 = 94\nThe answer is 94"] + ["81 + 13 = 95\nThe answer is 95"] * 3},
-               {"id": "arithmetic/test/1", "texts": ["10 + 76 = 87\nThe answer is 87"] * 3 + ["10 + 76 = 86\nThe answer is 86"]}]
+    replies = [{"id": "arithmetic/test/0",
+                "texts": ["81 + 13 = 94\nThe answer is 94"] + ["81 + 13 = 95\nThe answer is 95"] * 3},
+               {"id": "arithmetic/test/1",
+                "texts": ["10 + 76 = 87\nThe answer is 87"] * 3 + ["10 + 76 = 86\nThe answer is 86"]}]
     (prm / "quality" / "completions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in replies))
     trained = bench.main(["--prm-dir", str(prm), "--model", str(tiny_model_dir), "--out", str(tmp_path / "out"),
                           "--config", '{"epochs": 1, "batch_size": 4, "device": "cpu", "extra_labels": ["%s"]}'
@@ -57,7 +59,8 @@ def test_prm_settings_bench_scores_a_checkpoint_and_picks_among_held_out_replies
     assert rows[1]["auc"] == trained[1]["auc"]  # the same PRM scores the same held-out steps the same way
     # majority voting picks the wrong answer on both questions; rerank and weighted voting are accuracies
     assert rows[1]["maj@4"] == 0.0
-    assert all(0.0 <= rows[1][f"{agg}:{what}@4"] <= 1.0 for agg in ("min", "last", "mean") for what in ("rerank", "wmaj"))
+    assert all(0.0 <= rows[1][f"{agg}:{what}@4"] <= 1.0
+               for agg in ("min", "last", "mean") for what in ("rerank", "wmaj"))
     # both questions have one right and three wrong replies: the within-question AUC is measured on each
     assert all(0.0 <= rows[1][f"{agg}:reply_auc_in_question"] <= 1.0 for agg in ("min", "last", "mean"))
     out = capsys.readouterr().out
@@ -79,8 +82,8 @@ def test_prm_settings_bench_trains_on_labels_with_reply_continuations(tmp_path, 
 
     prm = tmp_path / "prm"
     meta = {"sample_id": "q0", "n_rollouts": 4}
-    labelled = [StepExample("Question 0", ["a", "b", "so 1"], [0.5, 0.25, 1.0], meta=meta | {"completion_correct": True}),
-                StepExample("Question 0", ["a", "c", "so 2"], [0.5, 0.0, 0.0], meta=meta | {"completion_correct": False})]
+    labelled = [StepExample("Question 0", ["a", "b", "so 1"], [0.5, 0.25, 1.0], meta=meta | {"completion_correct": 1}),
+                StepExample("Question 0", ["a", "c", "so 2"], [0.5, 0.0, 0.0], meta=meta | {"completion_correct": 0})]
     write_step_examples(prm / "labels" / "steps.jsonl", labelled)
     # a labelling made before share_prefixes existed rolled out each reply's prefixes apart
     (prm / "labels" / "manifest.json").write_text(json.dumps({"config": {"n_rollouts": 4}}))
