@@ -54,7 +54,8 @@ def run_ours(args) -> dict:
                       kl_coef=args.beta, lora_rank=args.rank, lora_alpha=2 * args.rank,
                       lora_targets="q_proj,k_proj,v_proj,o_proj", loss_agg="token-mean",
                       micro_batch_size=args.micro_batch, rollout_batch_size=args.prompts * args.n,
-                      tensorboard=False, reward=RewardSettings(), seed=args.seed, critic=args.critic)
+                      tensorboard=False, reward=RewardSettings(), seed=args.seed, critic=args.critic,
+                      skip_zero_advantage=not args.no_skip_zero_advantage)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = RLTrainer(config, samples, tmp, show_progress=False)
         rss_loaded = peak_rss_gb()
@@ -63,7 +64,8 @@ def run_ours(args) -> dict:
             t0 = time.perf_counter()
             row = trainer.step(k)
             steps.append({"total": time.perf_counter() - t0, "generation": row["time/generation"],
-                          "tokens": row["response_length"] * args.prompts * args.n})
+                          "tokens": row["response_length"] * args.prompts * args.n,
+                          "skipped_rows": row.get("policy/skipped_rows", 0.0)})
     return {"steps": steps, "peak_rss_gb": peak_rss_gb(), "rss_after_load_gb": rss_loaded}
 
 
@@ -146,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--beta", type=float, default=0.0, help="KL coefficient for both (0 = no reference pass)")
     ap.add_argument("--estimator", default="grpo", help="our estimator (trl runs GRPO)")
     ap.add_argument("--micro-batch", type=int, default=8, help="our completions per forward/backward")
+    ap.add_argument("--no-skip-zero-advantage", action="store_true",
+                    help="our update runs the rows whose advantages are all zero too (rl.skip_zero_advantage off)")
     ap.add_argument("--critic", default="adapter",
                     help="our gae critic: adapter (a second LoRA adapter) | shared (a value head on the policy)")
     ap.add_argument("--trl-checkpointing", choices=["on", "off"], default="on",
@@ -190,6 +194,8 @@ def main(argv=None) -> dict:
             line += f"; completion tokens/step {statistics.median(toks):.0f}"
         if "generation" in steps[0]:
             line += f"; generation s median {statistics.median(s['generation'] for s in timed):.1f}"
+        if "skipped_rows" in steps[0]:
+            line += f"; rows left out of the update (zero advantage) {statistics.mean(s['skipped_rows'] for s in timed):.0%}"
         print(line)
         summary[side] = {"step_s": tot, "peak_rss_gb": res["peak_rss_gb"], "first_step_s": steps[0]["total"],
                          "tokens_per_step": statistics.median(toks) if toks else None}

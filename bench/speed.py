@@ -229,7 +229,10 @@ def run_rl(args: argparse.Namespace) -> dict[str, dict]:
                                     [s["total"] for s in steps], [s["total"] for s in trl_steps],
                                     (ours["peak_rss_gb"], trl["peak_rss_gb"]),
                                     {"completion_tokens_per_step": tokens,
-                                     "ours_generation_s_median": statistics.median(s["generation"] for s in steps)})
+                                     "ours_generation_s_median": statistics.median(s["generation"] for s in steps),
+                                     # rows whose advantages were all zero, left out of our update (exact)
+                                     "ours_skipped_rows_mean": statistics.mean(s.get("skipped_rows", 0.0)
+                                                                               for s in steps)})
     return rows
 
 

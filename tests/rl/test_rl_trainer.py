@@ -435,3 +435,65 @@ def test_a_shared_critic_reads_the_policys_hidden_states_and_trains_it_through_v
     assert all(math.isfinite(m["critic/loss"]) for m in read_metrics(out))
     head = load_file(str(out / "critic" / "value_head.safetensors"))
     assert head and all(k.startswith("v_head.") for k in head)
+
+
+def test_rows_with_zero_advantages_are_left_out_of_the_update_with_the_same_result(
+        tiny_model_dir, samples, vowel_fn, monkeypatch, tmp_path):
+    """skip_zero_advantage: a group whose advantages are all zero runs no forward or backward, and the update
+    (gradients, clipping, AdamW's moments and weight decay) equals the one that runs every row, also when every
+    row is left out; anything else that reads the rows (KL in the loss, an entropy bonus, a critic) turns it off."""
+    from openrft.rl import policy
+
+    torch.set_num_threads(1)
+    rows_run = []
+    real = policy.hidden_states
+
+    def counted(model, input_ids, *args, **kwargs):
+        rows_run.append(input_ids.shape[0])
+        return real(model, input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(policy, "hidden_states", counted)
+
+    def two_updates(skip: bool):
+        cfg = _config(tiny_model_dir, vowel_fn, kl_coef=0.0, weight_decay=0.1, micro_batch_size=2,
+                      skip_zero_advantage=skip)
+        trainer = RLTrainer(cfg, samples, tmp_path / f"rl-{skip}", show_progress=False)
+        batch = trainer.rollout(0)[0]
+        adv = torch.linspace(-1, 1, batch.response_width).expand(len(batch), -1).clone()
+        adv[:4] = 0.0  # the first group scored alike
+        batch.advantages = adv * batch.response_mask
+        rows_run.clear()
+        first = trainer.update(batch, train_policy=True)
+        counts = list(rows_run)
+        after_first = {n: p.detach().clone() for n, p in trainer.ac.model.named_parameters() if p.requires_grad}
+        batch.advantages = torch.zeros_like(batch.advantages)  # every row alike: the step still moves (AdamW)
+        rows_run.clear()
+        second = trainer.update(batch, train_policy=True)
+        params = {n: p.detach().clone() for n, p in trainer.ac.model.named_parameters() if p.requires_grad}
+        return trainer, first, second, counts, list(rows_run), params, after_first
+
+    fast = two_updates(True)
+    full = two_updates(False)
+    assert sum(fast[3]) == sum(full[3]) // 2 and fast[4] == []  # half the rows, then none
+    assert sum(full[4]) == sum(full[3])
+    assert fast[1]["policy/skipped_rows"] == 0.5 and fast[2]["policy/skipped_rows"] == 1.0
+    assert "policy/skipped_rows" not in full[1]
+    torch.testing.assert_close(fast[1]["policy/grad_norm"], full[1]["policy/grad_norm"], rtol=1e-4, atol=1e-7)
+    for name, p in full[5].items():
+        torch.testing.assert_close(fast[6][name], full[6][name], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(fast[5][name], p, rtol=1e-4, atol=1e-6)
+    assert any(not torch.equal(fast[5][n], fast[6][n]) for n in fast[5])  # the all-zero step moved them
+    trainer = fast[0]
+    batch = trainer.rollout(1)[0]
+    batch.advantages = torch.zeros_like(batch.response_mask, dtype=torch.float32)
+    assert trainer.rows_without_gradient(batch, train_policy=True) == set(range(len(batch)))
+    assert trainer.rows_without_gradient(batch, train_policy=False) == set()
+    for change in ({"kl_coef": 0.01}, {"entropy_coef": 0.01}, {"skip_zero_advantage": False}):
+        for k, v in change.items():
+            old = getattr(trainer.config, k)
+            setattr(trainer.config, k, v)
+            assert trainer.rows_without_gradient(batch, train_policy=True) == set(), change
+            setattr(trainer.config, k, old)
+    critic = RLTrainer(_config(tiny_model_dir, vowel_fn, estimator="gae", kl_coef=0.0), samples,
+                       tmp_path / "gae", show_progress=False)
+    assert critic.rows_without_gradient(batch, train_policy=True) == set()

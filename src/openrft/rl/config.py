@@ -126,6 +126,11 @@ class RLConfig:
     share_prompts: bool = field(default=True, metadata=_help(
         "run each distinct prompt of a micro-batch once in the policy, reference and critic forwards (its KV cache "
         "expanded to the rows); off runs every row in full (same maths, slower); not part of the stage's identity"))
+    skip_zero_advantage: bool = field(default=True, metadata=_help(
+        "leave the rows whose advantages are all zero out of the update's forward and backward when they add "
+        "nothing to the gradient (the ppo loss, no KL in the loss, no entropy bonus, no critic): the same update, "
+        "faster when a group's samples all score alike (the step's policy statistics then cover the rows that ran); off "
+        "runs every row; not part of the stage's identity"))
 
     #: option values that reproduce RL from before the option existed (kept out of the stage's identity)
     LEGACY: ClassVar[dict[str, Any]] = {"policy_loss": "ppo", "reward.score_answer_step": True, "epochs": None,
@@ -265,7 +270,8 @@ def rl_settings(config: RLConfig) -> dict[str, Any]:
     value that reproduces RL from before they existed (``RLConfig.LEGACY``). The advantage settings that were flat
     keys before they nested keep their flat names here, so a stage run before keeps its identity."""
     settings = config.to_dict()
-    for volatile in ("output_dir", "threads", "tensorboard", "report_to", "log_every", "share_prompts"):
+    for volatile in ("output_dir", "threads", "tensorboard", "report_to", "log_every", "share_prompts",
+                     "skip_zero_advantage"):
         settings.pop(volatile, None)
     advantage = dict(settings["advantage"])
     for old, new in RLConfig.OLD_KEYS.items():

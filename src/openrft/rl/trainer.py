@@ -216,9 +216,24 @@ class RLTrainer:
             if t is not None:
                 t.mul_(batch.response_mask)
 
+    def rows_without_gradient(self, batch: RolloutBatch, train_policy: bool) -> set[int]:
+        """The rows the update can leave out (``skip_zero_advantage``): every advantage of the row is zero and
+        nothing else in the loss reads it (the built-in ppo loss is ``-A x ratio``, clipped: zero with its
+        gradient at ``A = 0``; no KL in the loss, no entropy bonus, no critic to fit). A group whose samples all
+        score alike is such a group under grpo and rloo. Empty when the option is off or anything else reads
+        the rows."""
+        cfg = self.config
+        kl_in_loss = cfg.kl_coef > 0 and cfg.resolved_kl_in == "loss"
+        if not (cfg.skip_zero_advantage and train_policy and self.critic_opt is None and cfg.policy_loss == "ppo"
+                and cfg.entropy_coef == 0 and not kl_in_loss):
+            return set()
+        moved = ((batch.advantages != 0) & batch.response_mask.bool()).any(dim=1)
+        return set(torch.nonzero(~moved).flatten().tolist())
+
     def update(self, batch: RolloutBatch, train_policy: bool) -> dict[str, float]:
         cfg = self.config
         B = len(batch)
+        skip = self.rows_without_gradient(batch, train_policy)
         mb_size = cfg.minibatch_size or B
         agg = cfg.resolved_loss_agg
         sums: dict[str, list[float]] = {}
@@ -234,11 +249,19 @@ class RLTrainer:
                     self.actor_opt.zero_grad(set_to_none=True)
                 if self.critic_opt is not None:
                     self.critic_opt.zero_grad(set_to_none=True)
-                for micro in self._micro_batches(rows):
+                # the weights keep every row's share: a skipped row's loss is zero, not absent
+                run = [r for r in rows if r not in skip]
+                for micro in self._micro_batches(run):
                     mb = batch.select(micro)
                     weight = (float(mb.response_mask.sum()) / n_tok) if agg == "token-mean" else len(micro) / len(rows)
                     for k, v in self.backward_micro_batch(mb, weight, train_policy).items():
                         sums.setdefault(k, []).append(v)
+                if train_policy and not run:
+                    # the backward of zero losses gives zero gradients, and the optimizer still steps on them
+                    # (AdamW's moments and weight decay move); a None gradient would skip the parameter instead
+                    for p in self.ac.policy_parameters():
+                        if p.grad is None:
+                            p.grad = torch.zeros_like(p)
                 if train_policy:
                     self.dist.average_gradients(self.ac.policy_parameters())
                     if cfg.max_grad_norm:
@@ -252,7 +275,10 @@ class RLTrainer:
                         torch.nn.utils.clip_grad_norm_(self.ac.critic_parameters(), cfg.max_grad_norm)
                     self.critic_opt.step()
                     self.critic_sched.step()
-        return {k: sum(v) / len(v) for k, v in sums.items()}
+        out = {k: sum(v) / len(v) for k, v in sums.items()}
+        if skip:
+            out["policy/skipped_rows"] = len(skip) / B
+        return out
 
     def backward_micro_batch(self, mb: RolloutBatch, weight: float, train_policy: bool) -> dict[str, float]:
         """One micro-batch's losses, backpropagated scaled by ``weight``: the policy's (when it trains) and the
