@@ -6,7 +6,8 @@ on the training labels (LoRA on the policy's backbone when ``--policy-adapter`` 
 steps with each, and prints the step AUC and accuracy next to a constant scorer. Each config trains in its own
 output directory under ``--out`` (a rerun with the same config and labels reuses it). A config's
 ``"extra_labels": [paths]`` adds labelled replies to its training set (e.g. another labelling of the same
-training questions), to see whether more labels would pay; ``"reply_continuations": true`` trains on the labels
+training questions), to see whether more labels would pay; ``"labels": [paths]`` trains on those instead of the
+stage's own labels (e.g. a labelling of more replies per question by ``openrft prm train --auto-label``); ``"reply_continuations": true`` trains on the labels
 with each reply's own continuation counted as one more rollout of its step prefixes (the labelling option of that
 name, applied to the finished labels). ``--checkpoint`` scores finished PRMs (the stage's own
 ``checkpoint/``) without training. It first prints how many step-prefix rollouts the stage's labellings
@@ -50,7 +51,8 @@ def run(prm_dir: Path, configs: list[dict], out: Path, model: str, policy_adapte
     for i, settings in enumerate(configs):
         settings = dict(settings)
         extra = [str(x) for x in settings.pop("extra_labels", [])]
-        paths = [str(train_labels), *extra]
+        own = [str(x) for x in settings.pop("labels", [train_labels])]
+        paths = [*own, *extra]
         continuations = settings.pop("reply_continuations", False)
         if continuations:
             paths = _with_reply_continuations(paths, out / f"config{i}-labels")
@@ -59,6 +61,7 @@ def run(prm_dir: Path, configs: list[dict], out: Path, model: str, policy_adapte
         result = run_prm_train(config, out / f"config{i}", show_progress=False)
         seconds = time.perf_counter() - t0
         shown = settings | ({"extra_labels": len(extra)} if extra else {}) | (
+            {"labels": own} if own != [str(train_labels)] else {}) | (
             {"reply_continuations": True} if continuations else {})
         rows.append({"config": json.dumps(shown),
                      "train_seconds": round(seconds, 1), "train_steps": sum(len(e.steps) for e in

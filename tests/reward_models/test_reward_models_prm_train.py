@@ -164,6 +164,7 @@ def test_init_adapter_is_merged_and_travels_with_the_checkpoint(tiny_model_dir, 
     import shutil
 
     from openrft.models.loading import load_model
+    from openrft.rewards.prm.value_head import DEFAULT_STEP_TOKEN
     from openrft.models.lora import LoraSettings, attach_lora
     from openrft.reward_models.value_head_train import ValueHeadTrainSettings, build_value_head_model
 
@@ -193,3 +194,51 @@ def test_init_adapter_is_merged_and_travels_with_the_checkpoint(tiny_model_dir, 
     assert ValueHeadPRM(plain, tok).score("Question: add.", steps) != pytest.approx(scores, abs=1e-4)
     with pytest.raises(TypeError, match="unexpected keyword argument 'candidates'"):
         ValueHeadPRM.from_pretrained(out, device="cpu", candidates=["+"])
+
+
+def test_ranking_term_groups_a_questions_solutions_and_orders_right_above_wrong(tiny_model_dir, tmp_path):
+    """rank_weight: batches hold one question's solutions together, the term is -log sigmoid(s_right - s_wrong)
+    over a question's (right, wrong) pairs with s = the lowest step logit, its gradient lifts the right solution's
+    weakest step and lowers the wrong one's; a solution's grade comes from the labelling's completion_correct
+    (unknown when max_length cut its steps); off (0) keeps the training identity it had before the option."""
+    from openrft.reward_models.prm_train import encode_step_examples
+    from openrft.reward_models.value_head_train import grouped_order, ranking_loss
+    from openrft.models.loading import load_model
+    from openrft.rewards.prm.value_head import DEFAULT_STEP_TOKEN
+
+    items = [Item([1], [0], [0.0], group=f"q{i % 5}") for i in range(23)]
+    order = grouped_order(items, random.Random(0))
+    assert sorted(order) == list(range(23))
+    groups = [items[i].group for i in order]
+    assert sum(a != b for a, b in zip(groups, groups[1:])) == 4  # each question's solutions side by side
+
+    batch = [Item([1, 2], [0, 1], [1.0, 1.0], "q", True), Item([1, 2], [0, 1], [1.0, 0.0], "q", False),
+             Item([1], [0], [1.0], "p", True)]  # p has no wrong solution: no pair
+    logits = torch.tensor([0.5, 3.0, 1.0, 2.0, -4.0], requires_grad=True)
+    loss = ranking_loss(logits, batch)
+    torch.testing.assert_close(loss, -torch.nn.functional.logsigmoid(torch.tensor(0.5 - 1.0)))
+    loss.backward()
+    assert logits.grad[0] < 0 and logits.grad[2] > 0  # right's lowest step up, wrong's lowest step down
+    assert logits.grad[[1, 3, 4]].abs().sum() == 0
+    assert ranking_loss(logits[4:], batch[2:]) is None
+
+    _, tok = load_model(str(tiny_model_dir))
+    examples = [StepExample(f"Question {i // 4}: add.", ["Yes, 1 plus 1 gives 2", "No, 2 plus 2 gives 5"],
+                            [1.0, float(i % 2)], source="synthetic", meta={"completion_correct": bool(i % 2)})
+                for i in range(24)]
+    encoded, _ = encode_step_examples(examples, tok, DEFAULT_STEP_TOKEN, max_length=1024)
+    assert [it.outcome for it in encoded] == [bool(i % 2) for i in range(24)]
+    cut, _ = encode_step_examples(examples[:1], tok, DEFAULT_STEP_TOKEN, max_length=len(encoded[0].ids) - 2)
+    assert len(cut[0].positions) == 1 and cut[0].outcome is None
+
+    labels = write_step_examples(tmp_path / "steps.jsonl", examples)
+    base = dict(model=str(tiny_model_dir), labels=[str(labels)], epochs=1, batch_size=8, held_out=0.0, device="cpu")
+    ranked = run_prm_train(PRMTrainConfig(**base, rank_weight=1.0), tmp_path / "ranked", show_progress=False)
+    lines = [json.loads(x) for x in (tmp_path / "ranked" / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == ranked.metrics["steps"] == 3 and all(x["rank_loss"] > 0 for x in lines)
+    plain = run_prm_train(PRMTrainConfig(**base), tmp_path / "plain", show_progress=False)
+    assert not plain.skipped
+    settings = [json.loads((tmp_path / d / "manifest.json").read_text())["config"] for d in ("ranked", "plain")]
+    assert settings[0]["rank_weight"] == 1.0 and "rank_weight" not in settings[1]
+    with pytest.raises(ValueError, match="rank_weight must be >= 0"):
+        PRMTrainConfig(**base, rank_weight=-1.0)

@@ -218,7 +218,9 @@ def encode_step_examples(examples: Sequence[StepExample], tokenizer, step_token:
         if keep == 0:
             dropped += 1
             continue
-        items.append(Item(ids[:flags[keep - 1] + 1], flags[:keep], labels[:keep], e.question))
+        graded = e.meta.get("completion_correct") if keep == len(flags) else None
+        items.append(Item(ids[:flags[keep - 1] + 1], flags[:keep], labels[:keep], e.question,
+                          None if graded is None else bool(graded)))
     return items, dropped
 
 
@@ -237,7 +239,8 @@ def run_prm_train(config: PRMTrainConfig, out_dir: str | os.PathLike, *, generat
         raise ValueError("no step examples to train on")
     # local inputs count by their bytes (inputs), not where they lie: a copy of this stage in another run
     # directory (openrft run --reuse) still matches
-    settings = asdict(config) | {"labels": ["local"] * len(config.labels)}
+    settings = without_legacy_values(asdict(config), ValueHeadTrainSettings.TRAIN_LEGACY) | {
+        "labels": ["local"] * len(config.labels)}
     resolved = {}
     if config.init_adapter:
         from openrft.models.lora import resolve_adapter_dir

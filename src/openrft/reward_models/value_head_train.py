@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -59,6 +59,14 @@ class ValueHeadTrainSettings:
     dtype: str = _help("auto (fp32 on CPU; on CUDA a bf16 base for LoRA, fp32 for full, bf16 autocast), fp32, "
                        "bf16", default="auto")
     device: str | None = _help("cpu, cuda, cuda:1 ... (default: cuda when available)", default=None)
+    rank_weight: float = _help(
+        "weight of a within-question ranking term: batches then hold the solutions of one question together, and "
+        "for every right and wrong solution of a question in a batch the loss adds -log sigmoid(s_right - s_wrong), "
+        "s = the solution's lowest step logit (how best-of-k reranking scores it); 0 = BCE alone, random batches",
+        default=0.0)
+
+    #: option values that train as before the option existed (kept out of the training identity)
+    TRAIN_LEGACY: ClassVar[dict[str, Any]] = {"rank_weight": 0.0}
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "max_length", "lora_rank"):
@@ -70,6 +78,8 @@ class ValueHeadTrainSettings:
             raise ValueError(f"held_out must be in [0, 1), got {self.held_out}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.rank_weight < 0:
+            raise ValueError(f"rank_weight must be >= 0, got {self.rank_weight}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
@@ -88,6 +98,7 @@ class Item:
     positions: list[int]
     targets: list[float]
     group: str  # examples with the same group stay on the same side of the split (the question)
+    outcome: bool | None = None  # the whole solution graded right (None: unknown, or steps cut by max_length)
 
 
 def split_by_group(items: Sequence[Item], fraction: float, seed: int) -> tuple[list[Item], list[Item]]:
@@ -183,6 +194,41 @@ def _batch_logits(model: ValueHeadModel, batch: Sequence[Item], pad_id: int, aut
     return values[rows, cols].float(), targets
 
 
+def ranking_loss(logits: torch.Tensor, batch: Sequence[Item]) -> torch.Tensor | None:
+    """Mean ``-log sigmoid(s_right - s_wrong)`` over the (right, wrong) pairs of solutions to the same question in
+    ``batch``, ``s`` a solution's lowest step logit (``logits`` flattened in item order, as
+    :func:`_batch_logits` gives them); None when the batch holds no such pair.
+
+    >>> items = [Item([1], [0], [1.0], "q", True), Item([1], [0], [0.0], "q", False), Item([1], [0], [0.0], "p", False)]
+    >>> round(float(ranking_loss(torch.tensor([2.0, 0.0, 5.0]), items)), 4)  # one pair: -log sigmoid(2)
+    0.1269
+    """
+    scores = torch.stack([seg.min() for seg in logits.split([len(it.positions) for it in batch])])
+    right = [i for i, it in enumerate(batch) if it.outcome is True]
+    wrong = [i for i, it in enumerate(batch) if it.outcome is False]
+    pairs = [(i, j) for i in right for j in wrong if batch[i].group == batch[j].group]
+    if not pairs:
+        return None
+    i, j = (torch.tensor(x, device=logits.device) for x in zip(*pairs))
+    return -torch.nn.functional.logsigmoid(scores[i] - scores[j]).mean()
+
+
+def grouped_order(items: Sequence[Item], rng: random.Random) -> list[int]:
+    """Item indices with each group's items side by side: the groups in a shuffled order, each group's items
+    shuffled (batches cut from it hold one or two questions' solutions)."""
+    by_group: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        by_group.setdefault(it.group, []).append(i)
+    keys = sorted(by_group)
+    rng.shuffle(keys)
+    order: list[int] = []
+    for key in keys:
+        members = list(by_group[key])
+        rng.shuffle(members)
+        order += members
+    return order
+
+
 def evaluate_items(model: ValueHeadModel, items: Sequence[Item], batch_size: int, pad_id: int) -> list[float]:
     """Flattened logits at every item's positions, in item order."""
     values = values_at(model, [it.ids for it in items], [it.positions for it in items], batch_size, pad_id)
@@ -192,7 +238,8 @@ def evaluate_items(model: ValueHeadModel, items: Sequence[Item], batch_size: int
 def train_value_head(model: ValueHeadModel, items: Sequence[Item], settings: ValueHeadTrainSettings, pad_id: int,
                      metrics_path: str | os.PathLike | None = None, show_progress: bool = True,
                      desc: str = "train") -> dict[str, Any]:
-    """AdamW on BCE-with-logits at the items' positions; one ``metrics.jsonl`` line per optimizer step.
+    """AdamW on BCE-with-logits at the items' positions (plus ``rank_weight`` x :func:`ranking_loss` over batches
+    of :func:`grouped_order`); one ``metrics.jsonl`` line per optimizer step.
 
     Returns ``{"steps", "first_loss", "last_loss", "seconds"}``.
     """
@@ -232,11 +279,17 @@ def train_value_head(model: ValueHeadModel, items: Sequence[Item], settings: Val
     model.train()
     try:
         for epoch in range(settings.epochs):
-            rng.shuffle(order)
+            if settings.rank_weight > 0:
+                order = grouped_order(items, rng)
+            else:
+                rng.shuffle(order)
             for start in range(0, len(order), settings.batch_size):
                 batch = [items[i] for i in order[start:start + settings.batch_size]]
                 logits, targets = _batch_logits(model, batch, pad_id, autocast)
                 loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
+                rank = ranking_loss(logits, batch) if settings.rank_weight > 0 else None
+                if rank is not None:
+                    loss = loss + settings.rank_weight * rank
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_([p for g in optim.param_groups for p in g["params"]],
@@ -248,6 +301,8 @@ def train_value_head(model: ValueHeadModel, items: Sequence[Item], settings: Val
                 line = {"step": step, "epoch": round(epoch + (start + len(batch)) / len(order), 4),
                         "loss": losses[-1], "learning_rate": optim.param_groups[0]["lr"],
                         "grad_norm": float(grad_norm), "positions": len(targets)}
+                if rank is not None:
+                    line["rank_loss"] = float(rank.detach())
                 if store is not None:
                     store.append([line])
                 if bar is not None:
