@@ -195,7 +195,8 @@ def main(argv=None) -> dict:
         if "generation" in steps[0]:
             line += f"; generation s median {statistics.median(s['generation'] for s in timed):.1f}"
         if "skipped_rows" in steps[0]:
-            line += f"; rows left out of the update (zero advantage) {statistics.mean(s['skipped_rows'] for s in timed):.0%}"
+            skipped = statistics.mean(s["skipped_rows"] for s in timed)
+            line += f"; rows left out of the update (zero advantage) {skipped:.0%}"
         print(line)
         summary[side] = {"step_s": tot, "peak_rss_gb": res["peak_rss_gb"], "first_step_s": steps[0]["total"],
                          "tokens_per_step": statistics.median(toks) if toks else None}

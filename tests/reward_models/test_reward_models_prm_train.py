@@ -164,7 +164,6 @@ def test_init_adapter_is_merged_and_travels_with_the_checkpoint(tiny_model_dir, 
     import shutil
 
     from openrft.models.loading import load_model
-    from openrft.rewards.prm.value_head import DEFAULT_STEP_TOKEN
     from openrft.models.lora import LoraSettings, attach_lora
     from openrft.reward_models.value_head_train import ValueHeadTrainSettings, build_value_head_model
 

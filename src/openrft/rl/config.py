@@ -129,8 +129,8 @@ class RLConfig:
     skip_zero_advantage: bool = field(default=True, metadata=_help(
         "leave the rows whose advantages are all zero out of the update's forward and backward when they add "
         "nothing to the gradient (the ppo loss, no KL in the loss, no entropy bonus, no critic): the same update, "
-        "faster when a group's samples all score alike (the step's policy statistics then cover the rows that ran); off "
-        "runs every row; not part of the stage's identity"))
+        "faster when a group's samples all score alike (the step's policy statistics then cover the rows that "
+        "ran); off runs every row; not part of the stage's identity"))
 
     #: option values that reproduce RL from before the option existed (kept out of the stage's identity)
     LEGACY: ClassVar[dict[str, Any]] = {"policy_loss": "ppo", "reward.score_answer_step": True, "epochs": None,
