@@ -10,9 +10,10 @@ training questions), to see whether more labels would pay; ``"labels": [paths]``
 stage's own labels (e.g. a labelling of more replies per question by ``openrft prm train --auto-label``);
 ``"reply_continuations": true`` trains on the labels with each reply's own continuation counted as one more
 rollout of its step prefixes (the labelling option of that name, applied to the finished labels).
-``--checkpoint`` scores finished PRMs (the stage's own ``checkpoint/``) without training. It first prints how many step-prefix rollouts the stage's labellings
-needed with and without shared prefixes (with no ``--config``/``--checkpoint``, only that). With ``--data``
-(the task of the held-out questions), each PRM also picks among the held-out questions' replies
+``--checkpoint`` scores finished PRMs (the stage's own ``checkpoint/``) without training. It first prints how
+many step-prefix rollouts the stage's labellings needed with and without shared prefixes (with no
+``--config``/``--checkpoint``, only that). With ``--data`` (the task of the held-out questions), each PRM also
+picks among the held-out questions' replies
 (``quality/completions.jsonl``): best-of-k (rerank@k) and PRM-weighted voting (wmaj@k) against maj@k, k = 4
 and 8, with a reply scored by its lowest, last or mean step score, and the reply AUC pooled and within a question.
 
