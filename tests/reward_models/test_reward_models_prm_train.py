@@ -196,20 +196,26 @@ def test_init_adapter_is_merged_and_travels_with_the_checkpoint(tiny_model_dir, 
 
 
 def test_ranking_term_groups_a_questions_solutions_and_orders_right_above_wrong(tiny_model_dir, tmp_path):
-    """rank_weight: batches hold one question's solutions together, the term is -log sigmoid(s_right - s_wrong)
+    """rank_weight: batches hold pairs of one question's solutions, the term is -log sigmoid(s_right - s_wrong)
     over a question's (right, wrong) pairs with s = the lowest step logit, its gradient lifts the right solution's
     weakest step and lowers the wrong one's; a solution's grade comes from the labelling's completion_correct
     (unknown when max_length cut its steps); off (0) keeps the training identity it had before the option."""
     from openrft.reward_models.prm_train import encode_step_examples
-    from openrft.reward_models.value_head_train import grouped_order, ranking_loss
+    from openrft.reward_models.value_head_train import paired_order, ranking_loss
     from openrft.models.loading import load_model
     from openrft.rewards.prm.value_head import DEFAULT_STEP_TOKEN
 
-    items = [Item([1], [0], [0.0], group=f"q{i % 5}") for i in range(23)]
-    order = grouped_order(items, random.Random(0))
+    items = [Item([1], [0], [0.0], f"q{i % 5}", outcome=(i % 3 == 0) if i < 20 else None) for i in range(23)]
+    order = paired_order(items, random.Random(0))
     assert sorted(order) == list(range(23))
-    groups = [items[i].group for i in order]
-    assert sum(a != b for a, b in zip(groups, groups[1:])) == 4  # each question's solutions side by side
+    pairs = [order[k:k + 2] for k in range(0, 22, 2)]
+    assert all(items[a].group == items[b].group for a, b in pairs[:-1])  # pairs of one question's solutions
+    for q in range(5):  # as many (right, wrong) pairs as a question allows
+        right = sum(items[i].outcome is True for i in range(23) if i % 5 == q)
+        wrong = sum(items[i].outcome is False for i in range(23) if i % 5 == q)
+        mixed = sum({items[a].outcome, items[b].outcome} == {True, False} for a, b in pairs if a % 5 == q)
+        assert mixed == min(right, wrong)
+    assert len({items[a].group for a, _ in pairs[:4]}) >= 3  # a batch of 8 spans several questions
 
     batch = [Item([1, 2], [0, 1], [1.0, 1.0], "q", True), Item([1, 2], [0, 1], [1.0, 0.0], "q", False),
              Item([1], [0], [1.0], "p", True)]  # p has no wrong solution: no pair

@@ -60,9 +60,10 @@ class ValueHeadTrainSettings:
                        "bf16", default="auto")
     device: str | None = _help("cpu, cuda, cuda:1 ... (default: cuda when available)", default=None)
     rank_weight: float = _help(
-        "weight of a within-question ranking term: batches then hold the solutions of one question together, and "
-        "for every right and wrong solution of a question in a batch the loss adds -log sigmoid(s_right - s_wrong), "
-        "s = the solution's lowest step logit (how best-of-k reranking scores it); 0 = BCE alone, random batches",
+        "weight of a within-question ranking term: batches then hold pairs of solutions to the same question (a "
+        "right one with a wrong one where it has both), and for every right and wrong solution of a question in a "
+        "batch the loss adds -log sigmoid(s_right - s_wrong), s = the solution's lowest step logit (how best-of-k "
+        "reranking scores it); 0 = BCE alone, random batches",
         default=0.0)
 
     #: option values that train as before the option existed (kept out of the training identity)
@@ -213,20 +214,28 @@ def ranking_loss(logits: torch.Tensor, batch: Sequence[Item]) -> torch.Tensor | 
     return -torch.nn.functional.logsigmoid(scores[i] - scores[j]).mean()
 
 
-def grouped_order(items: Sequence[Item], rng: random.Random) -> list[int]:
-    """Item indices with each group's items side by side: the groups in a shuffled order, each group's items
-    shuffled (batches cut from it hold one or two questions' solutions)."""
+def paired_order(items: Sequence[Item], rng: random.Random) -> list[int]:
+    """Item indices in pairs of solutions to the same question, a right one with a wrong one where the question
+    has both (the rest paired among themselves), the pairs in a shuffled order and the unpaired last: a batch of
+    ``2m`` holds ``m`` pairs from about ``m`` questions, as varied as a random batch, each pair a ranking pair."""
     by_group: dict[str, list[int]] = {}
     for i, it in enumerate(items):
         by_group.setdefault(it.group, []).append(i)
-    keys = sorted(by_group)
-    rng.shuffle(keys)
-    order: list[int] = []
-    for key in keys:
+    pairs: list[list[int]] = []
+    alone: list[int] = []
+    for key in sorted(by_group):
         members = list(by_group[key])
         rng.shuffle(members)
-        order += members
-    return order
+        right = [i for i in members if items[i].outcome is True]
+        wrong = [i for i in members if items[i].outcome is False]
+        while right and wrong:
+            pairs.append([right.pop(), wrong.pop()])
+        rest = right + wrong + [i for i in members if items[i].outcome is None]
+        pairs += [rest[k:k + 2] for k in range(0, len(rest) - 1, 2)]
+        alone += rest[len(rest) - len(rest) % 2:]
+    rng.shuffle(pairs)
+    rng.shuffle(alone)
+    return [i for pair in pairs for i in pair] + alone
 
 
 def evaluate_items(model: ValueHeadModel, items: Sequence[Item], batch_size: int, pad_id: int) -> list[float]:
@@ -239,7 +248,7 @@ def train_value_head(model: ValueHeadModel, items: Sequence[Item], settings: Val
                      metrics_path: str | os.PathLike | None = None, show_progress: bool = True,
                      desc: str = "train") -> dict[str, Any]:
     """AdamW on BCE-with-logits at the items' positions (plus ``rank_weight`` x :func:`ranking_loss` over batches
-    of :func:`grouped_order`); one ``metrics.jsonl`` line per optimizer step.
+    of :func:`paired_order`); one ``metrics.jsonl`` line per optimizer step.
 
     Returns ``{"steps", "first_loss", "last_loss", "seconds"}``.
     """
@@ -280,7 +289,7 @@ def train_value_head(model: ValueHeadModel, items: Sequence[Item], settings: Val
     try:
         for epoch in range(settings.epochs):
             if settings.rank_weight > 0:
-                order = grouped_order(items, rng)
+                order = paired_order(items, rng)
             else:
                 rng.shuffle(order)
             for start in range(0, len(order), settings.batch_size):
