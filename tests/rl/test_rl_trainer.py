@@ -53,6 +53,21 @@ def _lora_b_norm(adapter_dir) -> float:
     return sum(float(v.abs().sum()) for k, v in weights.items() if "lora_B" in k)
 
 
+def count_forward_rows(monkeypatch) -> list[int]:
+    """A list that gets the number of rows of every policy/critic backbone forward from now on."""
+    from openrft.rl import policy
+
+    rows_run: list[int] = []
+    real = policy.hidden_states
+
+    def counted(model, input_ids, *args, **kwargs):
+        rows_run.append(input_ids.shape[0])
+        return real(model, input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(policy, "hidden_states", counted)
+    return rows_run
+
+
 @pytest.mark.parametrize("estimator", ["grpo", "rloo", "reinforce_pp"])
 def test_critic_free_estimators_train_the_adapter(tiny_model_dir, samples, vowel_fn, tmp_path, estimator):
     torch.set_num_threads(1)
@@ -341,7 +356,6 @@ def test_shared_prompt_forward_matches_the_full_forward_and_its_gradients(tiny_m
     values and the LoRA gradients equal those of the full per-row forward (ragged prompts and responses)."""
     from openrft.models.loading import load_model
     from openrft.models.lora import LoraSettings
-    from openrft.rl import policy
     from openrft.rl.policy import ActorCritic
     from openrft.rl.rollout import build_batch
 
@@ -355,14 +369,7 @@ def test_shared_prompt_forward_matches_the_full_forward_and_its_gradients(tiny_m
     responses = [[1, 2, 3], [4], [5, 6, 7, 8], [9, 10], [11, 12, 13, 14, 15], [16]]
     batch = build_batch([prompts[i // 3] for i in range(6)], responses, [i // 3 for i in range(6)], [0.0] * 6,
                         pad_id=tok.pad_token_id)
-    rows_run = []
-    real = policy.hidden_states
-
-    def counted(model, input_ids, *args, **kwargs):
-        rows_run.append(input_ids.shape[0])
-        return real(model, input_ids, *args, **kwargs)
-
-    monkeypatch.setattr(policy, "hidden_states", counted)
+    rows_run = count_forward_rows(monkeypatch)
 
     def run():
         rows_run.clear()
@@ -442,17 +449,8 @@ def test_rows_with_zero_advantages_are_left_out_of_the_update_with_the_same_resu
     """skip_zero_advantage: a group whose advantages are all zero runs no forward or backward, and the update
     (gradients, clipping, AdamW's moments and weight decay) equals the one that runs every row, also when every
     row is left out; anything else that reads the rows (KL in the loss, an entropy bonus, a critic) turns it off."""
-    from openrft.rl import policy
-
     torch.set_num_threads(1)
-    rows_run = []
-    real = policy.hidden_states
-
-    def counted(model, input_ids, *args, **kwargs):
-        rows_run.append(input_ids.shape[0])
-        return real(model, input_ids, *args, **kwargs)
-
-    monkeypatch.setattr(policy, "hidden_states", counted)
+    rows_run = count_forward_rows(monkeypatch)
 
     def two_updates(skip: bool):
         cfg = _config(tiny_model_dir, vowel_fn, kl_coef=0.0, weight_decay=0.1, micro_batch_size=2,
