@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -95,6 +96,11 @@ def test_orm_train_learns_and_reranks(tiny_model_dir, tmp_path):
     yes, no = scorer.score(["What is 3 + 4?"] * 2, ["3 + 4 = 7. Verified: yes", "3 + 4 = 7. Verified: no"])
     assert yes > 0.5 > no
     assert run_orm_train(config, tmp_path / "orm", show_progress=False).skipped
+    # the ranking term reads an outcome model's label as the solution's grade (pairs of one question's solutions)
+    ranked = dataclasses.replace(config, rank_weight=1.0, epochs=1)
+    run_orm_train(ranked, tmp_path / "orm-ranked", show_progress=False)
+    lines = [json.loads(x) for x in (tmp_path / "orm-ranked" / "metrics.jsonl").read_text().splitlines()]
+    assert any("rank_loss" in x for x in lines)
 
 
 def test_sample_outcome_examples_grades_with_the_task(tiny_generator):

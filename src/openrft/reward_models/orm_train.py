@@ -228,7 +228,7 @@ def run_orm_train(config: ORMTrainConfig, out_dir: str | os.PathLike, *, generat
         if len(ids) > config.max_length:
             dropped += 1
             continue
-        items.append(Item(ids, [len(ids) - 1], [e.label], e.question))
+        items.append(Item(ids, [len(ids) - 1], [e.label], e.question, outcome=e.label >= 0.5))
     train, held = split_by_group(items, config.held_out, config.seed)
     pad_id = pad_id_of(tokenizer)
     majority_class = majority(train)
