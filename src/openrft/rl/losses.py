@@ -18,7 +18,7 @@ from openrft.rl.registry import Registry
 __all__ = [
     "KL_KINDS", "LOSS_AGG", "POLICY_LOSSES", "aggregate", "entropy_from_logits", "explained_variance",
     "get_policy_loss", "kl_estimate", "kl_loss", "policy_loss", "register_policy_loss", "token_logprobs",
-    "value_loss",
+    "value_loss", "zero_advantage_rows",
 ]
 
 LOSS_AGG = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
@@ -164,6 +164,17 @@ def policy_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor
         if dual_clip is not None:
             stats["dual_clipfrac"] = masked_mean(dual.float(), mask).item()
     return loss, stats
+
+
+def zero_advantage_rows(advantages: Tensor, mask: Tensor) -> set[int]:
+    """Rows whose every valid advantage is zero: the ppo loss ``-A x ratio`` (clipped) and its gradient are zero
+    there, so an update can leave them out (a group whose samples all score alike, under grpo and rloo).
+
+    >>> zero_advantage_rows(torch.tensor([[0.0, 0.0], [0.0, 1.0], [2.0, 0.0]]), torch.tensor([[1, 1], [1, 0], [1, 1]]))
+    {0, 1}
+    """
+    moved = ((advantages != 0) & mask.bool()).any(dim=1)
+    return set(torch.nonzero(~moved).flatten().tolist())
 
 
 def value_loss(values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor, *, clip: float | None = 0.2,

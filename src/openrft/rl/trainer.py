@@ -31,15 +31,15 @@ from openrft.data.sample import Sample
 from openrft.models.backends.base import SamplingParams
 from openrft.models.backends.hf import TransformersGenerator, render_prompt
 from openrft.models.lora import save_atomic
-from openrft.core.rundir import (
-    atomic_write_json, begin_stage, finish_stage, pin_local_inputs, stable_hash,
-)
+from openrft.core.rundir import atomic_write_json, begin_stage, finish_stage, pin_local_inputs, stable_hash
 from openrft.core.tracking import check_installed
 from openrft.rewards.base import CompositeReward, RewardBatch, build_reward
 from openrft.rl.advantages import compute_advantages, masked_mean
 from openrft.rl.config import RLConfig, rl_settings
 from openrft.rl.logs import MetricsLog, checkpoint_dirs, last_checkpoint, read_metrics
-from openrft.rl.losses import explained_variance, get_policy_loss, kl_estimate, kl_loss, value_loss
+from openrft.rl.losses import (
+    explained_variance, get_policy_loss, kl_estimate, kl_loss, value_loss, zero_advantage_rows,
+)
 from openrft.rl.policy import ActorCritic, load_base
 from openrft.rl.rollout import RolloutBatch, build_batch, place_step_rewards
 from openrft.rl.runtime import DistState, VLLMRollouts
@@ -132,7 +132,6 @@ class RLTrainer:
             return VLLMRollouts(self.config, self.out, self.ac, self.tokenizer)
         return TransformersGenerator(self.ac.model, self.tokenizer, batch_size=self.config.rollout_batch_size)
 
-    # ---- data order -------------------------------------------------------------------------------
     def indices_for(self, step: int) -> list[int]:
         """Sample indices of ``step``: consecutive slices of per-epoch seeded permutations (deterministic,
         so a resumed run sees the same prompts)."""
@@ -217,18 +216,13 @@ class RLTrainer:
                 t.mul_(batch.response_mask)
 
     def rows_without_gradient(self, batch: RolloutBatch, train_policy: bool) -> set[int]:
-        """The rows the update can leave out (``skip_zero_advantage``): every advantage of the row is zero and
-        nothing else in the loss reads it (the built-in ppo loss is ``-A x ratio``, clipped: zero with its
-        gradient at ``A = 0``; no KL in the loss, no entropy bonus, no critic to fit). A group whose samples all
-        score alike is such a group under grpo and rloo. Empty when the option is off or anything else reads
-        the rows."""
+        """Rows the update can leave out (``skip_zero_advantage``, :func:`~openrft.rl.losses.zero_advantage_rows`):
+        none when anything besides the ppo loss's ``-A x ratio`` reads them (KL in the loss, entropy, a critic)."""
         cfg = self.config
-        kl_in_loss = cfg.kl_coef > 0 and cfg.resolved_kl_in == "loss"
-        if not (cfg.skip_zero_advantage and train_policy and self.critic_opt is None and cfg.policy_loss == "ppo"
-                and cfg.entropy_coef == 0 and not kl_in_loss):
+        if (not cfg.skip_zero_advantage or not train_policy or cfg.policy_loss != "ppo" or cfg.entropy_coef != 0
+                or self.critic_opt is not None or (cfg.kl_coef > 0 and cfg.resolved_kl_in == "loss")):
             return set()
-        moved = ((batch.advantages != 0) & batch.response_mask.bool()).any(dim=1)
-        return set(torch.nonzero(~moved).flatten().tolist())
+        return zero_advantage_rows(batch.advantages, batch.response_mask)
 
     def update(self, batch: RolloutBatch, train_policy: bool) -> dict[str, float]:
         cfg = self.config
@@ -249,19 +243,15 @@ class RLTrainer:
                     self.actor_opt.zero_grad(set_to_none=True)
                 if self.critic_opt is not None:
                     self.critic_opt.zero_grad(set_to_none=True)
-                # the weights keep every row's share: a skipped row's loss is zero, not absent
-                run = [r for r in rows if r not in skip]
+                run = [r for r in rows if r not in skip]  # the weights keep every row's share (zero loss)
                 for micro in self._micro_batches(run):
                     mb = batch.select(micro)
                     weight = (float(mb.response_mask.sum()) / n_tok) if agg == "token-mean" else len(micro) / len(rows)
                     for k, v in self.backward_micro_batch(mb, weight, train_policy).items():
                         sums.setdefault(k, []).append(v)
-                if train_policy and not run:
-                    # the backward of zero losses gives zero gradients, and the optimizer still steps on them
-                    # (AdamW's moments and weight decay move); a None gradient would skip the parameter instead
+                if train_policy and not run:  # zero losses give zero gradients; AdamW steps on them, not on None
                     for p in self.ac.policy_parameters():
-                        if p.grad is None:
-                            p.grad = torch.zeros_like(p)
+                        p.grad = torch.zeros_like(p) if p.grad is None else p.grad
                 if train_policy:
                     self.dist.average_gradients(self.ac.policy_parameters())
                     if cfg.max_grad_norm:
@@ -275,10 +265,7 @@ class RLTrainer:
                         torch.nn.utils.clip_grad_norm_(self.ac.critic_parameters(), cfg.max_grad_norm)
                     self.critic_opt.step()
                     self.critic_sched.step()
-        out = {k: sum(v) / len(v) for k, v in sums.items()}
-        if skip:
-            out["policy/skipped_rows"] = len(skip) / B
-        return out
+        return {k: sum(v) / len(v) for k, v in sums.items()} | ({"policy/skipped_rows": len(skip) / B} if skip else {})
 
     def backward_micro_batch(self, mb: RolloutBatch, weight: float, train_policy: bool) -> dict[str, float]:
         """One micro-batch's losses, backpropagated scaled by ``weight``: the policy's (when it trains) and the
@@ -502,8 +489,7 @@ def run_rl(config: RLConfig, out_dir: str | os.PathLike, samples: Sequence[Sampl
     trainer = RLTrainer(config, samples, out, reward=reward, examples_for=examples_for, show_progress=show_progress)
     result = trainer.train()
     metrics = read_metrics(out)
-    first = metrics[0] if metrics else {}
-    last = metrics[-1] if metrics else {}
+    first, last = (metrics[0], metrics[-1]) if metrics else ({}, {})
     finish_stage(out, manifest, steps=result.steps, samples=len(samples),
                  train_seconds=round(time.perf_counter() - t0, 2),
                  first_reward=first.get("reward"), last_reward=last.get("reward"),
