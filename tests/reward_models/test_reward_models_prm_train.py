@@ -195,7 +195,7 @@ def test_init_adapter_is_merged_and_travels_with_the_checkpoint(tiny_model_dir, 
         ValueHeadPRM.from_pretrained(out, device="cpu", candidates=["+"])
 
 
-def test_ranking_term_groups_a_questions_solutions_and_orders_right_above_wrong(tiny_model_dir, tmp_path):
+def test_ranking_term_pairs_a_questions_solutions_and_orders_right_above_wrong(tiny_model_dir, tmp_path):
     """rank_weight: batches hold pairs of one question's solutions, the term is -log sigmoid(s_right - s_wrong)
     over a question's (right, wrong) pairs with s = the lowest step logit, its gradient lifts the right solution's
     weakest step and lowers the wrong one's; a solution's grade comes from the labelling's completion_correct

@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from openrft.data.jsonl import check_fields, read_records, write_records
 from openrft.data.sample import Sample
 from openrft.models.backends.base import Generator, SamplingParams
 from openrft.core.rundir import (
-    atomic_write_json, begin_stage, file_hash, finish_stage, stable_hash, without_legacy_values,
+    atomic_write_json, begin_stage, file_hash, finish_stage, stable_hash,
 )
 from openrft.reward_models.value_head_train import (
     METRICS, METRICS_JSON, Item, ValueHeadTrainSettings, _help, binary_metrics,
@@ -213,8 +213,7 @@ def run_orm_train(config: ORMTrainConfig, out_dir: str | os.PathLike, *, generat
         sampled = _sampled_examples(config, out, generator, show_progress)
         examples += sampled
         inputs["sampled"] = stable_hash([e.to_dict() for e in sampled])
-    manifest, finished = begin_stage(out, STAGE, without_legacy_values(asdict(config), ORMTrainConfig.TRAIN_LEGACY),
-                                     inputs, seed=config.seed)
+    manifest, finished = begin_stage(out, STAGE, config.identity(), inputs, seed=config.seed)
     if finished and (out / CHECKPOINT_SUBDIR / FORMAT_FILE).is_file() and (out / METRICS_JSON).is_file():
         logger.info("orm: %s already finished with the same settings and data; skipping", out)
         metrics = json.loads((out / METRICS_JSON).read_text(encoding="utf-8"))

@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -239,8 +239,7 @@ def run_prm_train(config: PRMTrainConfig, out_dir: str | os.PathLike, *, generat
         raise ValueError("no step examples to train on")
     # local inputs count by their bytes (inputs), not where they lie: a copy of this stage in another run
     # directory (openrft run --reuse) still matches
-    settings = without_legacy_values(asdict(config), ValueHeadTrainSettings.TRAIN_LEGACY) | {
-        "labels": ["local"] * len(config.labels)}
+    settings = config.identity() | {"labels": ["local"] * len(config.labels)}
     resolved = {}
     if config.init_adapter:
         from openrft.models.lora import resolve_adapter_dir

@@ -13,13 +13,13 @@ import os
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
-from openrft.core.rundir import JsonlStore
+from openrft.core.rundir import JsonlStore, without_legacy_values
 from openrft.rewards.prm.value_head import ValueHeadModel, pad_right, values_at
 
 METRICS, METRICS_JSON = "metrics.jsonl", "metrics.json"
@@ -81,6 +81,11 @@ class ValueHeadTrainSettings:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.rank_weight < 0:
             raise ValueError(f"rank_weight must be >= 0, got {self.rank_weight}")
+
+    def identity(self) -> dict[str, Any]:
+        """The settings a trained model's stage is known by: all of them, less options at their ``TRAIN_LEGACY``
+        value (so a model trained before an option existed keeps its identity)."""
+        return without_legacy_values(asdict(self), self.TRAIN_LEGACY)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
