@@ -163,3 +163,20 @@ def test_data_sizes_keep_the_warm_up_and_vary_only_the_rl_data(recipe_path, tmp_
         assert synth["samples"] == 4  # the warm-up: the 4 original questions in every cell
         assert rl["samples"] == 3 * originals  # each RL question with its two template variants
     assert any("synthesize: copied the finished stage" in m for m in lines)
+
+
+def test_a_bf16_run_does_not_stand_in_for_an_fp32_one(recipe_path, tmp_path):
+    """The generation stages take the recipe's dtype outside their config: it is in their identity all the same
+    (the generator's precision), so a rerun in bf16 samples and evaluates again; fp32 identities stay as they were."""
+    overrides = ["icl=null", "sft=null", "rl=null", "method=Synth"]
+    run_dir = tmp_path / "runs" / "dtype"
+    run_recipe(load_recipe(recipe_path, overrides), run_dir, show_progress=False, log=lambda m: None, report=False)
+    cell = run_dir / "arithmetic"
+    fp32_model = json.loads((cell / "eval" / "manifest.json").read_text())["config"]["model"]
+    assert "[" not in fp32_model and "precision" not in json.loads((cell / "synthesize" / "manifest.json")
+                                                                    .read_text())["inputs"]
+    run_recipe(load_recipe(recipe_path, overrides + ["dtype=bfloat16"]), run_dir, show_progress=False,
+               log=lambda m: None, report=False)
+    assert _stages(run_dir)[1] == {"synthesize": "finished", "eval": "finished"}
+    assert json.loads((cell / "eval" / "manifest.json").read_text())["config"]["model"] == f"{fp32_model} [bfloat16]"
+    assert json.loads((cell / "synthesize" / "manifest.json").read_text())["inputs"]["precision"] == "bfloat16"

@@ -55,16 +55,19 @@ class AugmentResult:
 
 
 def generator_label(generator: Generator | None, backend: str | None = None, model: str | None = None) -> str | None:
-    """``backend:model`` naming the generator, for provenance (``model`` wins over what the generator says)."""
-    if model:
-        return f"{backend or getattr(generator, 'name', 'generator')}:{model}"
-    if generator is None:
+    """``backend:model`` naming the generator, for provenance (``model`` wins over what the generator says), with
+    `` [dtype]`` where it does not compute in fp32."""
+    if generator is None and not model:
         return None
+    precision = getattr(generator, "precision", None)
+    suffix = f" [{precision}]" if isinstance(precision, str) else ""
+    if model:
+        return f"{backend or getattr(generator, 'name', 'generator')}:{model}{suffix}"
     inner = getattr(generator, "model", None)
     if not isinstance(inner, str):
         inner = getattr(getattr(inner, "config", None), "_name_or_path", None) or getattr(inner, "name_or_path", None)
     name = getattr(generator, "name", type(generator).__name__)
-    return f"{name}:{inner}" if inner else str(name)
+    return (f"{name}:{inner}" if inner else str(name)) + suffix
 
 
 # ----------------------------------------------------------------- rewriting

@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         from openrft.evaluate.runner import weights_name
         from openrft.models.lora import resolve_adapter_dir
 
-        model_name = weights_name(args.model, resolve_adapter_dir(args.adapter) if args.adapter else None)
+        model_name = weights_name(args.model, resolve_adapter_dir(args.adapter) if args.adapter else None,
+                                  generator.precision)
         result = evaluate(generator, samples, config, out, label=args.label, model_name=model_name,
                           show_progress=not args.quiet, reranker=reranker, examples_for=examples_for,
                           long_questions=args.long_questions)

@@ -152,13 +152,16 @@ class EvalResult:
         return d
 
 
-def weights_name(model: str, adapter_dir: str | os.PathLike | None = None) -> str:
+def weights_name(model: str, adapter_dir: str | os.PathLike | None = None, precision: str | None = None) -> str:
     """How an evaluation names the weights it ran (part of its fingerprint): the model, and the adapter merged into
-    it, each local one with its content hash, so new weights behind the same path are evaluated again. The eval
-    CLI and the pipeline's eval stage both name their weights this way.
+    it, each local one with its content hash, so new weights behind the same path are evaluated again, and the
+    dtype they ran in where it is not fp32 (the generator's ``precision``). The eval CLI and the pipeline's eval
+    stage both name their weights this way.
 
     >>> weights_name("smollm2-135m")
     'smollm2-135m'
+    >>> weights_name("smollm2-135m", precision="bfloat16")
+    'smollm2-135m [bfloat16]'
     """
     from openrft.core.rundir import path_fingerprint
 
@@ -167,7 +170,7 @@ def weights_name(model: str, adapter_dir: str | os.PathLike | None = None) -> st
         name = f"{model} ({fingerprint})"
     if adapter_dir is not None:
         name = f"{name} + {adapter_dir} ({path_fingerprint(adapter_dir)})"
-    return name
+    return f"{name} [{precision}]" if precision else name
 
 
 def grade_item(task: Task, sample: Sample, completions) -> dict[str, Any]:

@@ -213,7 +213,7 @@ def _stage_eval(ctx: CellContext) -> dict[str, Any]:
         generator.model = load_adapter(generator.model, adapter_dir, merge=True)
     # the model's and adapter's bytes (a stacked RL adapter includes the SFT adapter it was trained on) are part of
     # what is evaluated: new weights upstream mean a new evaluation
-    model_name = weights_name(model, adapter_dir)
+    model_name = weights_name(model, adapter_dir, generator.precision)
     label = recipe.pipeline_value("eval", "label") or recipe.method
     result = evaluate(generator, ctx.test, config, ctx.dir / "eval", label=label, model_name=model_name,
                       examples_for=ctx.shots("eval"), show_progress=ctx.show_progress,

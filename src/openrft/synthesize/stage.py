@@ -174,6 +174,8 @@ def run_synthesize(
         out_dir = Path(out_dir)
         inputs = {"samples": stable_hash([s.to_dict() for s in samples]),
                   "prompts": stable_hash([prompts[i] for i in ids])}
+        if getattr(generator, "precision", None):  # fp32 runs keep their old identity
+            inputs["precision"] = generator.precision
         manifest, finished = begin_stage(out_dir, STAGE, config.fingerprint_fields(), inputs, seed=config.seed,
                                          resume_keys=[TRACES, OPEN_STATE])
         store = JsonlStore(out_dir / TRACES)

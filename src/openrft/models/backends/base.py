@@ -95,6 +95,13 @@ class Generator(ABC):
 
     name: str = "generator"
 
+    @property
+    def precision(self) -> str | None:
+        """The dtype the weights compute in where it is not fp32 (``"bfloat16"``), else None (fp32, or an engine
+        behind HTTP whose precision is its own): stages add it to their identity, so a bf16 run never stands in
+        for an fp32 one."""
+        return None
+
     @abstractmethod
     def generate(
         self,

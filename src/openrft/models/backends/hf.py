@@ -95,6 +95,11 @@ class TransformersGenerator(Generator):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def precision(self) -> str | None:
+        dtype = next(self.model.parameters()).dtype
+        return None if dtype == torch.float32 else str(dtype).removeprefix("torch.")
+
     # ------------------------------------------------------------------ public
     def generate(
         self,

@@ -25,8 +25,15 @@ class VLLMGenerator(Generator):
 
         self.llm = LLM(model=resolve_model(model), dtype=dtype, enable_lora=enable_lora, max_lora_rank=max_lora_rank,
                        gpu_memory_utilization=gpu_memory_utilization, **engine_kwargs)
+        engine_config = getattr(getattr(self.llm, "llm_engine", None), "model_config", None)
+        resolved = str(getattr(engine_config, "dtype", dtype)).removeprefix("torch.")
+        self._precision = None if resolved == "float32" else resolved
         self._lora_id = 0
         self.lora_path: str | None = None
+
+    @property
+    def precision(self) -> str | None:
+        return self._precision
 
     def set_adapter(self, lora_path: str | None) -> None:
         """Use this LoRA adapter directory for the following calls (``None``: the base model)."""
