@@ -70,7 +70,7 @@ def test_one_sft_epoch(questions, tmp_path):
 @pytest.mark.parametrize("estimator", ["grpo", "gae", "gae-shared"])
 def test_one_rl_step(questions, tmp_path, estimator):
     from openrft.rl.config import RLConfig
-    from openrft.rl.trainer import run_rl
+    from openrft.rl.stage import run_rl
 
     name, _, critic = estimator.partition("-")
     config = RLConfig(model=MODEL, steps=1, prompts_per_step=2, n_samples=2, max_new_tokens=16, micro_batch_size=2,

@@ -13,7 +13,7 @@ from openrft.data.loaders import load_bundled
 from openrft.pipeline.recipe import RecipeError, load_recipe
 from openrft.rl.config import DEFAULT_STEPS, RLConfig
 from openrft.rl.config import rl_settings
-from openrft.rl.trainer import run_rl
+from openrft.rl.stage import run_rl
 
 PAPER = Path(__file__).resolve().parents[2] / "recipes" / "paper"
 

@@ -12,7 +12,7 @@ from openrft.core.rundir import Manifest
 from openrft.data.loaders import load_bundled
 from openrft.rl.config import RLConfig
 from openrft.rl.config import rl_settings
-from openrft.rl.trainer import run_rl
+from openrft.rl.stage import run_rl
 
 
 def _config(tiny_model_dir, **kw) -> RLConfig:

@@ -13,7 +13,8 @@ from openrft.data.loaders import load_bundled
 from openrft.rewards.base import CompositeReward, RewardSettings
 from openrft.rl.config import RLConfig
 from openrft.rl.logs import read_metrics
-from openrft.rl.trainer import RLTrainer, run_rl
+from openrft.rl.stage import run_rl
+from openrft.rl.trainer import RLTrainer
 
 REWARD_FILE = '''
 def vowel_reward(prompts, completions, **columns):

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from openrft.core.rundir import IncompatibleRunError, StageInputError
     from openrft.retrieval.embedder import EmbedderNotAvailableError
     from openrft.rewards.prm.base import PRMFormatError
-    from openrft.rl.trainer import run_rl
+    from openrft.rl.stage import run_rl
 
     try:
         config = make_config(args)

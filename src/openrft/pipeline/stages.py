@@ -164,7 +164,7 @@ def _prm_path(ctx: CellContext, who: str) -> str:
 
 
 def _stage_rl(ctx: CellContext) -> dict[str, Any]:
-    from openrft.rl.trainer import run_rl
+    from openrft.rl.stage import run_rl
 
     adapter = ctx.recipe.pipeline_value("rl", "adapter")
     if adapter is None and ctx.adapter is not None:
