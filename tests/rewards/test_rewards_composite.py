@@ -128,3 +128,15 @@ def test_build_reward_loads_a_prm_checkpoint(tiny_model_dir):
     assert all(0.0 <= x <= 1.0 for s in scores for x in s)
     assert batch.rewards[0] == pytest.approx(0.5 * 1.0 + 0.5 * sum(scores[0]) / 2)
     reward.close()
+
+
+def test_a_local_prm_computes_in_the_policys_dtype_unless_told(tiny_model_dir):
+    """RL passes its dtype: a bf16 policy's reward scores with a bf16 PRM; ``prm_dtype``, when given, wins."""
+    import torch
+
+    base = {"prm": str(tiny_model_dir), "prm_format": "math_shepherd", "prm_device": "cpu"}
+    for settings, policy, expected in ((base, "bfloat16", torch.bfloat16), (base, "auto", torch.float32),
+                                       (base | {"prm_dtype": "float32"}, "bfloat16", torch.float32)):
+        reward = build_reward(RewardSettings(**settings), policy)
+        assert next(reward.scorer.model.parameters()).dtype == expected
+        reward.close()

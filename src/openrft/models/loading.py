@@ -71,7 +71,9 @@ def default_device() -> torch.device:
 
 
 def default_dtype(device: torch.device | str) -> torch.dtype:
-    """bf16 on CUDA, fp32 elsewhere (bf16 matmuls are ~100x slower than fp32 on CPUs without AMX)."""
+    """bf16 on CUDA, fp32 elsewhere. On CPU, bf16 is an opt-in (``dtype: bfloat16``): it changes the outputs, and
+    its speed depends on the CPU (about 2x fp32 where the CPU has bf16 instructions, e.g. AVX-512 BF16 or AMX, as
+    bench/README.md measures; far slower than fp32 where it has none)."""
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
 
 

@@ -52,7 +52,8 @@ class RewardSettings:
     prm_format: str | None = field(default=None, metadata={
         "help": "force the PRM checkpoint format (value_head|token_class|math_shepherd) instead of detecting it"})
     prm_device: str | None = field(default=None, metadata={"help": "device of a local PRM (default: cuda if available, else cpu)"})
-    prm_dtype: str | None = field(default=None, metadata={"help": "dtype of a local PRM: auto|fp32|bf16|fp16"})
+    prm_dtype: str | None = field(default=None, metadata={
+        "help": "dtype of a local PRM: auto|fp32|bf16|fp16 (default: the policy's)"})
     prm_batch_size: int = field(default=8, metadata={"help": "completions (judge: step prompts) per PRM forward pass"})
     score_answer_step: bool = field(default=True, metadata={
         "help": "the PRM also scores a completion's last step (its final-answer line); false leaves the answer to "
@@ -249,12 +250,14 @@ class CompositeReward:
         )
 
 
-def build_reward(config: RewardSettings) -> CompositeReward:
-    """A :class:`CompositeReward` with its process scorer (``config.prm``) and functions loaded."""
+def build_reward(config: RewardSettings, dtype: str | None = None) -> CompositeReward:
+    """A :class:`CompositeReward` with its process scorer (``config.prm``) and functions loaded; a local PRM
+    computes in ``config.prm_dtype``, else in ``dtype`` (the policy's, when it is not ``auto``)."""
     scorer = None
     if config.prm is not None:
         from openrft.rewards.prm.loader import load_scorer
 
-        scorer = load_scorer(config.prm, device=config.prm_device, dtype=config.prm_dtype,
+        prm_dtype = config.prm_dtype or (None if dtype == "auto" else dtype)
+        scorer = load_scorer(config.prm, device=config.prm_device, dtype=prm_dtype,
                              format=config.prm_format, batch_size=config.prm_batch_size)
     return CompositeReward(config, scorer=scorer)

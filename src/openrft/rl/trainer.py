@@ -93,7 +93,7 @@ class RLTrainer:
                               dtype=config.dtype)
         self.ac.share_prompts = config.share_prompts
         self.tokenizer = tokenizer
-        self.reward = reward if reward is not None else build_reward(config.reward)
+        self.reward = reward if reward is not None else build_reward(config.reward, config.dtype)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.prompts = [task_for(s).messages(s, list(examples_for(s)) if examples_for else []) for s in self.samples]
         self.prompt_ids = [render_prompt(tokenizer, p) for p in self.prompts]
