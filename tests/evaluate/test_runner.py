@@ -124,6 +124,41 @@ def test_weights_name_follows_local_bytes(tmp_path):
     assert weights_name(str(tmp_path)).startswith(f"{tmp_path} (")  # a local full model
 
 
+def test_an_evaluation_is_known_by_the_bytes_of_its_weights_not_their_path(tmp_path, tiny_generator, tiny_model_dir):
+    """The same weights behind another path (a run directory named relatively, absolutely, or copied) are the same
+    evaluation; an evaluation recorded under the earlier, path-bound identity is recognised and re-keyed; other
+    bytes are another evaluation."""
+    import shutil
+
+    from openrft.evaluate.runner import EvaluatedWeights, weights_name
+
+    samples, config = load_bundled("sciknoweval/retrosynthesis")[:2], EvalConfig(n=1, max_new_tokens=3)
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, copy)
+    evaluate(tiny_generator, samples, config, tmp_path / "a", model_name=EvaluatedWeights(str(tiny_model_dir)),
+             show_progress=False)
+    again = Interrupting(tiny_generator)
+    result = evaluate(again, samples, config, tmp_path / "a", model_name=EvaluatedWeights(str(copy)),
+                      show_progress=False)
+    assert again.prompts == 0 and result.model == weights_name(str(copy))
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["config"]["model"] == "local" and manifest["inputs"]["model"]
+
+    evaluate(tiny_generator, samples, config, tmp_path / "b", model_name=weights_name(str(tiny_model_dir)),
+             show_progress=False)  # what the stage was keyed on before
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["config"]["model"].startswith(str(tiny_model_dir))
+    again = Interrupting(tiny_generator)
+    evaluate(again, samples, config, tmp_path / "b", model_name=EvaluatedWeights(str(tiny_model_dir)),
+             show_progress=False)
+    assert again.prompts == 0
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["config"] == manifest["config"]
+
+    (copy / "extra.bin").write_bytes(b"new bytes")
+    with pytest.raises(IncompatibleRunError, match="other settings or inputs"):
+        evaluate(tiny_generator, samples, config, tmp_path / "a", model_name=EvaluatedWeights(str(copy)),
+                 show_progress=False)
+
+
 class KilledAfter:
     """Wraps a real generator; a kill (KeyboardInterrupt) lands once ``items`` items of a call have finished."""
 

@@ -51,7 +51,7 @@ def test_run_skips_finished_stages_and_reruns_only_downstream_of_a_change(recipe
     assert 0.0 <= result.accuracy["arithmetic"] <= 1.0 and result.report is not None and result.report.is_file()
     # the evaluated model is the RL adapter, and every evaluated prompt carried 2 retrieved examples
     eval_manifest = json.loads((cell / "eval" / "manifest.json").read_text())
-    assert "rl/adapter" in eval_manifest["config"]["model"]
+    assert "rl/adapter" in eval_manifest["stats"]["weights"] and eval_manifest["config"]["adapter"] == "local"
     assert (run_dir / "recipe.yaml").is_file() and (run_dir / "report.md").is_file()
 
     again = run_recipe(load_recipe(recipe_path), run_dir, show_progress=False, log=lambda m: None)
@@ -61,7 +61,8 @@ def test_run_skips_finished_stages_and_reruns_only_downstream_of_a_change(recipe
     # another SFT learning rate: synthesis is reused; SFT, RL (new starting adapter) and evaluation run again
     run_recipe(load_recipe(recipe_path, ["sft.learning_rate=2e-3"]), run_dir, show_progress=False, log=lambda m: None)
     assert _stages(run_dir)[1] == {"synthesize": "skipped", "sft": "finished", "rl": "finished", "eval": "finished"}
-    assert json.loads((cell / "eval" / "manifest.json").read_text())["config"]["model"] != eval_manifest["config"]["model"]
+    new_eval = json.loads((cell / "eval" / "manifest.json").read_text())
+    assert new_eval["inputs"]["adapter"] != eval_manifest["inputs"]["adapter"]
 
 
 def test_interrupted_run_is_recorded_and_the_rerun_continues(recipe_path, tmp_path, monkeypatch):
@@ -172,11 +173,13 @@ def test_a_bf16_run_does_not_stand_in_for_an_fp32_one(recipe_path, tmp_path):
     run_dir = tmp_path / "runs" / "dtype"
     run_recipe(load_recipe(recipe_path, overrides), run_dir, show_progress=False, log=lambda m: None, report=False)
     cell = run_dir / "arithmetic"
-    fp32_model = json.loads((cell / "eval" / "manifest.json").read_text())["config"]["model"]
-    assert "[" not in fp32_model and "precision" not in json.loads((cell / "synthesize" / "manifest.json")
-                                                                    .read_text())["inputs"]
+    fp32 = json.loads((cell / "eval" / "manifest.json").read_text())
+    assert "precision" not in fp32["config"] and "[" not in fp32["stats"]["weights"]
+    assert "precision" not in json.loads((cell / "synthesize" / "manifest.json").read_text())["inputs"]
     run_recipe(load_recipe(recipe_path, overrides + ["dtype=bfloat16"]), run_dir, show_progress=False,
                log=lambda m: None, report=False)
     assert _stages(run_dir)[1] == {"synthesize": "finished", "eval": "finished"}
-    assert json.loads((cell / "eval" / "manifest.json").read_text())["config"]["model"] == f"{fp32_model} [bfloat16]"
+    bf16 = json.loads((cell / "eval" / "manifest.json").read_text())
+    assert bf16["config"]["precision"] == "bfloat16"
+    assert bf16["stats"]["weights"] == f"{fp32['stats']['weights']} [bfloat16]"
     assert json.loads((cell / "synthesize" / "manifest.json").read_text())["inputs"]["precision"] == "bfloat16"

@@ -89,11 +89,11 @@ def main(argv: list[str] | None = None) -> int:
           f"temperature={config.temperature}, max_new_tokens={config.max_new_tokens}"
           f"{f', reranked by {config.rerank}' if config.rerank else ''} -> {out}", file=sys.stderr)
     try:
-        from openrft.evaluate.runner import weights_name
+        from openrft.evaluate.runner import EvaluatedWeights
         from openrft.models.lora import resolve_adapter_dir
 
-        model_name = weights_name(args.model, resolve_adapter_dir(args.adapter) if args.adapter else None,
-                                  generator.precision)
+        model_name = EvaluatedWeights(args.model, str(resolve_adapter_dir(args.adapter)) if args.adapter else None,
+                                      generator.precision)
         result = evaluate(generator, samples, config, out, label=args.label, model_name=model_name,
                           show_progress=not args.quiet, reranker=reranker, examples_for=examples_for,
                           long_questions=args.long_questions)

@@ -259,17 +259,25 @@ class Manifest:
 
 
 def begin_stage(stage_dir: str | os.PathLike, stage: str, config: Mapping[str, Any], inputs: Mapping[str, str],
-                seed: int | None = None, resume_keys: Iterable[str] = ()) -> tuple[Manifest, bool]:
+                seed: int | None = None, resume_keys: Iterable[str] = (),
+                earlier: Iterable[tuple[Mapping[str, Any], Mapping[str, str]]] = ()) -> tuple[Manifest, bool]:
     """Open a stage directory: returns ``(manifest, already_finished)``.
 
     A finished manifest with the same fingerprint means the stage can be skipped. A manifest
     with another fingerprint, while partial outputs (``resume_keys`` files) exist, raises
-    :class:`IncompatibleRunError` rather than mixing outputs of different settings.
+    :class:`IncompatibleRunError` rather than mixing outputs of different settings. ``earlier`` lists
+    ``(config, inputs)`` pairs an older version of the stage wrote for the same work: a manifest with one of their
+    fingerprints is the same stage, and is rewritten with the new identity.
     """
     stage_dir = Path(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
     new = Manifest(stage=stage, config=dict(config), inputs=dict(inputs), seed=seed)
     old = Manifest.load(stage_dir)
+    if old is not None and old.fingerprint != new.fingerprint and any(
+            old.fingerprint == Manifest(stage=stage, config=dict(c), inputs=dict(i), seed=seed).fingerprint
+            for c, i in earlier):
+        old.config, old.inputs = new.config, new.inputs
+        old.save(stage_dir)
     if old is not None:
         if old.fingerprint == new.fingerprint:
             if old.status == "finished":

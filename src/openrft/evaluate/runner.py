@@ -173,6 +173,41 @@ def weights_name(model: str, adapter_dir: str | os.PathLike | None = None, preci
     return f"{name} [{precision}]" if precision else name
 
 
+@dataclass(frozen=True)
+class EvaluatedWeights:
+    """The weights an evaluation runs: a model (bundled name, hub id or local directory), the adapter merged into it
+    and the dtype they compute in where it is not fp32. The evaluation's identity follows the bytes of local weights,
+    not their paths (the same run directory named another way, or copied by ``--reuse``, is the same evaluation);
+    :attr:`name`, shown in reports, names the paths.
+
+    >>> EvaluatedWeights("smollm2-135m").identity(), EvaluatedWeights("smollm2-135m", precision="bfloat16").name
+    (({'model': 'smollm2-135m'}, {}), 'smollm2-135m [bfloat16]')
+    """
+
+    model: str
+    adapter: str | None = None
+    precision: str | None = None
+
+    @property
+    def name(self) -> str:
+        return weights_name(self.model, self.adapter, self.precision)
+
+    def identity(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """``(settings, inputs)``: local weights as ``"local"`` in the settings and their content hash in inputs."""
+        from openrft.core.rundir import pin_local_inputs
+
+        settings: dict[str, Any] = {"model": self.model}
+        settings |= ({"adapter": self.adapter} if self.adapter else {}) | (
+            {"precision": self.precision} if self.precision else {})
+        inputs: dict[str, str] = {}
+        pin_local_inputs(settings, inputs, {"model": self.model, "adapter": self.adapter})
+        return settings, inputs
+
+    def earlier_identity(self) -> dict[str, Any] | None:
+        """The settings evaluations were known by before their identity left out paths (fp32 only, then)."""
+        return None if self.precision else {"model": weights_name(self.model, self.adapter)}
+
+
 def grade_item(task: Task, sample: Sample, completions) -> dict[str, Any]:
     texts = [c.text or "" for c in completions]
     grades = grade_all([sample] * len(texts), texts, {sample.answer_type: task})  # a program task: one sandbox call
@@ -280,7 +315,7 @@ def evaluate(
     out_dir: str | os.PathLike | None = None,
     *,
     label: str = "Vanilla",
-    model_name: str = "",
+    model_name: str | EvaluatedWeights = "",
     examples_for=None,
     show_progress: bool = True,
     reranker: Reranker | None = None,
@@ -298,9 +333,15 @@ def evaluate(
     replace the config's) every completion is scored for rerank@k and weighted_maj@k; a
     reranker named only by ``config.rerank`` is loaded when the first completion needs
     scoring and closed at the end.
+
+    ``model_name`` names what is evaluated, in the report and in the stage's identity; an
+    :class:`EvaluatedWeights` gives its name to the report and its path-free identity to the stage.
     """
     if not samples:
         raise ValueError("no samples to evaluate")
+    weights = model_name if isinstance(model_name, EvaluatedWeights) else None
+    if weights is not None:
+        model_name = weights.name
     if reranker is not None:
         config = replace(config, rerank=reranker.spec, step_rule=reranker.step_rule or config.step_rule,
                          rerank_agg=getattr(reranker, "agg", config.rerank_agg))
@@ -318,8 +359,14 @@ def evaluate(
     if out_dir is not None:
         out_dir = Path(out_dir)
         generation = {k: v for k, v in asdict(config).items() if k not in RERANK_FIELDS} | {"chunk_size": None}
-        manifest, _ = begin_stage(out_dir, "eval", {"model": model_name, "label": label, **generation},
-                                  {"prompts": prompt_hash}, seed=config.seed, resume_keys=[COMPLETIONS])
+        settings, inputs, earlier = {"model": model_name}, {"prompts": prompt_hash}, []
+        if weights is not None:
+            named, local = weights.identity()
+            settings, inputs = named, inputs | local
+            if (old := weights.earlier_identity()) is not None:
+                earlier.append((old | {"label": label, **generation}, {"prompts": prompt_hash}))
+        manifest, _ = begin_stage(out_dir, "eval", settings | {"label": label, **generation}, inputs,
+                                  seed=config.seed, resume_keys=[COMPLETIONS], earlier=earlier)
         store = JsonlStore(out_dir / COMPLETIONS)
         done = store.load()
     todo = [s for s in samples if s.id not in done]
@@ -342,7 +389,7 @@ def evaluate(
     records = [done[s.id] for s in samples]
     if out_dir is not None:
         finish_stage(out_dir, manifest, items=len(records), tokens=tokens, seconds=round(seconds, 2),
-                     rerank=config.rerank)
+                     rerank=config.rerank, weights=model_name)
     return EvalResult(label=label, model=model_name, config=asdict(config), tasks=aggregate(records, config),
                       tokens=tokens, seconds=seconds, records=records)
 

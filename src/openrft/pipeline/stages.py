@@ -189,7 +189,7 @@ def _stage_rl(ctx: CellContext) -> dict[str, Any]:
 
 def _stage_eval(ctx: CellContext) -> dict[str, Any]:
     from openrft.evaluate.results import write_report
-    from openrft.evaluate.runner import evaluate, weights_name
+    from openrft.evaluate.runner import EvaluatedWeights, evaluate
     from openrft.models.backends import make_generator
 
     recipe = ctx.recipe
@@ -211,9 +211,9 @@ def _stage_eval(ctx: CellContext) -> dict[str, Any]:
                                   "use backend transformers")
         adapter_dir = resolve_adapter_dir(ctx.adapter)
         generator.model = load_adapter(generator.model, adapter_dir, merge=True)
-    # the model's and adapter's bytes (a stacked RL adapter includes the SFT adapter it was trained on) are part of
-    # what is evaluated: new weights upstream mean a new evaluation
-    model_name = weights_name(model, adapter_dir, generator.precision)
+    # the model's and adapter's bytes (a stacked RL adapter includes the SFT adapter it was trained on), not their
+    # paths, are part of what is evaluated: new weights upstream mean a new evaluation
+    model_name = EvaluatedWeights(model, str(adapter_dir) if adapter_dir else None, generator.precision)
     label = recipe.pipeline_value("eval", "label") or recipe.method
     result = evaluate(generator, ctx.test, config, ctx.dir / "eval", label=label, model_name=model_name,
                       examples_for=ctx.shots("eval"), show_progress=ctx.show_progress,
