@@ -308,6 +308,20 @@ class _LazyReranker:
             self.owned = None
 
 
+def _begin_eval(out_dir: Path, weights: EvaluatedWeights | str, label: str, config: EvalConfig, prompt_hash: str):
+    """The eval stage's manifest: the weights' identity (or a plain name), the label and the generation settings."""
+    generation = {k: v for k, v in asdict(config).items() if k not in RERANK_FIELDS} | {"chunk_size": None}
+    settings, inputs, earlier = {"model": weights}, {"prompts": prompt_hash}, []
+    if isinstance(weights, EvaluatedWeights):
+        named, local = weights.identity()
+        settings, inputs = named, inputs | local
+        if (old := weights.earlier_identity()) is not None:
+            earlier.append((old | {"label": label, **generation}, {"prompts": prompt_hash}))
+    manifest, _ = begin_stage(out_dir, "eval", settings | {"label": label, **generation}, inputs,
+                              seed=config.seed, resume_keys=[COMPLETIONS], earlier=earlier)
+    return manifest
+
+
 def evaluate(
     generator: Generator,
     samples: Sequence[Sample],
@@ -358,15 +372,7 @@ def evaluate(
     store = None
     if out_dir is not None:
         out_dir = Path(out_dir)
-        generation = {k: v for k, v in asdict(config).items() if k not in RERANK_FIELDS} | {"chunk_size": None}
-        settings, inputs, earlier = {"model": model_name}, {"prompts": prompt_hash}, []
-        if weights is not None:
-            named, local = weights.identity()
-            settings, inputs = named, inputs | local
-            if (old := weights.earlier_identity()) is not None:
-                earlier.append((old | {"label": label, **generation}, {"prompts": prompt_hash}))
-        manifest, _ = begin_stage(out_dir, "eval", settings | {"label": label, **generation}, inputs,
-                                  seed=config.seed, resume_keys=[COMPLETIONS], earlier=earlier)
+        manifest = _begin_eval(out_dir, weights or model_name, label, config, prompt_hash)
         store = JsonlStore(out_dir / COMPLETIONS)
         done = store.load()
     todo = [s for s in samples if s.id not in done]
