@@ -1,10 +1,15 @@
-"""The transformers backend: same greedy text as ``model.generate``, batch-invariant seeded sampling."""
+"""The transformers backend: same greedy text as ``model.generate``, batch-invariant seeded sampling; prepacked
+linear layers: the same greedy text and seeded samples, layers restored, a LoRA model packed with its current weights."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from torch import nn
+
+from openrft.models import packed
+from openrft.models.backends import hf
 from openrft.models.backends.base import SamplingParams
 from openrft.models.backends.hf import TransformersGenerator, render_prompt
 
@@ -137,3 +142,95 @@ def test_adapters_on_the_bundled_model_name_its_hub_id_as_their_base(tmp_path):
     get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(tmp_path / "adapter")
     saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert saved["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+# ------------------------------------------------------------------ prepacked linear layers
+needs_onednn = pytest.mark.skipif(not packed.available(), reason="this torch has no oneDNN prepacked linear")
+
+
+@needs_onednn
+def test_packed_layers_compute_the_same_products_and_are_restored():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 96), nn.ReLU(), nn.Linear(96, 8, bias=False))
+    x = torch.randn(5, 3, 64)
+    with torch.inference_mode():
+        plain = model(x)
+        with packed.packed_linears(model, rows=15) as count:
+            assert count == 2 and all("forward" in vars(m) for m in (model[0], model[2]))
+            fast = model(x)
+    assert not any("forward" in vars(m) for m in model.modules())
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    plain_grad = torch.autograd.grad(model(x).sum(), model[0].weight)[0]
+    with packed.packed_linears(model):  # where a gradient is recorded, layers compute as they always do
+        torch.testing.assert_close(torch.autograd.grad(model(x).sum(), model[0].weight)[0], plain_grad)
+    with packed.packed_linears(model.to(torch.bfloat16)) as count:  # only fp32 layers are packed
+        assert count == 0
+
+
+@needs_onednn
+def test_greedy_with_packed_layers_matches_plain_generate_on_bundled_model(smollm2, monkeypatch):
+    model, tokenizer = smollm2
+    monkeypatch.setattr(hf, "PREPACK_MIN_TOKENS", 0)
+    calls = []
+    real = hf.packed_linears
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hf, "packed_linears", spy)
+    gen = TransformersGenerator(model, tokenizer, batch_size=3, prepack=True)
+    out = gen.generate(chats(QUESTIONS), SamplingParams(max_new_tokens=24))
+    assert len(calls) == 1
+    for prompt, (completion,) in zip(chats(QUESTIONS), out):
+        assert completion.text == reference_greedy(model, tokenizer, prompt, 24)
+
+
+@needs_onednn
+def test_sampling_with_packed_layers_draws_from_the_same_distribution(smollm2, monkeypatch):
+    """The next-token distributions agree to float rounding, so seeded samples agree but for a rare token whose
+    draw falls within that rounding of a boundary (then the rest of that reply differs)."""
+    model, tokenizer = smollm2
+    with torch.inference_mode():
+        for prompt in chats(QUESTIONS):
+            ids = torch.tensor([render_prompt(tokenizer, prompt)])
+            p = model(ids).logits[0, -1].softmax(-1)
+            with packed.packed_linears(model, rows=1):
+                q = model(ids).logits[0, -1].softmax(-1)
+            assert 0.5 * (p - q).abs().sum() < 1e-4  # total variation
+    monkeypatch.setattr(hf, "PREPACK_MIN_TOKENS", 0)
+    params = SamplingParams(n=3, temperature=1.0, max_new_tokens=16, seed=7)
+    texts = [[c.text for row in TransformersGenerator(model, tokenizer, batch_size=8, prepack=flag)
+              .generate(chats(QUESTIONS), params) for c in row] for flag in (True, False)]
+    assert sum(a == b for a, b in zip(*texts)) >= 12  # of 15 (14 on this torch)
+
+
+@needs_onednn
+def test_a_lora_model_packs_its_current_weights(tiny_model_dir):
+    """A LoRA layer's base layer and adapter matrices are packed on entry, so weights that moved since (an RL step)
+    are the ones used; the environment switch turns prepacking off."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).eval()
+    ids = torch.tensor([[1, 5, 9, 14, 3]])
+    for _ in range(2):
+        with torch.inference_mode():
+            plain = model(ids).logits
+            with packed.packed_linears(model) as count:
+                assert count == sum(type(m) is nn.Linear for m in model.modules())
+                fast = model(ids).logits
+        torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4)
+        with torch.no_grad():  # the adapter moves, as an optimizer step moves it
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.add_(0.5)
+
+
+@needs_onednn
+def test_the_environment_switch_turns_it_off(monkeypatch, tiny_model_dir):
+    monkeypatch.setenv(packed.ENV, "0")
+    assert TransformersGenerator.from_pretrained(str(tiny_model_dir)).prepack is False
+    monkeypatch.delenv(packed.ENV)
+    assert TransformersGenerator.from_pretrained(str(tiny_model_dir)).prepack is True
