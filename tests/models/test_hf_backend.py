@@ -1,5 +1,5 @@
 """The transformers backend: same greedy text as ``model.generate``, batch-invariant seeded sampling; prepacked
-linear layers: the same greedy text and seeded samples, layers restored, a LoRA model packed with its current weights."""
+linear layers: the same greedy text and sampling distribution, layers restored, a LoRA model's current weights."""
 
 from __future__ import annotations
 
