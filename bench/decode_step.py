@@ -14,6 +14,7 @@ the most time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 
@@ -50,6 +51,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--profile-steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--top", type=int, default=8, help="operators listed")
+    ap.add_argument("--prepack", choices=["on", "off"], default="on",
+                    help="decode with oneDNN-prepacked linear layers, as the generator does by default")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -59,6 +62,7 @@ def main(argv=None) -> dict:
     from openrft.models.backends.base import SamplingParams
     from openrft.models.backends.hf import TransformersGenerator
     from openrft.models.loading import load_model
+    from openrft.models.packed import packed_linears
 
     keep_freed_memory()
     model, tokenizer = load_model(args.model)
@@ -69,15 +73,16 @@ def main(argv=None) -> dict:
     batch = gen.new_batch()
     batch.eos_ids = set()  # no row finishes: every step has the full batch
     batch.add(gen.rows_for(encoded, params))
-    for _ in range(3):
-        batch.step()
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        batch.step()
-    step_s = (time.perf_counter() - t0) / args.steps
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(args.profile_steps):
+    with packed_linears(model, args.batch) if args.prepack == "on" else contextlib.nullcontext():
+        for _ in range(3):
             batch.step()
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            batch.step()
+        step_s = (time.perf_counter() - t0) / args.steps
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(args.profile_steps):
+                batch.step()
     events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
     total = sum(e.self_cpu_time_total for e in events) or 1
     ops = [{"op": e.key, "share": round(e.self_cpu_time_total / total, 3),
@@ -86,7 +91,7 @@ def main(argv=None) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     tok_s = args.batch / step_s
     bound = peak / (2 * n_params)
-    result = {"model": args.model, "task": args.task, "batch": args.batch, "shots": args.shots,
+    result = {"model": args.model, "task": args.task, "batch": args.batch, "shots": args.shots, "prepack": args.prepack,
               "prompt_tokens_mean": round(sum(map(len, encoded)) / len(encoded), 1),
               "threads": torch.get_num_threads(), "step_ms": round(step_s * 1e3, 1), "tok_s": round(tok_s, 1),
               "matmul_peak_gflops": round(peak / 1e9, 1), "compute_bound_tok_s": round(bound, 1),
