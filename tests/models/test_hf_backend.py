@@ -3,9 +3,10 @@ linear layers: the same greedy text and sampling distribution, layers restored, 
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
-
 from torch import nn
 
 from openrft.models import packed
@@ -171,17 +172,19 @@ def test_packed_layers_compute_the_same_products_and_are_restored():
 def test_greedy_with_packed_layers_matches_plain_generate_on_bundled_model(smollm2, monkeypatch):
     model, tokenizer = smollm2
     monkeypatch.setattr(hf, "PREPACK_MIN_TOKENS", 0)
-    calls = []
+    packed_layers = []
     real = hf.packed_linears
 
+    @contextlib.contextmanager
     def spy(*args, **kwargs):
-        calls.append(args)
-        return real(*args, **kwargs)
+        with real(*args, **kwargs) as count:
+            packed_layers.append(count)
+            yield count
 
     monkeypatch.setattr(hf, "packed_linears", spy)
     gen = TransformersGenerator(model, tokenizer, batch_size=3, prepack=True)
     out = gen.generate(chats(QUESTIONS), SamplingParams(max_new_tokens=24))
-    assert len(calls) == 1
+    assert packed_layers == [sum(type(m) is nn.Linear for m in model.modules())]  # every layer, the LM head too
     for prompt, (completion,) in zip(chats(QUESTIONS), out):
         assert completion.text == reference_greedy(model, tokenizer, prompt, 24)
 
@@ -208,7 +211,7 @@ def test_sampling_with_packed_layers_draws_from_the_same_distribution(smollm2, m
 @needs_onednn
 def test_a_lora_model_packs_its_current_weights(tiny_model_dir):
     """A LoRA layer's base layer and adapter matrices are packed on entry, so weights that moved since (an RL step)
-    are the ones used; the environment switch turns prepacking off."""
+    are the ones used."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 

@@ -189,20 +189,21 @@ def test_stage_trains_on_the_policy_backbone_measures_quality_and_skips_on_rerun
 
 
 def test_quality_scores_in_the_stages_precision(tiny_model_dir, tmp_path, monkeypatch):
-    """A bf16 stage labels, trains and measures in bf16: the held-out scorers load in the stage's dtype."""
+    """A bf16 stage labels, trains and measures in bf16: the held-out scorer computes in the stage's dtype."""
     config = PRMStageConfig(model=str(tiny_model_dir), n_completions=2, n_rollouts=2, max_new_tokens=8,
                             temperature=1.0, step_rule="re:\\s+", epochs=1, batch_size=4, held_out=0,
                             quality_questions=2, quality_completions=2, device="cpu", dtype="bfloat16")
     real, seen = prm_loader.load_scorer, []
 
     def spy(spec, **kwargs):
-        seen.append(kwargs.get("dtype"))
-        return real(spec, **kwargs)
+        scorer = real(spec, **kwargs)
+        seen.append(next(scorer.model.backbone.parameters()).dtype)
+        return scorer
 
     monkeypatch.setattr(prm_loader, "load_scorer", spy)
     result = run_prm_stage(config, _samples(4), tmp_path / "prm", policy_model=str(tiny_model_dir),
                            quality_samples=_samples(2, prefix="t"), show_progress=False)
-    assert seen == ["bfloat16"] and result.quality["scorers"]["trained"]["replies"]["replies"] == 4
+    assert seen == [torch.bfloat16] and result.quality["scorers"]["trained"]["replies"]["replies"] == 4
 
 
 def _recipe(tmp_path, tiny_model_dir, **stages):

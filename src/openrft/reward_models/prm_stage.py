@@ -237,7 +237,7 @@ def measure_quality(config: PRMStageConfig, samples: Sequence[Sample], out: Path
         per_question = cached.get(name)
         if per_question is None:
             scorer = load_scorer(config.quality_judge if name == "judge" else str(trained.checkpoint_dir),
-                                 dtype=None if config.dtype == "auto" else config.dtype)  # the stage's precision
+                                 dtype=config.dtype)  # the stage's precision ("auto": the device's default)
             try:
                 per_question = score_replies(scorer, replies)
             finally:

@@ -252,12 +252,11 @@ class CompositeReward:
 
 def build_reward(config: RewardSettings, dtype: str | None = None) -> CompositeReward:
     """A :class:`CompositeReward` with its process scorer (``config.prm``) and functions loaded; a local PRM
-    computes in ``config.prm_dtype``, else in ``dtype`` (the policy's, when it is not ``auto``)."""
+    computes in ``config.prm_dtype``, else in ``dtype`` (the policy's; ``auto``: the device's default)."""
     scorer = None
     if config.prm is not None:
         from openrft.rewards.prm.loader import load_scorer
 
-        prm_dtype = config.prm_dtype or (None if dtype == "auto" else dtype)
-        scorer = load_scorer(config.prm, device=config.prm_device, dtype=prm_dtype,
+        scorer = load_scorer(config.prm, device=config.prm_device, dtype=config.prm_dtype or dtype,
                              format=config.prm_format, batch_size=config.prm_batch_size)
     return CompositeReward(config, scorer=scorer)
