@@ -55,7 +55,8 @@ def run_ours(args) -> dict:
                       lora_targets="q_proj,k_proj,v_proj,o_proj", loss_agg="token-mean",
                       micro_batch_size=args.micro_batch, rollout_batch_size=args.prompts * args.n,
                       tensorboard=False, reward=RewardSettings(), seed=args.seed, critic=args.critic,
-                      skip_zero_advantage=not args.no_skip_zero_advantage)
+                      skip_zero_advantage=not args.no_skip_zero_advantage,
+                      rollout_values=not args.no_rollout_values)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = RLTrainer(config, samples, tmp, show_progress=False)
         rss_loaded = peak_rss_gb()
@@ -64,6 +65,7 @@ def run_ours(args) -> dict:
             t0 = time.perf_counter()
             row = trainer.step(k)
             steps.append({"total": time.perf_counter() - t0, "generation": row["time/generation"],
+                          "forward": row["time/forward"], "update": row["time/update"],
                           "tokens": row["response_length"] * args.prompts * args.n,
                           "skipped_rows": row.get("policy/skipped_rows", 0.0)})
     return {"steps": steps, "peak_rss_gb": peak_rss_gb(), "rss_after_load_gb": rss_loaded}
@@ -150,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--micro-batch", type=int, default=8, help="our completions per forward/backward")
     ap.add_argument("--no-skip-zero-advantage", action="store_true",
                     help="our update runs the rows whose advantages are all zero too (rl.skip_zero_advantage off)")
+    ap.add_argument("--no-rollout-values", action="store_true",
+                    help="a shared critic's values from a forward over the rollout (rl.rollout_values off), not "
+                         "from the hidden states the rollout computed")
     ap.add_argument("--critic", default="adapter",
                     help="our gae critic: adapter (a second LoRA adapter) | shared (a value head on the policy)")
     ap.add_argument("--trl-checkpointing", choices=["on", "off"], default="on",
@@ -194,6 +199,9 @@ def main(argv=None) -> dict:
             line += f"; completion tokens/step {statistics.median(toks):.0f}"
         if "generation" in steps[0]:
             line += f"; generation s median {statistics.median(s['generation'] for s in timed):.1f}"
+        if "forward" in steps[0]:
+            line += (f", no-grad forwards {statistics.median(s['forward'] for s in timed):.1f}, "
+                     f"update {statistics.median(s['update'] for s in timed):.1f}")
         if "skipped_rows" in steps[0]:
             skipped = statistics.mean(s["skipped_rows"] for s in timed)
             line += f"; rows left out of the update (zero advantage) {skipped:.0%}"

@@ -151,8 +151,10 @@ class RLTrainer:
         params = SamplingParams(n=cfg.n_samples, temperature=cfg.temperature, top_p=cfg.top_p,
                                 max_new_tokens=cfg.max_new_tokens, seed=cfg.seed * 1_000_003 + step)
         t0 = time.perf_counter()
-        with self.ac.merged_policy() if isinstance(self.generator, TransformersGenerator) else contextlib.nullcontext():
-            outs = self.generator.generate([self.prompts[i] for i in idx], params)
+        local = isinstance(self.generator, TransformersGenerator)
+        with self.ac.merged_policy() if local else contextlib.nullcontext():
+            outs = self.generator.generate([self.prompts[i] for i in idx], params,
+                                           **({"hidden_states": True} if self.values_from_rollout else {}))
         timings["time/generation"] = time.perf_counter() - t0
         samples, texts, responses, prompt_ids, groups, truncated = [], [], [], [], [], []
         for g, (i, comps) in enumerate(zip(idx, outs)):
@@ -169,6 +171,8 @@ class RLTrainer:
         rb = self.reward(samples, texts, prompts=[self.prompts[i] for i in idx for _ in range(cfg.n_samples)])
         timings["time/scoring"] = time.perf_counter() - t0
         batch = build_batch(prompt_ids, responses, groups, rb.rewards, self.pad_id)
+        if self.values_from_rollout:
+            batch.values = self.rollout_values([c.hidden_states for comps in outs for c in comps], batch)
         if rb.dense:
             batch.step_rewards, batch.step_mask = place_step_rewards(self.tokenizer, responses, rb.step_rewards(),
                                                                      batch.response_width)
@@ -178,6 +182,22 @@ class RLTrainer:
         timings["response_length_max"] = float(max(len(r) for r in responses))
         timings["truncated"] = sum(truncated) / len(truncated)
         return batch.to(self.ac.device), rb, samples, timings
+
+    @property
+    def values_from_rollout(self) -> bool:
+        """Whether the rollout's own hidden states give a shared critic's values (``rollout_values``): the value
+        head reads the policy's last-layer states, which the transformers rollout computes as it samples."""
+        return (self.config.rollout_values and self.ac.shared_critic
+                and isinstance(self.generator, TransformersGenerator))
+
+    @torch.no_grad()
+    def rollout_values(self, hidden: Sequence[torch.Tensor], batch: RolloutBatch) -> torch.Tensor:
+        """Values ``[B, T]`` from the hidden states each response token was sampled from: V(prompt +
+        response[:t]) for token t, as :meth:`ActorCritic.values` computes them with a forward."""
+        values = torch.zeros(len(batch), batch.response_width)
+        for row, h in enumerate(hidden):
+            values[row, :len(h)] = self.ac.value_head(h.to(self.ac.device)).float().view(-1).cpu()
+        return values
 
     def _micro_batches(self, rows: Sequence[int]) -> list[list[int]]:
         m = self.config.micro_batch_size
@@ -193,13 +213,14 @@ class RLTrainer:
             batch.old_logp = torch.zeros(B, T, device=dev)
         if cfg.kl_coef > 0:
             batch.ref_logp = torch.zeros(B, T, device=dev)
-        if self.ac.value_head is not None:
+        have_values = batch.values is not None  # the rollout gave them
+        if self.ac.value_head is not None and not have_values:
             batch.values = torch.zeros(B, T, device=dev)
         for rows in self._micro_batches(range(B)):
             mb = batch.select(rows)
             t = mb.response_width
             r = torch.tensor(rows, device=dev)
-            both = need_old and self.ac.shared_critic  # one forward of the policy gives log-probs and values
+            both = need_old and self.ac.shared_critic and not have_values  # one forward: log-probs and values
             if both:
                 logp, _, values = self.ac.logprobs_and_values(mb)
                 batch.old_logp[r, :t], batch.values[r, :t] = logp.float(), values
@@ -207,7 +228,7 @@ class RLTrainer:
                 batch.old_logp[r, :t] = self.ac.logprobs(mb)[0].float()
             if cfg.kl_coef > 0:
                 batch.ref_logp[r, :t] = self.ac.logprobs(mb, reference=True)[0].float()
-            if batch.values is not None and not both:
+            if batch.values is not None and not both and not have_values:
                 batch.values[r, :t] = self.ac.values(mb).float()
         for name in ("old_logp", "ref_logp", "values"):
             t = getattr(batch, name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Any, Union
 
 Message = dict[str, str]
 # A prompt is a chat (list of {"role", "content"} messages, rendered with the model's chat
@@ -82,12 +82,15 @@ class Completion:
     when the model stopped by itself, so RL trains on exactly what was sampled rather than a re-tokenization.
     They are a transport detail, not part of a completion's identity: two completions with the same text,
     length and finish reason compare equal whether or not a backend (the HTTP client, the cache) kept them.
+    So is ``hidden_states``: the transformers backend, asked for them (``generate(..., hidden_states=True)``),
+    gives the LM head's input each of ``token_ids`` was sampled from, ``[len(token_ids), H]``.
     """
 
     text: str
     num_tokens: int
     finish_reason: str = "stop"
     token_ids: tuple[int, ...] | None = field(default=None, compare=False)
+    hidden_states: Any = field(default=None, compare=False, repr=False)
 
 
 class Generator(ABC):

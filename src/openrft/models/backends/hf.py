@@ -116,8 +116,12 @@ class TransformersGenerator(Generator):
         prompts: Sequence[Prompt],
         params: SamplingParams,
         progress: Callable[[int, int], None] | None = None,
+        *,
+        hidden_states: bool = False,
     ) -> list[list[Completion]]:
-        return self._generate(prompts, params, progress, None)
+        """:meth:`Generator.generate`; ``hidden_states``: each completion also holds the last-layer hidden state
+        (the LM head's input) each of its tokens was sampled from (``Completion.hidden_states``)."""
+        return self._generate(prompts, params, progress, None, hidden_states)
 
     def generate_each(self, prompts, params, on_item, progress=None) -> list[list[Completion]]:
         return self._generate(prompts, params, progress, on_item)
@@ -147,20 +151,22 @@ class TransformersGenerator(Generator):
 
     @staticmethod
     def rows_for(encoded: Sequence[Sequence[int]], params: SamplingParams, top_logprobs: int | None = None,
-                 key_base: int = 0) -> list[DecodeRow]:
+                 key_base: int = 0, hidden: bool = False) -> list[DecodeRow]:
         """``params.n`` rows per encoded prompt, prompt-major. Each sampling row's RNG is seeded from the seed,
         the prompt's content (and how many identical prompts came before it) and the sample index.
-        ``key_base`` offsets the prefill keys, so rows of different calls sharing a batch never share a prefill."""
+        ``key_base`` offsets the prefill keys, so rows of different calls sharing a batch never share a prefill.
+        ``hidden``: the rows record their hidden states."""
         keys = _prompt_keys(encoded)
         return [DecodeRow(p, s, None if params.greedy else torch.Generator().manual_seed(
                               _row_seed(params.seed or 0, keys[p], s)),
-                          prompt_ids=ids, params=params, prefill_key=key_base + p, top_logprobs=top_logprobs)
+                          prompt_ids=ids, params=params, prefill_key=key_base + p, top_logprobs=top_logprobs,
+                          hidden=[] if hidden else None)
                 for p, ids in enumerate(encoded) for s in range(params.n)]
 
     @torch.inference_mode()
-    def _generate(self, prompts, params, progress, on_item) -> list[list[Completion]]:
+    def _generate(self, prompts, params, progress, on_item, hidden: bool = False) -> list[list[Completion]]:
         encoded = self.encode(prompts)
-        rows = self.rows_for(encoded, params)
+        rows = self.rows_for(encoded, params, hidden=hidden)
         queue = [rows[p * params.n + s] for p in sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
                  for s in range(params.n)]
         results: list[list[Completion | None]] = [[None] * params.n for _ in prompts]

@@ -12,7 +12,9 @@
 
 ``TransformersGenerator.generate`` drives one batch per call; ``openrft serve`` drives one across requests
 (continuous batching). Rows that ask for them record each sampled token's log-probability under the model's
-distribution (before temperature and top-p) and the top alternatives.
+distribution (before temperature and top-p) and the top alternatives, or the last-layer hidden state each token was
+sampled from (the input of the LM head: what a value head on the policy reads, so RL's shared critic needs no
+second forward over the rollout).
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ class DecodeRow:
     ``prefill_key``: rows with equal keys and no tokens yet share one prefill (the samples of one prompt).
     ``top_logprobs``: None records no log-probabilities; k records ``logprobs[i]`` for ``tokens[i]`` with k
     alternatives.
+    ``hidden``: None records no hidden states; a list receives, for each sampled token (the end-of-sequence
+    token too), the LM head's input ``[H]`` its logits came from.
     """
 
     prompt_idx: int
@@ -103,6 +107,7 @@ class DecodeRow:
     logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: str | None = None
     eos_token: int | None = None
+    hidden: list[torch.Tensor] | None = None
 
 
 def sample_next(logits: torch.Tensor, rows: Sequence[DecodeRow], params: SamplingParams) -> torch.Tensor:
@@ -141,7 +146,7 @@ class DecodeBatch:
         self.eos_ids, self.pad_id, self.max_positions = eos_ids, pad_id, max_positions
         self.device = next(model.parameters()).device
         self.rows: list[DecodeRow] = []
-        self._cache = self._mask = self._positions = self._logits = None
+        self._cache = self._mask = self._positions = self._logits = self._hidden = None
 
     def budget(self, row: DecodeRow) -> int:
         """Tokens the row may sample: ``max_new_tokens``, clamped to what the context leaves after its prompt."""
@@ -167,20 +172,26 @@ class DecodeBatch:
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = new_cache()
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                         use_cache=True, logits_to_keep=1)
+        record = any(row.hidden is not None for row in (*self.rows, *rows))
+        logits, hidden = self._forward(record, input_ids=ids, attention_mask=mask, position_ids=positions,
+                                       past_key_values=cache, use_cache=True, logits_to_keep=1)
         where = {k: r for r, k in enumerate(distinct)}
         index = torch.tensor([where[k] for k in keys], device=self.device)
         if len(rows) != len(distinct) or not torch.equal(index, torch.arange(len(distinct), device=self.device)):
             cache.batch_select_indices(index)
-        mask, positions, logits = mask[index], positions[index, -1], out.logits[index, -1, :]
+        mask, positions, logits = mask[index], positions[index, -1], logits[index]
+        hidden = hidden[index] if hidden is not None else None
         if self.rows:
             self._mask = self._merge(self._cache, self._mask, cache, mask)
             self._positions = torch.cat([self._positions, positions])
             self._logits = torch.cat([self._logits, logits])
+            if record:  # rows already in the batch that record nothing hold zeros (never read)
+                old = self._hidden if self._hidden is not None else hidden.new_zeros(len(self.rows), hidden.shape[1])
+                self._hidden = torch.cat([old, hidden])
             self.rows = self.rows + rows
         else:
             self.rows, self._cache, self._mask, self._positions, self._logits = rows, cache, mask, positions, logits
+            self._hidden = hidden
 
     @torch.inference_mode()
     def step(self) -> tuple[list[DecodeRow], int]:
@@ -192,6 +203,8 @@ class DecodeBatch:
         finished: list[DecodeRow] = []
         new_tokens = 0
         for i, (row, tok) in enumerate(zip(self.rows, next_tokens.tolist())):
+            if row.hidden is not None:
+                row.hidden.append(self._hidden[i])
             if tok in self.eos_ids:
                 row.finish_reason = "stop"
                 row.eos_token = tok
@@ -216,9 +229,9 @@ class DecodeBatch:
             next_tokens = next_tokens[self._select(keep)]
         self._positions = self._positions + 1
         self._mask = torch.cat([self._mask, self._mask.new_ones((len(self.rows), 1))], dim=1)
-        out = self.model(input_ids=next_tokens.view(-1, 1), attention_mask=self._mask,
-                         position_ids=self._positions.view(-1, 1), past_key_values=self._cache, use_cache=True)
-        self._logits = out.logits[:, -1, :]
+        self._logits, self._hidden = self._forward(
+            self._hidden is not None, input_ids=next_tokens.view(-1, 1), attention_mask=self._mask,
+            position_ids=self._positions.view(-1, 1), past_key_values=self._cache, use_cache=True)
         return finished, new_tokens
 
     @torch.inference_mode()
@@ -240,19 +253,36 @@ class DecodeBatch:
             if cut >= 0:
                 text = text[:cut]
         ids = tuple(row.tokens) + ((row.eos_token,) if row.eos_token is not None else ())
+        hidden = torch.stack(row.hidden) if row.hidden else None
         return Completion(text=text, num_tokens=len(row.tokens), finish_reason=row.finish_reason or "stop",
-                          token_ids=ids)
+                          token_ids=ids, hidden_states=hidden)
 
     # ---------------------------------------------------------------- internals
+    def _forward(self, record: bool, **inputs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The model's next-token logits ``[B, V]`` at the last position, and (``record``) the LM head's input
+        there ``[B, H]``, caught on its way into the head."""
+        if not record:
+            return self.model(**inputs).logits[:, -1, :], None
+        inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        seen: list[torch.Tensor] = []
+        handle = inner.get_output_embeddings().register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+        try:
+            logits = self.model(**inputs).logits[:, -1, :]
+        finally:
+            handle.remove()
+        return logits, seen[-1][:, -1, :]
+
     def _reset(self) -> None:
         self.rows = []
-        self._cache = self._mask = self._positions = self._logits = None
+        self._cache = self._mask = self._positions = self._logits = self._hidden = None
 
     def _select(self, keep: list[int]) -> torch.Tensor:
         """Keep only rows ``keep`` (and their cache); returns their index tensor."""
         index = torch.tensor(keep, device=self.device)
         self._cache.batch_select_indices(index)
         self._mask, self._positions, self._logits = self._mask[index], self._positions[index], self._logits[index]
+        if self._hidden is not None:
+            self._hidden = self._hidden[index]
         self.rows = [self.rows[i] for i in keep]
         self._mask = self._trim(self._cache, self._mask)
         return index
