@@ -237,3 +237,40 @@ def test_the_environment_switch_turns_it_off(monkeypatch, tiny_model_dir):
     assert TransformersGenerator.from_pretrained(str(tiny_model_dir)).prepack is False
     monkeypatch.delenv(packed.ENV)
     assert TransformersGenerator.from_pretrained(str(tiny_model_dir)).prepack is True
+
+
+# ------------------------------------------------------------------ shared-prefix prefill on the bundled model
+def test_step_prefixes_with_a_shared_prompt_decode_as_whole_prompts_on_bundled_model(smollm2):
+    """PRM labelling's prompts (a few-shot question's prompt + a reply up to each step) prefill their common
+    prompt once: greedy continuations are token for token those of prefilling each whole, and each sampled
+    token's log-probability agrees to float rounding."""
+    from openrft.data.loaders import load_bundled
+    from openrft.models.backends.hf_batch import shared_prefixes
+    from openrft.reward_models.labels import continuation_prompt
+    from openrft.tasks import task_for
+
+    model, tokenizer = smollm2
+    train = load_bundled("multistep", split="train")
+    sample, shots = train[3], train[:3]
+    chat = task_for(sample).messages(sample, shots)
+    steps = ["First, 4 * 5 = 20.", "First, 4 * 5 = 20.\nThen 20 + 3 = 23.", "We start with 7."]
+    prompts = [continuation_prompt(tokenizer, chat, s) for s in steps] + chats(QUESTIONS[:1])
+    encoded = TransformersGenerator(model, tokenizer).encode(prompts)
+    assert sorted(len(m) for _, m in shared_prefixes(encoded)) == [1, 3]  # the three step prefixes share
+    outs = {}
+    for share in (True, False):
+        gen = TransformersGenerator(model, tokenizer, batch_size=8, share_prefixes=share)
+        greedy = gen.generate(prompts, SamplingParams(max_new_tokens=20))
+        batch = gen.new_batch()
+        rows = gen.rows_for(encoded, SamplingParams(n=2, temperature=1.0, seed=5, max_new_tokens=12),
+                            top_logprobs=1)
+        batch.add(rows)
+        while batch.rows:
+            batch.step()
+        outs[share] = greedy, rows
+    assert outs[True][0] == outs[False][0]
+    for a, b in zip(outs[True][1], outs[False][1]):
+        n = next((k for k, (x, y) in enumerate(zip(a.tokens, b.tokens)) if x != y), len(a.tokens))
+        assert n >= 1  # a boundary draw may part them later; up to there, the same distribution
+        for (lp_a, _), (lp_b, _) in zip(a.logprobs[:n], b.logprobs[:n]):
+            assert abs(lp_a - lp_b) < 1e-3

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from openrft.models.backends.base import SamplingParams
-from openrft.models.backends.hf import render_prompt
+from openrft.models.backends.hf import TransformersGenerator, render_prompt
+from openrft.models.backends.hf_batch import SHARE_ENV, shared_prefixes
 
 PROMPTS = [[{"role": "user", "content": "What is 2+3?"}], "The capital of France is",
            [{"role": "user", "content": "Write a haiku about the sea."}]]
@@ -117,3 +118,71 @@ def test_generate_returns_hidden_states_only_when_asked_and_the_same_tokens(tiny
             ids = prompt_ids + list(c.token_ids)
             expected = _last_hidden(gen.model, ids)[len(prompt_ids) - 1: len(ids) - 1]
             torch.testing.assert_close(c.hidden_states, expected, rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------ prompts that start alike prefill that part once
+def test_shared_prefixes_group_prompts_at_their_longest_common_start():
+    system = [0] * 30
+    a, b = system + list(range(1000, 1100)), system + list(range(2000, 2100))
+    seqs = [a + [1], b + [5, 6], a + [2, 3], [9] * 80, a + [4], b + [7]]
+    # each question's prompts group at their question (130 tokens), not all of them at the 30-token system prompt
+    assert shared_prefixes(seqs, min_len=16) == [(130, [0, 2, 4]), (130, [1, 5]), (79, [3])]
+    assert shared_prefixes(seqs, min_len=131) == [(len(x) - 1, [i]) for i, x in enumerate(seqs)]
+    # a member keeps at least one token of its own: a prompt that is another's prefix shares all but its last
+    assert shared_prefixes([a, a + [1, 2]], min_len=16) == [(129, [0, 1])]
+    # the grouping saves the most tokens: one group of three at 100 beats a pair at 120 and a single
+    c = list(range(100))
+    assert shared_prefixes([c + [1] * 20 + [2], c + [1] * 20 + [3], c + [4]], min_len=16) == [(100, [0, 1, 2])]
+
+
+def _spy_forwards(monkeypatch, model) -> list[tuple[int, int]]:
+    """``(rows, columns)`` of every forward of ``model`` from now on."""
+    shapes: list[tuple[int, int]] = []
+    real = type(model).forward
+
+    def spy(self, input_ids=None, **kwargs):
+        shapes.append(tuple(input_ids.shape))
+        return real(self, input_ids=input_ids, **kwargs)
+
+    monkeypatch.setattr(type(model), "forward", spy)
+    return shapes
+
+
+def test_prompts_that_start_alike_prefill_their_common_part_once_with_the_same_outputs(tiny_generator, monkeypatch):
+    """Step prefixes of one reply (as PRM labelling continues them) share their prompt: it runs once (one row),
+    then each prompt's own remainder (one row each) runs on its cache; the completions and every token's
+    log-probabilities are those of prefilling each prompt whole, also for a prompt that shares nothing."""
+    gen = tiny_generator
+    question = "Question: " + " ".join(f"{k} plus {k + 1} is what number" for k in range(12)) + "\nSteps:"
+    prompts = [question + " one", question + " one two three", question + " four five", "Unrelated short prompt"]
+    params = SamplingParams(n=2, temperature=1.0, seed=3, max_new_tokens=6)
+    encoded = gen.encode(prompts)
+    groups = shared_prefixes(encoded)
+    assert sorted(len(m) for _, m in groups) == [1, 3] and max(c for c, _ in groups) >= 64
+    out = {}
+    for share in (True, False):
+        gen_ = TransformersGenerator(gen.model, gen.tokenizer, batch_size=8, share_prefixes=share)
+        batch = gen_.new_batch()
+        rows = gen_.rows_for(encoded, params, top_logprobs=3)
+        shapes = _spy_forwards(monkeypatch, gen.model)
+        batch.add(rows)
+        monkeypatch.undo()
+        # shared: the 2 groups' prefixes (the question's, the unrelated prompt's all but one token), then the
+        # 4 distinct prompts' remainders; whole: the 4 distinct prompts once
+        assert [s[0] for s in shapes] == ([2, 4] if share else [4])
+        while batch.rows:
+            batch.step()
+        out[share] = rows
+    for a, b in zip(out[True], out[False]):
+        assert a.tokens == b.tokens
+        for (lp_a, top_a), (lp_b, top_b) in zip(a.logprobs, b.logprobs):
+            assert abs(lp_a - lp_b) < 1e-4 and [t for t, _ in top_a] == [t for t, _ in top_b]
+    whole = TransformersGenerator(gen.model, gen.tokenizer, share_prefixes=False).generate(prompts, params)
+    assert TransformersGenerator(gen.model, gen.tokenizer).generate(prompts, params) == whole
+
+
+def test_the_environment_switch_turns_shared_prefixes_off(monkeypatch, tiny_model_dir):
+    monkeypatch.setenv(SHARE_ENV, "0")
+    assert TransformersGenerator.from_pretrained(str(tiny_model_dir)).share_prefixes is False
+    monkeypatch.delenv(SHARE_ENV)
+    assert TransformersGenerator.from_pretrained(str(tiny_model_dir)).share_prefixes is True

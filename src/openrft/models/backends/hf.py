@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from openrft.models.backends.base import Completion, Generator, Prompt, SamplingParams
-from openrft.models.backends.hf_batch import DecodeBatch, DecodeRow
+from openrft.models.backends.hf_batch import DecodeBatch, DecodeRow, share_prefixes_default
 from openrft.models.packed import packed_linears, prepack_default
 
 #: a call decoding fewer row-tokens than this (rows x max_new_tokens) does not prepack: packing SmolLM2's weights
@@ -72,14 +72,18 @@ class TransformersGenerator(Generator):
         refill_fraction: refill free slots once fewer than this fraction of ``batch_size`` rows are active.
         prepack: decode with oneDNN-prepacked fp32 linear layers on CPU (:mod:`openrft.models.packed`; same products
             in another summation order); default on unless ``OPENRFT_PREPACK=0``.
+        share_prefixes: prompts of a call that start with the same tokens (64 or more) prefill them once
+            (:func:`~openrft.models.backends.hf_batch.shared_prefixes`; the same maths in other shapes); default on
+            unless ``OPENRFT_SHARE_PREFIXES=0``.
     """
 
     name = "transformers"
 
     def __init__(self, model, tokenizer, batch_size: int = 32, refill_fraction: float = 0.75,
-                 prepack: bool | None = None):
+                 prepack: bool | None = None, share_prefixes: bool | None = None):
         self.model = model
         self.prepack = prepack_default() if prepack is None else prepack
+        self.share_prefixes = share_prefixes_default() if share_prefixes is None else share_prefixes
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.refill_fraction = refill_fraction
@@ -147,7 +151,8 @@ class TransformersGenerator(Generator):
 
     def new_batch(self) -> DecodeBatch:
         """An empty running batch over this model (the caller puts the model in eval mode)."""
-        return DecodeBatch(self.model, self.tokenizer, self.eos_ids, self.pad_id, self.max_positions)
+        return DecodeBatch(self.model, self.tokenizer, self.eos_ids, self.pad_id, self.max_positions,
+                           share_prefixes=self.share_prefixes)
 
     @staticmethod
     def rows_for(encoded: Sequence[Sequence[int]], params: SamplingParams, top_logprobs: int | None = None,

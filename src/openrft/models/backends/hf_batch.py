@@ -4,7 +4,10 @@
 
 * :meth:`~DecodeBatch.add` prefills new rows (the samples of one prompt share one prefill; a row that already
   sampled tokens, e.g. one taken out to make room, is prefilled with them) and merges their cache into the
-  running one, the shorter side padded on the left;
+  running one, the shorter side padded on the left. Prompts that start with the same tokens (the step prefixes of
+  one reply that PRM labelling continues, few-shot prompts with the same shots) prefill that common part once:
+  :func:`shared_prefixes` groups them, the group's prefix runs once, its cache is copied to the members, and
+  each member's own remainder runs on it (``OPENRFT_SHARE_PREFIXES=0`` prefills every prompt whole);
 * :meth:`~DecodeBatch.step` samples one token for every row, each with its own sampling parameters and RNG,
   finishes rows on an end-of-sequence token, a stop string or their token budget (``max_new_tokens``,
   clamped to the model's context), drops them, and runs the model one position forward for the rest;
@@ -19,6 +22,7 @@ second forward over the rollout).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
@@ -77,6 +81,63 @@ class GrowingLayer(DynamicLayer):
         if self.is_initialized and self._k is not None:
             self._k, self._v = self._k[indices], self._v[indices]
             self.keys, self.values = self._k[:, :, :self._len], self._v[:, :, :self._len]
+
+
+#: environment variable: ``0`` prefills every prompt whole (no shared prefixes)
+SHARE_ENV = "OPENRFT_SHARE_PREFIXES"
+
+#: prompts share a prefill only of a common prefix at least this long (a short one, such as a chat template's
+#: system prompt, saves less than the second forward costs)
+MIN_SHARED_PREFIX = 64
+
+
+def share_prefixes_default() -> bool:
+    """On unless ``OPENRFT_SHARE_PREFIXES`` is ``0``, ``false``, ``no`` or ``off``."""
+    return os.environ.get(SHARE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def shared_prefixes(seqs: Sequence[Sequence[int]], min_len: int = MIN_SHARED_PREFIX) -> list[tuple[int, list[int]]]:
+    """Groups of ``seqs`` (indices) that start alike, each with the length of the prefix its members share.
+
+    Every sequence is in one group. A group's prefix is at least ``min_len`` tokens and shorter than each member
+    (each keeps a token of its own, whose forward gives its next-token logits); a sequence that shares no such
+    prefix is a group of its own with prefix ``len - 1``. The groups are runs of the sorted sequences, chosen to
+    save the most prefill tokens (``(members - 1) x prefix``) by dynamic programming over the runs, so one
+    question's step prefixes group at their long common prompt, not with every prompt at a short system prompt.
+
+    >>> shared_prefixes([[1, 2, 3, 4], [9, 9], [1, 2, 3, 5, 6]], min_len=2)
+    [(3, [0, 2]), (1, [1])]
+    """
+    order = sorted(range(len(seqs)), key=lambda i: list(seqs[i]))
+    lcp = [_common_length(seqs[a], seqs[b]) for a, b in zip(order, order[1:])]
+    n = len(order)
+    best = [0] * (n + 1)  # best[j]: most tokens saved by grouping order[:j]
+    cut = [0] * (n + 1)  # where the last run of order[:j] starts
+    for j in range(1, n + 1):
+        best[j], cut[j] = best[j - 1], j - 1  # order[j - 1] alone
+        common = len(seqs[order[j - 1]]) - 1
+        for i in range(j - 2, -1, -1):  # the run order[i:j]
+            common = min(common, lcp[i], len(seqs[order[i]]) - 1)
+            if common < min_len:
+                break
+            if best[i] + (j - 1 - i) * common > best[j]:
+                best[j], cut[j] = best[i] + (j - 1 - i) * common, i
+    groups = []
+    j = n
+    while j > 0:
+        run = order[cut[j]:j]
+        common = min([len(seqs[k]) - 1 for k in run] + lcp[cut[j]:j - 1])
+        groups.append((common, sorted(run)))
+        j = cut[j]
+    return sorted(groups, key=lambda g: g[1][0])
 
 
 def new_cache():
@@ -141,8 +202,10 @@ def _sampling_key(params: SamplingParams) -> tuple[float, float]:
 class DecodeBatch:
     """The rows being decoded together and their KV cache (see the module docstring)."""
 
-    def __init__(self, model, tokenizer, eos_ids: set[int], pad_id: int, max_positions: int | None):
+    def __init__(self, model, tokenizer, eos_ids: set[int], pad_id: int, max_positions: int | None,
+                 share_prefixes: bool = True):
         self.model, self.tokenizer = model, tokenizer
+        self.share_prefixes = share_prefixes
         self.eos_ids, self.pad_id, self.max_positions = eos_ids, pad_id, max_positions
         self.device = next(model.parameters()).device
         self.rows: list[DecodeRow] = []
@@ -163,23 +226,13 @@ class DecodeBatch:
         keys = [row.prefill_key if not row.tokens else row for row in rows]
         ids_of = {k: list(row.prompt_ids) + row.tokens for k, row in zip(keys, rows)}
         distinct = sorted(set(keys), key=lambda k: -len(ids_of[k]))
-        width = len(ids_of[distinct[0]])
-        ids = torch.full((len(distinct), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(distinct), width), dtype=torch.long)
-        for r, k in enumerate(distinct):
-            ids[r, width - len(ids_of[k]):] = torch.tensor(ids_of[k])
-            mask[r, width - len(ids_of[k]):] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = new_cache()
         record = any(row.hidden is not None for row in (*self.rows, *rows))
-        logits, hidden = self._forward(record, input_ids=ids, attention_mask=mask, position_ids=positions,
-                                       past_key_values=cache, use_cache=True, logits_to_keep=1)
+        cache, mask, positions, logits, hidden = self._prefill([ids_of[k] for k in distinct], record)
         where = {k: r for r, k in enumerate(distinct)}
         index = torch.tensor([where[k] for k in keys], device=self.device)
         if len(rows) != len(distinct) or not torch.equal(index, torch.arange(len(distinct), device=self.device)):
             cache.batch_select_indices(index)
-        mask, positions, logits = mask[index], positions[index, -1], logits[index]
+        mask, positions, logits = mask[index], positions[index], logits[index]
         hidden = hidden[index] if hidden is not None else None
         if self.rows:
             self._mask = self._merge(self._cache, self._mask, cache, mask)
@@ -258,6 +311,46 @@ class DecodeBatch:
                           token_ids=ids, hidden_states=hidden)
 
     # ---------------------------------------------------------------- internals
+    def _left_padded(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(ids, mask)`` of ``seqs`` padded on the left to the longest."""
+        width = max(len(x) for x in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, x in enumerate(seqs):
+            ids[r, width - len(x):] = torch.tensor(list(x), dtype=torch.long)
+            mask[r, width - len(x):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _prefill(self, seqs: Sequence[Sequence[int]], record: bool):
+        """Run ``seqs`` into a new cache: ``(cache, mask, positions, last-position logits, hidden or None)``.
+        A prefix that several share (:func:`shared_prefixes`) runs once and its cache is copied to them; then
+        each one's remainder runs on it (the mask then has padding between a prefix and a remainder)."""
+        groups = shared_prefixes(seqs) if self.share_prefixes and len(seqs) > 1 else []
+        cache = new_cache()
+        if not any(len(members) > 1 for _, members in groups) or any(common == 0 for common, _ in groups):
+            ids, mask = self._left_padded(seqs)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits, hidden = self._forward(record, input_ids=ids, attention_mask=mask, position_ids=positions,
+                                           past_key_values=cache, use_cache=True, logits_to_keep=1)
+            return cache, mask, positions[:, -1], logits, hidden
+        group_of = [0] * len(seqs)
+        for g, (_, members) in enumerate(groups):
+            for m in members:
+                group_of[m] = g
+        heads = [seqs[members[0]][:common] for common, members in groups]
+        ids, head_mask = self._left_padded(heads)
+        self.model(input_ids=ids, attention_mask=head_mask, position_ids=(head_mask.cumsum(-1) - 1).clamp(min=0),
+                   past_key_values=cache, use_cache=True, logits_to_keep=1)
+        index = torch.tensor(group_of, device=self.device)
+        cache.batch_select_indices(index)
+        ids, tail_mask = self._left_padded([x[groups[group_of[r]][0]:] for r, x in enumerate(seqs)])
+        mask = torch.cat([head_mask[index], tail_mask], dim=1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits, hidden = self._forward(record, input_ids=ids, attention_mask=mask,
+                                       position_ids=positions[:, head_mask.shape[1]:], past_key_values=cache,
+                                       use_cache=True, logits_to_keep=1)
+        return cache, mask, positions[:, -1], logits, hidden
+
     def _forward(self, record: bool, **inputs) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The model's next-token logits ``[B, V]`` at the last position, and (``record``) the LM head's input
         there ``[B, H]``, caught on its way into the head."""
