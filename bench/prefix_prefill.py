@@ -3,7 +3,7 @@ common prompt.
 
 Math-Shepherd labelling (``openrft.reward_models.labels.estimate_step_labels``, the prm stage's) continues every
 step prefix of every reply; each prefix is the question's prompt (with ``--shots`` worked solutions, as the ICL
-rows' prompts) plus the reply up to that step. Samples ``--replies`` replies to each of ``--questions`` training
+rows' prompts; each question its own) plus the reply up to that step. Samples ``--replies`` replies to each of ``--questions`` training
 questions of a bundled task from the bundled model, then labels them with the generator prefilling each prompt
 whole (``share_prefixes=False``) and with prompts that start alike prefilling their common part once (the
 default), alternating, ``--repeats`` times each, with the same seeds. Prints the seconds of each, their ratio,
@@ -61,12 +61,14 @@ def main(argv=None) -> dict:
     keep_freed_memory()
     model, tokenizer = load_model(args.model)
     train = load_bundled(args.task, split="train")
-    samples = train[args.shots: args.shots + args.questions]
-    shots = train[: args.shots]
-    examples_for = (lambda s: shots) if args.shots else None
+    samples = train[: args.questions]
+    # each question its own shots (the ICL rows give each its most similar training questions)
+    shots_of = {s.id: train[args.questions + args.shots * i: args.questions + args.shots * (i + 1)]
+                for i, s in enumerate(samples)}
+    examples_for = (lambda s: shots_of[s.id]) if args.shots else None
     gens = {share: TransformersGenerator(model, tokenizer, batch_size=args.batch, share_prefixes=share)
             for share in (False, True)}
-    prompts = [task_for(s).messages(s, list(shots)) for s in samples]
+    prompts = [task_for(s).messages(s, list(examples_for(s)) if examples_for else []) for s in samples]
     replies = gens[False].generate(prompts, SamplingParams(n=args.replies, temperature=0.7, seed=1,
                                                            max_new_tokens=args.max_new_tokens))
     owners = [s for s, row in zip(samples, replies) for _ in row]

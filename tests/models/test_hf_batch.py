@@ -6,7 +6,7 @@ import torch
 
 from openrft.models.backends.base import SamplingParams
 from openrft.models.backends.hf import TransformersGenerator, render_prompt
-from openrft.models.backends.hf_batch import SHARE_ENV, shared_prefixes
+from openrft.models.backends.hf_batch import SHARE_ENV, _pays, family_order, shared_prefixes
 
 PROMPTS = [[{"role": "user", "content": "What is 2+3?"}], "The capital of France is",
            [{"role": "user", "content": "Write a haiku about the sea."}]]
@@ -133,6 +133,14 @@ def test_shared_prefixes_group_prompts_at_their_longest_common_start():
     # the grouping saves the most tokens: one group of three at 100 beats a pair at 120 and a single
     c = list(range(100))
     assert shared_prefixes([c + [1] * 20 + [2], c + [1] * 20 + [3], c + [4]], min_len=16) == [(100, [0, 1, 2])]
+    # a generate call's queue keeps a family side by side (longest family first, each longest first), so the rows
+    # a decode batch takes in at once share their prefill; without families the caller keeps its own order
+    assert family_order(seqs, min_len=16) == [2, 0, 4, 1, 5, 3]
+    assert family_order(seqs, min_len=131) is None
+    # sharing runs only when it computes fewer padded positions: one long remainder pads every other one
+    assert _pays(seqs, shared_prefixes(seqs, min_len=16))
+    lopsided = [a + [1], a + [2] * 400, [5] * 300]
+    assert not _pays(lopsided, shared_prefixes(lopsided, min_len=16))
 
 
 def _spy_forwards(monkeypatch, model) -> list[tuple[int, int]]:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from openrft.models.backends.base import Completion, Generator, Prompt, SamplingParams
-from openrft.models.backends.hf_batch import DecodeBatch, DecodeRow, share_prefixes_default
+from openrft.models.backends.hf_batch import DecodeBatch, DecodeRow, family_order, share_prefixes_default
 from openrft.models.packed import packed_linears, prepack_default
 
 #: a call decoding fewer row-tokens than this (rows x max_new_tokens) does not prepack: packing SmolLM2's weights
@@ -172,8 +172,9 @@ class TransformersGenerator(Generator):
     def _generate(self, prompts, params, progress, on_item, hidden: bool = False) -> list[list[Completion]]:
         encoded = self.encode(prompts)
         rows = self.rows_for(encoded, params, hidden=hidden)
-        queue = [rows[p * params.n + s] for p in sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-                 for s in range(params.n)]
+        order = (self.share_prefixes and family_order(encoded)) or sorted(range(len(encoded)),
+                                                                          key=lambda i: -len(encoded[i]))
+        queue = [rows[p * params.n + s] for p in order for s in range(params.n)]
         results: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
         was_training = self.model.training
         self.model.eval()

@@ -140,6 +140,28 @@ def shared_prefixes(seqs: Sequence[Sequence[int]], min_len: int = MIN_SHARED_PRE
     return sorted(groups, key=lambda g: g[1][0])
 
 
+def _pays(seqs: Sequence[Sequence[int]], groups: list[tuple[int, list[int]]]) -> bool:
+    """Whether prefilling ``groups``' prefixes once, then every remainder, computes fewer (padded) positions than
+    prefilling every sequence whole; a group without a prefix (a one-token prompt) never shares."""
+    if not any(len(members) > 1 for _, members in groups) or any(common == 0 for common, _ in groups):
+        return False
+    tail = max(len(seqs[m]) - common for common, members in groups for m in members)
+    shared = len(groups) * max(common for common, _ in groups) + len(seqs) * tail
+    return shared < len(seqs) * max(map(len, seqs))
+
+
+def family_order(seqs: Sequence[Sequence[int]], min_len: int = MIN_SHARED_PREFIX) -> list[int] | None:
+    """An order of ``seqs`` that keeps those sharing a prefix (:func:`shared_prefixes`) side by side, so the rows a
+    decode batch takes in at once share their prefill: families by their longest member, longest first, each
+    longest first. None when no two share one (the caller keeps its own order)."""
+    groups = shared_prefixes(seqs, min_len)
+    if all(len(members) == 1 for _, members in groups):
+        return None
+    families = [sorted(members, key=lambda i: -len(seqs[i])) for _, members in groups]
+    families.sort(key=lambda f: -len(seqs[f[0]]))
+    return [i for family in families for i in family]
+
+
 def new_cache():
     """A DynamicCache whose layers are :class:`GrowingLayer`."""
     return dynamic_cache_of(GrowingLayer)
@@ -327,7 +349,7 @@ class DecodeBatch:
         each one's remainder runs on it (the mask then has padding between a prefix and a remainder)."""
         groups = shared_prefixes(seqs) if self.share_prefixes and len(seqs) > 1 else []
         cache = new_cache()
-        if not any(len(members) > 1 for _, members in groups) or any(common == 0 for common, _ in groups):
+        if not _pays(seqs, groups):
             ids, mask = self._left_padded(seqs)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             logits, hidden = self._forward(record, input_ids=ids, attention_mask=mask, position_ids=positions,
