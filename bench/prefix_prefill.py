@@ -7,7 +7,8 @@ rows' prompts; each question its own) plus the reply up to that step. Samples ``
 questions of a bundled task from the bundled model, then labels them with the generator prefilling each prompt
 whole (``share_prefixes=False``) and with prompts that start alike prefilling their common part once (the
 default), alternating, ``--repeats`` times each, with the same seeds. Prints the seconds of each, their ratio,
-the prefill tokens each way and whether the labels agree.
+the prompt tokens whole and with each shared prefix once (a lower bound on what is prefilled: a decode batch takes
+rows in as it has room, so a family can be split between prefills) and whether the labels agree.
 
     python bench/prefix_prefill.py --threads 2 --shots 3      # the full row's prompts (multistep)
     python bench/prefix_prefill.py --threads 2 --shots 0
@@ -95,8 +96,8 @@ def main(argv=None) -> dict:
               "speedup_median": round(whole_s / shared_s, 3), "replies_with_equal_labels": same,
               "replies_labelled": len(labels[False])}
     print(f"{args.task}, {args.shots} shots: {len(step_prompts)} step prefixes of {len(texts)} replies, "
-          f"{result['prompt_tokens_mean']:.0f} prompt tokens each; prefill tokens {whole_tokens} whole -> "
-          f"{shared_tokens} shared; labelling s (median of {args.repeats}) {whole_s:.1f} whole vs {shared_s:.1f} "
+          f"{result['prompt_tokens_mean']:.0f} prompt tokens each; prefill tokens {whole_tokens} whole, "
+          f"{shared_tokens} with each shared prefix once (at most: a batch takes rows in as it has room); labelling s (median of {args.repeats}) {whole_s:.1f} whole vs {shared_s:.1f} "
           f"shared: {whole_s / shared_s:.2f}x; replies with equal labels {same}/{len(labels[False])}")
     print(json.dumps(result))
     return result

@@ -6,7 +6,7 @@ import torch
 
 from openrft.models.backends.base import SamplingParams
 from openrft.models.backends.hf import TransformersGenerator, render_prompt
-from openrft.models.backends.hf_batch import SHARE_ENV, _pays, family_order, shared_prefixes
+from openrft.models.backends.hf_batch import SHARE_ENV, _heads, _pays, family_order, shared_prefixes
 
 PROMPTS = [[{"role": "user", "content": "What is 2+3?"}], "The capital of France is",
            [{"role": "user", "content": "Write a haiku about the sea."}]]
@@ -138,9 +138,9 @@ def test_shared_prefixes_group_prompts_at_their_longest_common_start():
     assert family_order(seqs, min_len=16) == [2, 0, 4, 1, 5, 3]
     assert family_order(seqs, min_len=131) is None
     # sharing runs only when it computes fewer padded positions: one long remainder pads every other one
-    assert _pays(seqs, shared_prefixes(seqs, min_len=16))
+    assert _pays(seqs, _heads(seqs, shared_prefixes(seqs, min_len=16)))
     lopsided = [a + [1], a + [2] * 400, [5] * 300]
-    assert not _pays(lopsided, shared_prefixes(lopsided, min_len=16))
+    assert not _pays(lopsided, _heads(lopsided, shared_prefixes(lopsided, min_len=16)))
 
 
 def _spy_forwards(monkeypatch, model) -> list[tuple[int, int]]:
@@ -161,7 +161,7 @@ def test_prompts_that_start_alike_prefill_their_common_part_once_with_the_same_o
     then each prompt's own remainder (one row each) runs on its cache; the completions and every token's
     log-probabilities are those of prefilling each prompt whole, also for a prompt that shares nothing."""
     gen = tiny_generator
-    question = "Question: " + " ".join(f"{k} plus {k + 1} is what number" for k in range(12)) + "\nSteps:"
+    question = "Question: " + " ".join(f"{k} plus {k + 1} is what number" for k in range(30)) + "\nSteps:"
     prompts = [question + " one", question + " one two three", question + " four five", "Unrelated short prompt"]
     params = SamplingParams(n=2, temperature=1.0, seed=3, max_new_tokens=6)
     encoded = gen.encode(prompts)

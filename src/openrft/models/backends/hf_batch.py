@@ -140,14 +140,29 @@ def shared_prefixes(seqs: Sequence[Sequence[int]], min_len: int = MIN_SHARED_PRE
     return sorted(groups, key=lambda g: g[1][0])
 
 
+#: sharing must save at least this many padded positions, and this fraction of them: below, the second forward and
+#: the cache copies cost what they save (bench/README.md, "shared-prefix prefill")
+MIN_SAVED_POSITIONS, MIN_SAVED_FRACTION = 256, 0.3
+
+
+def _heads(seqs: Sequence[Sequence[int]], groups: list[tuple[int, list[int]]]) -> list[tuple[int, list[int]]]:
+    """``groups`` with each lone sequence's prefix cut to at most the longest shared one: the prefixes run padded to
+    the longest, so a long lone prompt runs the rest of itself with the remainders instead."""
+    shared = [common for common, members in groups if len(members) > 1]
+    if not shared:
+        return groups
+    return [(common if len(members) > 1 else min(max(shared), common), members) for common, members in groups]
+
+
 def _pays(seqs: Sequence[Sequence[int]], groups: list[tuple[int, list[int]]]) -> bool:
-    """Whether prefilling ``groups``' prefixes once, then every remainder, computes fewer (padded) positions than
-    prefilling every sequence whole; a group without a prefix (a one-token prompt) never shares."""
+    """Whether prefilling ``groups``' prefixes once, then every remainder, computes enough fewer (padded) positions
+    than prefilling every sequence whole; a group without a prefix (a one-token prompt) never shares."""
     if not any(len(members) > 1 for _, members in groups) or any(common == 0 for common, _ in groups):
         return False
     tail = max(len(seqs[m]) - common for common, members in groups for m in members)
-    shared = len(groups) * max(common for common, _ in groups) + len(seqs) * tail
-    return shared < len(seqs) * max(map(len, seqs))
+    whole = len(seqs) * max(map(len, seqs))
+    saved = whole - len(groups) * max(common for common, _ in groups) - len(seqs) * tail
+    return saved >= max(MIN_SAVED_POSITIONS, MIN_SAVED_FRACTION * whole)
 
 
 def family_order(seqs: Sequence[Sequence[int]], min_len: int = MIN_SHARED_PREFIX) -> list[int] | None:
@@ -346,8 +361,8 @@ class DecodeBatch:
     def _prefill(self, seqs: Sequence[Sequence[int]], record: bool):
         """Run ``seqs`` into a new cache: ``(cache, mask, positions, last-position logits, hidden or None)``.
         A prefix that several share (:func:`shared_prefixes`) runs once and its cache is copied to them; then
-        each one's remainder runs on it (the mask then has padding between a prefix and a remainder)."""
-        groups = shared_prefixes(seqs) if self.share_prefixes and len(seqs) > 1 else []
+        each one's remainder runs on it, and the cache is packed to the right as a whole prompt's would be."""
+        groups = _heads(seqs, shared_prefixes(seqs)) if self.share_prefixes and len(seqs) > 1 else []
         cache = new_cache()
         if not _pays(seqs, groups):
             ids, mask = self._left_padded(seqs)
@@ -371,6 +386,14 @@ class DecodeBatch:
         logits, hidden = self._forward(record, input_ids=ids, attention_mask=mask,
                                        position_ids=positions[:, head_mask.shape[1]:], past_key_values=cache,
                                        use_cache=True, logits_to_keep=1)
+        # close the padding between prefix and remainder (keys carry their rotary positions, so moving them changes
+        # nothing): the rows then attend over as many columns as whole prompts would give them
+        order = torch.sort(mask, dim=1, stable=True).indices
+        for layer in cache.layers:
+            k, v = layer.keys, layer.values
+            layer.adopt(k.gather(2, order[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])),
+                        v.gather(2, order[:, None, :, None].expand(-1, v.shape[1], -1, v.shape[3])))
+        mask = self._trim(cache, mask.gather(1, order))
         return cache, mask, positions[:, -1], logits, hidden
 
     def _forward(self, record: bool, **inputs) -> tuple[torch.Tensor, torch.Tensor | None]:
