@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -31,9 +32,21 @@ def _records(path: Path) -> list[bytes]:
     return records
 
 
-def wandb_offline_runs(wandb_dir: Path) -> list[dict]:
+def wandb_offline_runs(wandb_dir: Path, wait_s: float = 30.0) -> list[dict]:
     """Every offline run under ``wandb_dir``: ``{"name", "history"}``, history = the logged rows (``_step`` and
-    the metrics; W&B's own ``_runtime``/``_timestamp`` left out), parsed with W&B's own protobuf records."""
+    the metrics; W&B's own ``_runtime``/``_timestamp`` left out), parsed with W&B's own protobuf records.
+
+    W&B's service process writes the file; on a loaded machine its run record has been seen to land after
+    ``finish()`` returned, so the files are read again (up to ``wait_s``) until every run has its run record."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        runs = _read_wandb_runs(wandb_dir)
+        if (runs and all(run["name"] is not None for run in runs)) or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.5)
+
+
+def _read_wandb_runs(wandb_dir: Path) -> list[dict]:
     from wandb.proto import wandb_internal_pb2
 
     runs = []
