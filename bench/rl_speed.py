@@ -56,7 +56,7 @@ def run_ours(args) -> dict:
                       micro_batch_size=args.micro_batch, rollout_batch_size=args.prompts * args.n,
                       tensorboard=False, reward=RewardSettings(), seed=args.seed, critic=args.critic,
                       skip_zero_advantage=not args.no_skip_zero_advantage,
-                      rollout_values=not args.no_rollout_values)
+                      rollout_states=not args.no_rollout_states)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = RLTrainer(config, samples, tmp, show_progress=False)
         rss_loaded = peak_rss_gb()
@@ -152,9 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--micro-batch", type=int, default=8, help="our completions per forward/backward")
     ap.add_argument("--no-skip-zero-advantage", action="store_true",
                     help="our update runs the rows whose advantages are all zero too (rl.skip_zero_advantage off)")
-    ap.add_argument("--no-rollout-values", action="store_true",
-                    help="a shared critic's values from a forward over the rollout (rl.rollout_values off), not "
-                         "from the hidden states the rollout computed")
+    ap.add_argument("--no-rollout-states", action="store_true",
+                    help="the rollout log-probs (when the update needs them) and a shared critic's values from a "
+                         "forward over the rollout (rl.rollout_states off), not from the states the rollout computed")
     ap.add_argument("--critic", default="adapter",
                     help="our gae critic: adapter (a second LoRA adapter) | shared (a value head on the policy)")
     ap.add_argument("--trl-checkpointing", choices=["on", "off"], default="on",

@@ -58,7 +58,7 @@ def test_an_rl_config_without_epochs_keeps_its_identity():
     # the shared-prompt forward is a speed path with the same maths: turning it off keeps the identity
     assert rl_settings(RLConfig(share_prompts=False)) == rl_settings(RLConfig())
     assert rl_settings(RLConfig(skip_zero_advantage=False)) == rl_settings(RLConfig())  # the same update
-    assert rl_settings(RLConfig(rollout_values=False)) == rl_settings(RLConfig())  # the same values
+    assert rl_settings(RLConfig(rollout_states=False)) == rl_settings(RLConfig())  # the same values
 
 
 def test_run_rl_counts_epochs_over_its_samples(tiny_model_dir, tmp_path):
@@ -77,12 +77,12 @@ def test_share_prompts_is_a_flag_that_reaches_the_trainer(tiny_model_dir, tmp_pa
     from openrft.rl.trainer import RLTrainer
 
     args = build_parser().parse_args(["--data", "svamp", "--no-share-prompts", "--no-skip-zero-advantage",
-                                      "--no-rollout-values", "--model", str(tiny_model_dir),
+                                      "--no-rollout-states", "--model", str(tiny_model_dir),
                                       "--out", str(tmp_path / "rl")])
     config = make_config(args)
     assert config.share_prompts is False and RLConfig().share_prompts is True
     assert config.skip_zero_advantage is False and RLConfig().skip_zero_advantage is True
-    assert config.rollout_values is False and RLConfig().rollout_values is True
+    assert config.rollout_states is False and RLConfig().rollout_states is True
     samples = load_bundled("svamp", "test")[:2]
     trainer = RLTrainer(dataclasses.replace(config, steps=1, lora_rank=2, tensorboard=False), samples,
                         tmp_path / "rl", show_progress=False)

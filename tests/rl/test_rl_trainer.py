@@ -410,7 +410,7 @@ def test_a_shared_critic_reads_the_policys_hidden_states_and_trains_it_through_v
     logp, _, values = trainer.ac.logprobs_and_values(batch)
     torch.testing.assert_close(logp, trainer.ac.logprobs(batch)[0])
     torch.testing.assert_close(values, trainer.ac.values(batch))
-    assert trainer.values_from_rollout and batch.values is not None  # the rollout gave them (all 0: a zero head)
+    assert trainer.from_rollout and batch.values is not None  # the rollout gave them (all 0: a zero head)
     # zero advantages: the policy loss has no gradient, so the adapter's gradient is vf_coef x the value loss's
     # (a zero-initialised head or LoRA B passes no gradient to the backbone: give them values first)
     with torch.no_grad():
@@ -446,38 +446,51 @@ def test_a_shared_critic_reads_the_policys_hidden_states_and_trains_it_through_v
     assert head and all(k.startswith("v_head.") for k in head)
 
 
-def test_a_shared_critics_values_come_from_the_rollouts_hidden_states(tiny_model_dir, samples, vowel_fn, monkeypatch,
-                                                                      tmp_path):
-    """rollout_values (on by default): the rollout's hidden states give the values a forward over the rollout
-    gives, from the policy with its adapter (folded in while sampling), and the score pass runs no forward for
-    them; off, or with an adapter critic, it does."""
+@pytest.mark.parametrize("critic,ppo_epochs", [("shared", 1), ("shared", 2), ("adapter", 2)])
+def test_the_rollouts_states_give_the_values_and_log_probs_a_forward_gives(
+        tiny_model_dir, samples, vowel_fn, monkeypatch, tmp_path, critic, ppo_epochs):
+    """rollout_states (on by default): the states the rollout sampled from give the rollout log-probs (when the
+    update needs them: here ppo_epochs 2) and a shared critic's values as a forward over the rollout gives them,
+    from the policy with its adapter (folded in while sampling); the score pass then runs no policy forward for
+    them (a critic adapter's values still need its own); off, it does."""
     torch.set_num_threads(1)
     rows_run = count_forward_rows(monkeypatch)
     trainers = {}
     for on in (True, False):
-        cfg = _config(tiny_model_dir, vowel_fn, estimator="gae", critic="shared", rollout_values=on, kl_coef=0.0)
+        cfg = _config(tiny_model_dir, vowel_fn, estimator="gae", critic=critic, rollout_states=on, kl_coef=0.0,
+                      ppo_epochs=ppo_epochs, temperature=0.8)
         trainer = trainers[on] = RLTrainer(cfg, samples, tmp_path / f"rl-{on}", show_progress=False)
         with torch.no_grad():  # a policy away from its base and a head that reads it
             for name, p in [*trainer.ac.model.named_parameters(), *trainer.ac.value_head.named_parameters()]:
                 if p.requires_grad and ("lora_B" in name or "lora" not in name):
                     p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))) * 0.2)
-    assert trainers[True].values_from_rollout and not trainers[False].values_from_rollout
-    batches = {}
+    assert trainers[True].from_rollout and not trainers[False].from_rollout
+    batches, forwards = {}, {}
     for on, trainer in trainers.items():
         batch = trainer.rollout(0)[0]
-        assert (batch.values is not None) == on
+        assert (batch.values is not None) == (on and critic == "shared")
+        assert (batch.old_logp is not None) == (on and ppo_epochs > 1)
         rows_run.clear()
-        trainer.score_pass(batch, need_old=False)
-        assert (rows_run == []) == on  # no forward when the rollout gave the values
+        trainer.score_pass(batch, need_old=trainer.needs_old_logp)
+        forwards[on] = list(rows_run)
         batches[on] = batch
+    # a forward over the batch: 2 micro-batches of one prompt's 4 rows, each the prompt once then its 4 rows
+    policy = int(ppo_epochs > 1 or critic == "shared")  # log-probs, and a shared critic's values with them
+    adapter = int(critic == "adapter")
+    assert forwards[False] == [1, 4, 1, 4] * (policy + adapter)  # off: the policy's and a critic adapter's
+    assert forwards[True] == [1, 4, 1, 4] * adapter  # on: only a critic adapter's own forward
     on, off = batches[True], batches[False]
     assert torch.equal(on.response_ids, off.response_ids)  # the same rollout (same seeds)
     mask = on.response_mask.bool()
-    assert on.values[mask].abs().min() > 0 and torch.equal(on.values[~mask], torch.zeros_like(on.values[~mask]))
-    torch.testing.assert_close(on.values, off.values, rtol=1e-4, atol=1e-5)
-    adapter_critic = RLTrainer(_config(tiny_model_dir, vowel_fn, estimator="gae", critic="adapter"), samples,
-                               tmp_path / "rl-adapter", show_progress=False)
-    assert not adapter_critic.values_from_rollout
+    if critic == "shared":
+        assert on.values[mask].abs().min() > 0
+    for name in ("values", "old_logp"):
+        if getattr(off, name) is not None:
+            assert torch.equal(getattr(on, name)[~mask], torch.zeros_like(getattr(on, name)[~mask]))
+            torch.testing.assert_close(getattr(on, name), getattr(off, name), rtol=1e-4, atol=1e-4)
+    single = RLTrainer(_config(tiny_model_dir, vowel_fn, estimator="gae", critic="adapter", kl_coef=0.0), samples,
+                       tmp_path / "rl-single", show_progress=False)
+    assert not single.needs_old_logp and not single.from_rollout  # nothing a forward would give is needed
 
 
 def test_rows_with_zero_advantages_are_left_out_of_the_update_with_the_same_result(

@@ -131,10 +131,11 @@ class RLConfig:
         "nothing to the gradient (the ppo loss, no KL in the loss, no entropy bonus, no critic): the same update, "
         "faster when a group's samples all score alike (the step's policy statistics then cover the rows that "
         "ran); off runs every row; not part of the stage's identity"))
-    rollout_values: bool = field(default=True, metadata=_help(
-        "critic: shared with transformers rollouts: the value head reads the hidden states the rollout computed "
-        "while sampling (the policy's, as the separate forward would give them, up to float rounding), so no "
-        "forward runs for the values; off runs that forward; not part of the stage's identity"))
+    rollout_states: bool = field(default=True, metadata=_help(
+        "transformers rollouts: the last-layer states the rollout computed while sampling stand in for a no-grad "
+        "forward of the policy over it (the same states up to float rounding): the rollout log-probs PPO's ratio "
+        "and a KL in the reward need (ppo_epochs > 1, minibatches, kl_in: reward) come from the LM head on them, "
+        "a shared critic's values from its value head; off runs that forward; not part of the stage's identity"))
 
     #: option values that reproduce RL from before the option existed (kept out of the stage's identity)
     LEGACY: ClassVar[dict[str, Any]] = {"policy_loss": "ppo", "reward.score_answer_step": True, "epochs": None,
@@ -275,7 +276,7 @@ def rl_settings(config: RLConfig) -> dict[str, Any]:
     keys before they nested keep their flat names here, so a stage run before keeps its identity."""
     settings = config.to_dict()
     for volatile in ("output_dir", "threads", "tensorboard", "report_to", "log_every", "share_prompts",
-                     "skip_zero_advantage", "rollout_values"):
+                     "skip_zero_advantage", "rollout_states"):
         settings.pop(volatile, None)
     advantage = dict(settings["advantage"])
     for old, new in RLConfig.OLD_KEYS.items():

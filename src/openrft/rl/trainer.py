@@ -37,9 +37,9 @@ from openrft.rl.advantages import compute_advantages, masked_mean
 from openrft.rl.config import RLConfig, rl_settings
 from openrft.rl.logs import MetricsLog, checkpoint_dirs, last_checkpoint
 from openrft.rl.losses import (
-    explained_variance, get_policy_loss, kl_estimate, kl_loss, value_loss, zero_advantage_rows,
+    explained_variance, get_policy_loss, kl_estimate, kl_loss, token_logprobs, value_loss, zero_advantage_rows,
 )
-from openrft.rl.policy import ActorCritic, load_base
+from openrft.rl.policy import ActorCritic, lm_head_of, load_base
 from openrft.rl.rollout import RolloutBatch, build_batch, place_step_rewards
 from openrft.rl.runtime import DistState, VLLMRollouts
 from openrft.tasks.base import task_for
@@ -154,7 +154,7 @@ class RLTrainer:
         local = isinstance(self.generator, TransformersGenerator)
         with self.ac.merged_policy() if local else contextlib.nullcontext():
             outs = self.generator.generate([self.prompts[i] for i in idx], params,
-                                           **({"hidden_states": True} if self.values_from_rollout else {}))
+                                           **({"hidden_states": True} if self.from_rollout else {}))
         timings["time/generation"] = time.perf_counter() - t0
         samples, texts, responses, prompt_ids, groups, truncated = [], [], [], [], [], []
         for g, (i, comps) in enumerate(zip(idx, outs)):
@@ -171,8 +171,8 @@ class RLTrainer:
         rb = self.reward(samples, texts, prompts=[self.prompts[i] for i in idx for _ in range(cfg.n_samples)])
         timings["time/scoring"] = time.perf_counter() - t0
         batch = build_batch(prompt_ids, responses, groups, rb.rewards, self.pad_id)
-        if self.values_from_rollout:
-            batch.values = self.rollout_values([c.hidden_states for comps in outs for c in comps], batch)
+        if self.from_rollout:
+            self.fill_from_rollout([c.hidden_states for comps in outs for c in comps], batch)
         if rb.dense:
             batch.step_rewards, batch.step_mask = place_step_rewards(self.tokenizer, responses, rb.step_rewards(),
                                                                      batch.response_width)
@@ -184,20 +184,42 @@ class RLTrainer:
         return batch.to(self.ac.device), rb, samples, timings
 
     @property
-    def values_from_rollout(self) -> bool:
-        """Whether the rollout's own hidden states give a shared critic's values (``rollout_values``): the value
-        head reads the policy's last-layer states, which the transformers rollout computes as it samples."""
-        return (self.config.rollout_values and self.ac.shared_critic
-                and isinstance(self.generator, TransformersGenerator))
+    def needs_old_logp(self) -> bool:
+        """Whether the update needs the rollout policy's log-probs: more than one update per rollout (PPO's ratio
+        moves off 1) or a KL penalty in the reward (measured at the rollout policy)."""
+        cfg = self.config
+        rows = cfg.prompts_per_step // self.dist.world * cfg.n_samples  # this process's rows per step
+        single_update = cfg.ppo_epochs == 1 and (cfg.minibatch_size or rows) >= rows
+        return (not single_update) or (cfg.kl_coef > 0 and cfg.resolved_kl_in == "reward")
+
+    @property
+    def from_rollout(self) -> bool:
+        """Whether the rollout's own last-layer states (``rollout_states``) give what a no-grad forward of the policy
+        would: the rollout log-probs (through the LM head) and a shared critic's values (through its value head)."""
+        return (self.config.rollout_states and isinstance(self.generator, TransformersGenerator)
+                and (self.ac.shared_critic or self.needs_old_logp))
 
     @torch.no_grad()
-    def rollout_values(self, hidden: Sequence[torch.Tensor], batch: RolloutBatch) -> torch.Tensor:
-        """Values ``[B, T]`` from the hidden states each response token was sampled from: V(prompt +
-        response[:t]) for token t, as :meth:`ActorCritic.values` computes them with a forward."""
-        values = torch.zeros(len(batch), batch.response_width)
+    def fill_from_rollout(self, hidden: Sequence[torch.Tensor], batch: RolloutBatch) -> None:
+        """``batch.old_logp`` (when the update needs them) and a shared critic's ``batch.values``, ``[B, T]``, from
+        the states each response token was sampled from, as :meth:`ActorCritic.logprobs` and
+        :meth:`ActorCritic.values` compute them with a forward: token t's from the state after prompt +
+        response[:t]."""
+        B, T = len(batch), batch.response_width
+        head = lm_head_of(self.ac.model) if self.needs_old_logp else None
+        if head is not None:
+            batch.old_logp = torch.zeros(B, T)
+        if self.ac.shared_critic:
+            batch.values = torch.zeros(B, T)
         for row, h in enumerate(hidden):
-            values[row, :len(h)] = self.ac.value_head(h.to(self.ac.device)).float().view(-1).cpu()
-        return values
+            h = h.to(self.ac.device)
+            n = len(h)
+            if head is not None:
+                batch.old_logp[row, :n] = token_logprobs(
+                    head(h)[None], batch.response_ids[row:row + 1, :n].to(self.ac.device),
+                    temperature=self.config.temperature)[0].float().cpu()
+            if batch.values is not None:
+                batch.values[row, :n] = self.ac.value_head(h).float().view(-1).cpu()
 
     def _micro_batches(self, rows: Sequence[int]) -> list[list[int]]:
         m = self.config.micro_batch_size
@@ -209,11 +231,12 @@ class RLTrainer:
         cfg = self.config
         B, T = len(batch), batch.response_width
         dev = self.ac.device
+        have_old, have_values = batch.old_logp is not None, batch.values is not None  # the rollout gave them
+        need_old = need_old and not have_old
         if need_old:
             batch.old_logp = torch.zeros(B, T, device=dev)
         if cfg.kl_coef > 0:
             batch.ref_logp = torch.zeros(B, T, device=dev)
-        have_values = batch.values is not None  # the rollout gave them
         if self.ac.value_head is not None and not have_values:
             batch.values = torch.zeros(B, T, device=dev)
         for rows in self._micro_batches(range(B)):
@@ -347,9 +370,7 @@ class RLTrainer:
         cfg = self.config
         batch, rb, samples, row = self.rollout(step)
         t0 = time.perf_counter()
-        single_update = cfg.ppo_epochs == 1 and (cfg.minibatch_size or len(batch)) >= len(batch)
-        need_old = (not single_update) or (cfg.kl_coef > 0 and cfg.resolved_kl_in == "reward")
-        self.score_pass(batch, need_old)
+        self.score_pass(batch, self.needs_old_logp)
         token_penalty = None
         if batch.ref_logp is not None and batch.old_logp is not None:
             kl = kl_estimate(batch.old_logp, batch.ref_logp, kind=cfg.resolved_kl_estimator) * batch.response_mask
