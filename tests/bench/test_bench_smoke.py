@@ -67,3 +67,13 @@ def test_decode_step_bench_profiles_a_full_batch(tiny_model_dir, capsys):
                                        "--steps", "2", "--profile-steps", "1", "--threads", "1"])
     assert result["batch"] == 4 and result["step_ms"] > 0 and 0 < result["fraction_of_bound"]
     assert result["top_ops"] and "of it" in capsys.readouterr().out
+
+
+def test_prefix_prefill_bench_labels_both_ways_alike(tiny_model_dir, capsys):
+    result = load("prefix_prefill").main(["--model", str(tiny_model_dir), "--questions", "2", "--replies", "2",
+                                          "--rollouts", "1", "--shots", "1", "--max-new-tokens", "12",
+                                          "--repeats", "1", "--threads", "1"])
+    assert len(result["seconds_whole"]) == len(result["seconds_shared"]) == 1
+    assert result["replies_with_equal_labels"] == result["replies_labelled"]
+    assert result["prefill_tokens_shared"] <= result["prefill_tokens_whole"]
+    assert "step prefixes" in capsys.readouterr().out
