@@ -3,12 +3,12 @@ common prompt.
 
 Math-Shepherd labelling (``openrft.reward_models.labels.estimate_step_labels``, the prm stage's) continues every
 step prefix of every reply; each prefix is the question's prompt (with ``--shots`` worked solutions, as the ICL
-rows' prompts; each question its own) plus the reply up to that step. Samples ``--replies`` replies to each of ``--questions`` training
-questions of a bundled task from the bundled model, then labels them with the generator prefilling each prompt
-whole (``share_prefixes=False``) and with prompts that start alike prefilling their common part once (the
-default), alternating, ``--repeats`` times each, with the same seeds. Prints the seconds of each, their ratio,
-the prompt tokens whole and with each shared prefix once (a lower bound on what is prefilled: a decode batch takes
-rows in as it has room, so a family can be split between prefills) and whether the labels agree.
+rows' prompts; each question its own) plus the reply up to that step. Samples ``--replies`` replies to each of
+``--questions`` training questions of a bundled task from the bundled model, then labels them with the generator
+prefilling each prompt whole (``share_prefixes=False``) and with prompts that start alike prefilling their common
+part once (the default), alternating, ``--repeats`` times each, with the same seeds. Prints the seconds of each,
+their ratio, the prompt tokens whole and with each shared prefix once (a lower bound on what is prefilled: a decode
+batch takes rows in as it has room, so a family can be split between prefills) and whether the labels agree.
 
     python bench/prefix_prefill.py --threads 2 --shots 3      # the full row's prompts (multistep)
     python bench/prefix_prefill.py --threads 2 --shots 0
@@ -97,7 +97,8 @@ def main(argv=None) -> dict:
               "replies_labelled": len(labels[False])}
     print(f"{args.task}, {args.shots} shots: {len(step_prompts)} step prefixes of {len(texts)} replies, "
           f"{result['prompt_tokens_mean']:.0f} prompt tokens each; prefill tokens {whole_tokens} whole, "
-          f"{shared_tokens} with each shared prefix once (at most: a batch takes rows in as it has room); labelling s (median of {args.repeats}) {whole_s:.1f} whole vs {shared_s:.1f} "
+          f"{shared_tokens} with each shared prefix once (a lower bound: a batch takes rows in as it has room); "
+          f"labelling s (median of {args.repeats}) {whole_s:.1f} whole vs {shared_s:.1f} "
           f"shared: {whole_s / shared_s:.2f}x; replies with equal labels {same}/{len(labels[False])}")
     print(json.dumps(result))
     return result
