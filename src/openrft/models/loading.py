@@ -70,6 +70,15 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def lm_head_of(model: torch.nn.Module) -> torch.nn.Module:
+    """The output embeddings (LM head) of a causal LM, peft-wrapped or not."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = inner.get_output_embeddings()
+    if head is None:
+        raise TypeError(f"{type(inner).__name__} has no output embeddings (LM head)")
+    return head
+
+
 def default_dtype(device: torch.device | str) -> torch.dtype:
     """bf16 on CUDA, fp32 elsewhere. On CPU, bf16 is an opt-in (``dtype: bfloat16``): it changes the outputs, and
     its speed depends on the CPU: where it has bf16 instructions (AVX-512 BF16, AMX) one decode step runs ~2x fp32

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from openrft.models.loading import lm_head_of
 from openrft.models.lora import STACK_FILE, LoraSettings, load_adapter, lora_config, resolve_adapter_dir
 from openrft.rewards.prm.value_head import ValueHead
 from openrft.rl.losses import entropy_from_logits, token_logprobs
@@ -43,14 +44,6 @@ def backbone_of(model: nn.Module) -> nn.Module:
     if body is None or body is inner:
         raise TypeError(f"cannot find the transformer body of {type(inner).__name__}; expected a *ForCausalLM model")
     return body
-
-
-def lm_head_of(model: nn.Module) -> nn.Module:
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    head = inner.get_output_embeddings()
-    if head is None:
-        raise TypeError(f"{type(inner).__name__} has no output embeddings (LM head)")
-    return head
 
 
 def hidden_states(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -239,6 +232,14 @@ class ActorCritic:
                 with torch.no_grad():
                     ent = entropy_from_logits(logits.detach(), temperature=self.temperature)
         return logp, ent
+
+    def scores_from_states(self, h: torch.Tensor, batch, *, logprobs: bool = True, values: bool = True):
+        """``(logp, values)`` ``[B, T]`` (None where not asked; values only for a shared critic) from last-layer
+        states ``h`` ``[B, T, H]`` that predict ``batch``'s response tokens: what :meth:`logprobs` and
+        :meth:`values` give after their forward. The transformers rollout computes these states as it samples."""
+        logp = self._logprobs_of(h, batch, False, False)[0].float() if logprobs else None
+        vals = self.value_head(h).float() if values and self.shared_critic else None
+        return logp, vals
 
     def logprobs_and_values(self, batch, *, with_entropy: bool = False, entropy_grad: bool = False):
         """``(logp, entropy, values)`` from one forward of the policy (``critic: shared`` only): the value head

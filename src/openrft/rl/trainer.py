@@ -37,9 +37,9 @@ from openrft.rl.advantages import compute_advantages, masked_mean
 from openrft.rl.config import RLConfig, rl_settings
 from openrft.rl.logs import MetricsLog, checkpoint_dirs, last_checkpoint
 from openrft.rl.losses import (
-    explained_variance, get_policy_loss, kl_estimate, kl_loss, token_logprobs, value_loss, zero_advantage_rows,
+    explained_variance, get_policy_loss, kl_estimate, kl_loss, value_loss, zero_advantage_rows,
 )
-from openrft.rl.policy import ActorCritic, lm_head_of, load_base
+from openrft.rl.policy import ActorCritic, load_base
 from openrft.rl.rollout import RolloutBatch, build_batch, place_step_rewards
 from openrft.rl.runtime import DistState, VLLMRollouts
 from openrft.tasks.base import task_for
@@ -171,8 +171,6 @@ class RLTrainer:
         rb = self.reward(samples, texts, prompts=[self.prompts[i] for i in idx for _ in range(cfg.n_samples)])
         timings["time/scoring"] = time.perf_counter() - t0
         batch = build_batch(prompt_ids, responses, groups, rb.rewards, self.pad_id)
-        if self.from_rollout:
-            self.fill_from_rollout([c.hidden_states for comps in outs for c in comps], batch)
         if rb.dense:
             batch.step_rewards, batch.step_mask = place_step_rewards(self.tokenizer, responses, rb.step_rewards(),
                                                                      batch.response_width)
@@ -181,7 +179,10 @@ class RLTrainer:
         timings["response_length"] = gen_tokens / len(responses)
         timings["response_length_max"] = float(max(len(r) for r in responses))
         timings["truncated"] = sum(truncated) / len(truncated)
-        return batch.to(self.ac.device), rb, samples, timings
+        batch = batch.to(self.ac.device)
+        if self.from_rollout:
+            self.fill_from_rollout([c.hidden_states for comps in outs for c in comps], batch)
+        return batch, rb, samples, timings
 
     @property
     def needs_old_logp(self) -> bool:
@@ -202,24 +203,26 @@ class RLTrainer:
     @torch.no_grad()
     def fill_from_rollout(self, hidden: Sequence[torch.Tensor], batch: RolloutBatch) -> None:
         """``batch.old_logp`` (when the update needs them) and a shared critic's ``batch.values``, ``[B, T]``, from
-        the states each response token was sampled from, as :meth:`ActorCritic.logprobs` and
-        :meth:`ActorCritic.values` compute them with a forward: token t's from the state after prompt +
-        response[:t]."""
+        the states each response token was sampled from (:meth:`ActorCritic.scores_from_states`), micro-batch by
+        micro-batch: token t's from the state after prompt + response[:t]."""
         B, T = len(batch), batch.response_width
-        head = lm_head_of(self.ac.model) if self.needs_old_logp else None
-        if head is not None:
-            batch.old_logp = torch.zeros(B, T)
-        if self.ac.shared_critic:
-            batch.values = torch.zeros(B, T)
+        states = torch.zeros(B, T, hidden[0].shape[-1], dtype=hidden[0].dtype, device=self.ac.device)
         for row, h in enumerate(hidden):
-            h = h.to(self.ac.device)
-            n = len(h)
-            if head is not None:
-                batch.old_logp[row, :n] = token_logprobs(
-                    head(h)[None], batch.response_ids[row:row + 1, :n].to(self.ac.device),
-                    temperature=self.config.temperature)[0].float().cpu()
-            if batch.values is not None:
-                batch.values[row, :n] = self.ac.value_head(h).float().view(-1).cpu()
+            states[row, :len(h)] = h
+        need_old, shared = self.needs_old_logp, self.ac.shared_critic
+        batch.old_logp = torch.zeros(B, T, device=self.ac.device) if need_old else None
+        batch.values = torch.zeros(B, T, device=self.ac.device) if shared else None
+        for rows in self._micro_batches(range(B)):
+            mb = batch.select(rows)
+            t = mb.response_width
+            logp, values = self.ac.scores_from_states(states[rows, :t], mb, logprobs=need_old, values=shared)
+            if logp is not None:
+                batch.old_logp[rows, :t] = logp
+            if values is not None:
+                batch.values[rows, :t] = values
+        for t in (batch.old_logp, batch.values):
+            if t is not None:
+                t.mul_(batch.response_mask)
 
     def _micro_batches(self, rows: Sequence[int]) -> list[list[int]]:
         m = self.config.micro_batch_size

@@ -30,6 +30,7 @@ import torch
 
 from openrft.models.backends.base import Completion, SamplingParams
 from openrft.models.hf_internals import DynamicLayer, dynamic_cache_of
+from openrft.models.loading import lm_head_of
 
 #: a sampled token's log-probability and the top alternatives, ``((token_id, logprob), ...)``
 TokenLogprob = tuple[float, tuple[tuple[int, float], ...]]
@@ -401,9 +402,8 @@ class DecodeBatch:
         there ``[B, H]``, caught on its way into the head."""
         if not record:
             return self.model(**inputs).logits[:, -1, :], None
-        inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         seen: list[torch.Tensor] = []
-        handle = inner.get_output_embeddings().register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+        handle = lm_head_of(self.model).register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
         try:
             logits = self.model(**inputs).logits[:, -1, :]
         finally:
