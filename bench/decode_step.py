@@ -53,6 +53,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--top", type=int, default=8, help="operators listed")
     ap.add_argument("--prepack", choices=["on", "off"], default="on",
                     help="decode with oneDNN-prepacked linear layers, as the generator does by default")
+    ap.add_argument("--attention", choices=["fast", "sdpa"], default="fast",
+                    help="one-token attention as two matrix products (openrft.models.decode_attention), as the "
+                         "generator does by default, or transformers' SDPA")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -67,7 +70,7 @@ def main(argv=None) -> dict:
     keep_freed_memory()
     model, tokenizer = load_model(args.model)
     model.eval()
-    gen = TransformersGenerator(model, tokenizer, batch_size=args.batch)
+    gen = TransformersGenerator(model, tokenizer, batch_size=args.batch, fast_attention=args.attention == "fast")
     encoded = gen.encode(prompts_for(args.task, args.batch, args.shots))
     params = SamplingParams(temperature=1.0, max_new_tokens=10 ** 6, seed=0)
     batch = gen.new_batch()
@@ -92,6 +95,7 @@ def main(argv=None) -> dict:
     tok_s = args.batch / step_s
     bound = peak / (2 * n_params)
     result = {"model": args.model, "task": args.task, "batch": args.batch, "shots": args.shots, "prepack": args.prepack,
+              "attention": args.attention,
               "prompt_tokens_mean": round(sum(map(len, encoded)) / len(encoded), 1),
               "threads": torch.get_num_threads(), "step_ms": round(step_s * 1e3, 1), "tok_s": round(tok_s, 1),
               "matmul_peak_gflops": round(peak / 1e9, 1), "compute_bound_tok_s": round(bound, 1),

@@ -10,7 +10,9 @@ pool of active sequences instead:
   left-padded to the running cache length and concatenated), so the batch stays full;
 * n samples of a prompt share one prefill (the cache rows are repeated);
 * each sequence samples from its own RNG seeded by ``(seed, prompt content, sample index)``,
-  so what a prompt gets does not depend on batch composition or order.
+  so what a prompt gets does not depend on batch composition or order (up to float rounding: a row's
+  attention over a left-padded cache sums in another order with other padding, SDPA's kernel and
+  :mod:`openrft.models.decode_attention` alike, so a draw within rounding of a boundary can differ).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 
 from openrft.models.backends.base import Completion, Generator, Prompt, SamplingParams
 from openrft.models.backends.hf_batch import DecodeBatch, DecodeRow, family_order, share_prefixes_default
+from openrft.models.decode_attention import decode_attention_default
 from openrft.models.packed import packed_linears, prepack_default
 
 #: a call decoding fewer row-tokens than this (rows x max_new_tokens) does not prepack: packing SmolLM2's weights
@@ -75,13 +78,17 @@ class TransformersGenerator(Generator):
         share_prefixes: prompts of a call that start with the same tokens (64 or more) prefill them once
             (:func:`~openrft.models.backends.hf_batch.shared_prefixes`; the same maths in other shapes); default on
             unless ``OPENRFT_SHARE_PREFIXES=0``.
+        fast_attention: one-token queries of an fp32 model on CPU attend with two matrix products instead of
+            SDPA's kernel (:mod:`openrft.models.decode_attention`; the same softmax in another summation order);
+            default on unless ``OPENRFT_DECODE_ATTENTION=0``.
     """
 
     name = "transformers"
 
     def __init__(self, model, tokenizer, batch_size: int = 32, refill_fraction: float = 0.75,
-                 prepack: bool | None = None, share_prefixes: bool | None = None):
+                 prepack: bool | None = None, share_prefixes: bool | None = None, fast_attention: bool | None = None):
         self.model = model
+        self.fast_attention = decode_attention_default() if fast_attention is None else fast_attention
         self.prepack = prepack_default() if prepack is None else prepack
         self.share_prefixes = share_prefixes_default() if share_prefixes is None else share_prefixes
         self.tokenizer = tokenizer
@@ -152,7 +159,7 @@ class TransformersGenerator(Generator):
     def new_batch(self) -> DecodeBatch:
         """An empty running batch over this model (the caller puts the model in eval mode)."""
         return DecodeBatch(self.model, self.tokenizer, self.eos_ids, self.pad_id, self.max_positions,
-                           share_prefixes=self.share_prefixes)
+                           share_prefixes=self.share_prefixes, fast_attention=self.fast_attention)
 
     @staticmethod
     def rows_for(encoded: Sequence[Sequence[int]], params: SamplingParams, top_logprobs: int | None = None,

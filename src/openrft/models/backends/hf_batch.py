@@ -10,7 +10,9 @@
   each member's own remainder runs on it (``OPENRFT_SHARE_PREFIXES=0`` prefills every prompt whole);
 * :meth:`~DecodeBatch.step` samples one token for every row, each with its own sampling parameters and RNG,
   finishes rows on an end-of-sequence token, a stop string or their token budget (``max_new_tokens``,
-  clamped to the model's context), drops them, and runs the model one position forward for the rest;
+  clamped to the model's context), drops them, and runs the model one position forward for the rest (an fp32
+  model on CPU attends there with two matrix products, :mod:`openrft.models.decode_attention`;
+  ``OPENRFT_DECODE_ATTENTION=0`` keeps SDPA);
 * :meth:`~DecodeBatch.discard` drops rows (a cancelled request, a row preempted to make room).
 
 ``TransformersGenerator.generate`` drives one batch per call; ``openrft serve`` drives one across requests
@@ -22,6 +24,7 @@ second forward over the rollout).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +32,7 @@ from dataclasses import dataclass, field
 import torch
 
 from openrft.models.backends.base import Completion, SamplingParams
+from openrft.models.decode_attention import decode_attention
 from openrft.models.hf_internals import DynamicLayer, dynamic_cache_of
 from openrft.models.loading import lm_head_of
 
@@ -241,9 +245,9 @@ class DecodeBatch:
     """The rows being decoded together and their KV cache (see the module docstring)."""
 
     def __init__(self, model, tokenizer, eos_ids: set[int], pad_id: int, max_positions: int | None,
-                 share_prefixes: bool = True):
+                 share_prefixes: bool = True, fast_attention: bool = True):
         self.model, self.tokenizer = model, tokenizer
-        self.share_prefixes = share_prefixes
+        self.share_prefixes, self.fast_attention = share_prefixes, fast_attention
         self.eos_ids, self.pad_id, self.max_positions = eos_ids, pad_id, max_positions
         self.device = next(model.parameters()).device
         self.rows: list[DecodeRow] = []
@@ -320,9 +324,10 @@ class DecodeBatch:
             next_tokens = next_tokens[self._select(keep)]
         self._positions = self._positions + 1
         self._mask = torch.cat([self._mask, self._mask.new_ones((len(self.rows), 1))], dim=1)
-        self._logits, self._hidden = self._forward(
-            self._hidden is not None, input_ids=next_tokens.view(-1, 1), attention_mask=self._mask,
-            position_ids=self._positions.view(-1, 1), past_key_values=self._cache, use_cache=True)
+        with decode_attention(self.model) if self.fast_attention else contextlib.nullcontext():
+            self._logits, self._hidden = self._forward(
+                self._hidden is not None, input_ids=next_tokens.view(-1, 1), attention_mask=self._mask,
+                position_ids=self._positions.view(-1, 1), past_key_values=self._cache, use_cache=True)
         return finished, new_tokens
 
     @torch.inference_mode()
