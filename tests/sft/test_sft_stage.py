@@ -185,3 +185,26 @@ def test_cli_errors_are_one_line_and_actionable(tmp_path, micro_model_dir, capsy
     assert cli(["sft", "--traces", str(tmp_path / "t.jsonl"), "--out", str(tmp_path / "o"),
                 "--config", str(tmp_path / "sft.yaml")]) == 2
     assert "unknown sft settings ['learning_rte']" in capsys.readouterr().err
+
+
+def test_micro_batches_take_the_steps_whole_batches_take(tmp_path, micro_model_dir):
+    """A batch split into micro-batches (accumulated, each token weighted as in the whole batch) gives the same
+    optimizer steps: completions of different lengths (bare answers and traces) make a per-micro-batch mean differ.
+    How a batch is split is not part of the stage's identity."""
+    traces = write_traces(tmp_path / "traces.jsonl", short_samples(8), fallback_ids={"add/1", "add/2", "add/6"})
+    ends, losses, steps = {}, {}, {}
+    for micro in (4, 1):
+        watch = Watch()
+        config = config_for(micro_model_dir, epochs=2, lora_dropout=0.0, micro_batch_size=micro, measure_loss=False)
+        assert config.micro_batches(cuda=False) == (micro, 4 // micro)
+        result = run_sft(traces, tmp_path / f"sft-{micro}", config, callbacks=[watch], show_progress=False)
+        ends[micro], losses[micro], steps[micro] = watch.end, result.losses, result.steps
+    assert steps[4] == steps[1] == 4
+    assert [x for _, x in losses[1]] == pytest.approx([x for _, x in losses[4]], rel=1e-4)
+    lora = [n for n in ends[4] if "lora_" in n]
+    assert lora and all(not torch.equal(ends[4][n], watch.begin[n]) for n in lora if "lora_B" in n)
+    for n in lora:
+        torch.testing.assert_close(ends[1][n], ends[4][n], rtol=1e-4, atol=1e-6)
+    assert config_for(micro_model_dir, micro_batch_size=1).settings() == config_for(micro_model_dir).settings()
+    with pytest.raises(ValueError, match="micro_batch_size"):
+        config_for(micro_model_dir, micro_batch_size=0)
