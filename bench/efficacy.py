@@ -403,7 +403,7 @@ def run_units_side_by_side(units: list[tuple[str, int]], args: argparse.Namespac
     available = _available_gb()
     if available is not None and available < args.jobs * GB_PER_UNIT:
         print(f"warning: {available:.0f} GB of memory available for {args.jobs} units side by side; a unit can "
-              f"hold ~{GB_PER_UNIT} GB (the full row's RL, SFT); one may be killed for memory (it resumes on a rerun)",
+              f"hold ~{GB_PER_UNIT} GB (the full row's RL); one may be killed for memory (it resumes on a rerun)",
               file=sys.stderr)
     logs = runs_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)

@@ -64,3 +64,29 @@ def test_cli_applies_it_for_commands_that_compute(argv, applied):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "OPENRFT_MALLOC"}
     out = subprocess.run([sys.executable, "-c", code, json.dumps(argv)], env=env, capture_output=True, text=True)
     assert f"applied {applied}" in out.stdout.splitlines()[-1]
+
+
+RELEASE = """
+import json, resource, torch
+from openrft.models.allocator import keep_freed_memory, release_freed_memory
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+active = keep_freed_memory()
+x = torch.ones(64 * 2**20)  # 256 MB
+del x
+kept = rss_mb()
+released = release_freed_memory()
+print(json.dumps({"active": active, "kept": kept, "released": released, "after": rss_mb()}))
+"""
+
+
+def test_freed_memory_goes_back_on_release():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "OPENRFT_MALLOC"}
+    out = subprocess.run([sys.executable, "-c", RELEASE], env=env, capture_output=True, text=True, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["active"] is True and got["released"] is True
+    assert got["kept"] - got["after"] > 200  # MB: the freed tensor's pages left the process
+    system = subprocess.run([sys.executable, "-c", RELEASE], env=env | {"OPENRFT_MALLOC": "system"},
+                            capture_output=True, text=True, check=True)
+    assert json.loads(system.stdout.strip().splitlines()[-1])["released"] is False  # nothing kept, nothing to do

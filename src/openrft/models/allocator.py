@@ -10,7 +10,9 @@ the figures are in bench/README.md).
 :func:`keep_freed_memory` tells glibc (through ``mallopt``, at run time) to serve large blocks
 from its heap and never to trim the heap. After a step or two the heap holds the step's working
 set and later steps fault nothing in. The cost: resident memory stays at the process's peak
-instead of falling between steps (the peak itself does not grow).
+instead of falling between steps (the peak itself does not grow). :func:`release_freed_memory` hands the
+freed part back to the kernel at once; a pipeline calls it after each stage, so a stage's peak does not stay
+with the process through the stages after it (two study units side by side were killed for memory that way).
 It only acts on Linux with glibc, never when CUDA is in use (host memory is not the hot path
 there), and never when ``OPENRFT_MALLOC=system`` or the user tunes malloc through the
 environment (``MALLOC_*`` variables, ``GLIBC_TUNABLES`` with a ``malloc`` setting).
@@ -33,6 +35,7 @@ M_MMAP_MAX = -4
 TRIM_THRESHOLD = -1  # mallopt reads it as size_t: never trim the heap top
 
 _applied: bool | None = None
+_libc = None
 
 
 def _user_tuned() -> str | None:
@@ -84,5 +87,18 @@ def keep_freed_memory() -> bool:
     mallopt.restype = ctypes.c_int
     _applied = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     if _applied:
+        global _libc
+        _libc = libc
         logger.debug("allocator: large blocks from the heap, freed memory kept (set %s=system to undo)", ENV)
     return _applied
+
+
+def release_freed_memory() -> bool:
+    """Hand the memory freed so far back to the kernel (glibc's ``malloc_trim``) where :func:`keep_freed_memory`
+    keeps it; the next allocations fault their pages in again, once. ``True`` if memory was released."""
+    if not _applied or _libc is None:
+        return False
+    trim = _libc.malloc_trim
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return bool(trim(0))

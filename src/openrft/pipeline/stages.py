@@ -55,7 +55,12 @@ class CellContext:
 
 
 def free_memory() -> None:
+    """Between stages: collect garbage and return freed memory (CUDA's cache; on CPU the heap the allocator
+    setting keeps, :func:`openrft.models.allocator.release_freed_memory`)."""
+    from openrft.models.allocator import release_freed_memory
+
     gc.collect()
+    release_freed_memory()
     try:
         import torch
 
