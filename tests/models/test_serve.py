@@ -208,3 +208,34 @@ def test_limit_and_key_flags_and_bad_values_refused_before_any_model_loads(capsy
                  "3"]) == 2
     err = capsys.readouterr().err
     assert "--max-prompts-in-flight must be at least --max-prompts-per-request" in err and "does not exist" not in err
+
+
+def test_the_decode_thread_computes_with_prepacked_layers_while_it_runs(tiny_model_dir):
+    """The served weights do not change, so the scheduler's thread packs them once (openrft.models.packed) for its
+    whole life, and the model's layers are as they were after it stops."""
+    from torch import nn
+
+    from openrft.models import packed
+    from openrft.models.backends.hf import TransformersGenerator
+    from openrft.serve.scheduler import EngineScheduler
+
+    if not packed.available():
+        pytest.skip("this torch has no oneDNN prepacked linear")
+    generator = TransformersGenerator.from_pretrained(str(tiny_model_dir), batch_size=4)
+    linears = [m for m in generator.model.modules() if type(m) is nn.Linear]
+    scheduler = EngineScheduler(generator)
+    try:
+        for _ in range(100):
+            if all("forward" in vars(m) for m in linears):
+                break
+            threading.Event().wait(0.05)
+        assert all("forward" in vars(m) for m in linears)
+    finally:
+        scheduler.close()
+    assert not any("forward" in vars(m) for m in linears)
+    unpacked = EngineScheduler(TransformersGenerator(generator.model, generator.tokenizer, prepack=False))
+    try:
+        threading.Event().wait(0.2)
+        assert not any("forward" in vars(m) for m in linears)
+    finally:
+        unpacked.close()

@@ -18,6 +18,7 @@ whichever requests share the batch (up to floating-point differences of batched 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 
 from openrft.models.backends.hf import TransformersGenerator
 from openrft.models.backends.hf_batch import DecodeRow
+from openrft.models.packed import packed_linears
 from openrft.serve.jobs import SHUTTING_DOWN, Done, Failed, Job, Tokens
 
 logger = logging.getLogger(__name__)
@@ -75,6 +77,13 @@ class EngineScheduler:
 
     # ------------------------------------------------------------------ loop
     def _loop(self) -> None:
+        # the served weights do not change: on CPU the decode thread computes with prepacked linear layers for as
+        # long as it runs (openrft.models.packed; TransformersGenerator.generate packs per call)
+        model = self.generator.model
+        with packed_linears(model, self.capacity) if self.generator.prepack else contextlib.nullcontext():
+            self._decode()
+
+    def _decode(self) -> None:
         while not self._closed.is_set():
             try:
                 self._take(block=not self._running)
