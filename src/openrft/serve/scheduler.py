@@ -79,8 +79,12 @@ class EngineScheduler:
     def _loop(self) -> None:
         # the served weights do not change: on CPU the decode thread computes with prepacked linear layers for as
         # long as it runs (openrft.models.packed; TransformersGenerator.generate packs per call)
-        model = self.generator.model
-        with packed_linears(model, self.capacity) if self.generator.prepack else contextlib.nullcontext():
+        with contextlib.ExitStack() as stack:
+            if self.generator.prepack:
+                try:
+                    stack.enter_context(packed_linears(self.generator.model, self.capacity))
+                except Exception:  # noqa: BLE001 - a server that decodes unpacked beats one that never answers
+                    logger.exception("prepacking the model's linear layers failed; decoding without it")
             self._decode()
 
     def _decode(self) -> None:
