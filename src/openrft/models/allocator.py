@@ -35,7 +35,7 @@ M_MMAP_MAX = -4
 TRIM_THRESHOLD = -1  # mallopt reads it as size_t: never trim the heap top
 
 _applied: bool | None = None
-_libc = None
+_trim = None  # glibc's malloc_trim, once the setting is applied
 
 
 def _user_tuned() -> str | None:
@@ -66,7 +66,7 @@ def keep_freed_memory() -> bool:
 
     Idempotent and cheap after the first call.
     """
-    global _applied
+    global _applied, _trim
     if _applied is not None:
         return _applied
     _applied = False
@@ -87,8 +87,9 @@ def keep_freed_memory() -> bool:
     mallopt.restype = ctypes.c_int
     _applied = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     if _applied:
-        global _libc
-        _libc = libc
+        _trim = libc.malloc_trim
+        _trim.argtypes = [ctypes.c_size_t]
+        _trim.restype = ctypes.c_int
         logger.debug("allocator: large blocks from the heap, freed memory kept (set %s=system to undo)", ENV)
     return _applied
 
@@ -96,9 +97,4 @@ def keep_freed_memory() -> bool:
 def release_freed_memory() -> bool:
     """Hand the memory freed so far back to the kernel (glibc's ``malloc_trim``) where :func:`keep_freed_memory`
     keeps it; the next allocations fault their pages in again, once. ``True`` if memory was released."""
-    if not _applied or _libc is None:
-        return False
-    trim = _libc.malloc_trim
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return bool(trim(0))
+    return _trim is not None and bool(_trim(0))

@@ -18,7 +18,9 @@ off.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import weakref
 from collections.abc import Iterator
 
 import torch
@@ -68,22 +70,33 @@ def attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
     return out.reshape(batch, heads, 1, dim).transpose(1, 2), None
 
 
+def _dispatch(*args, **kwargs):
+    return attention(*args, **kwargs)  # looked up at each call, so the registered entry never goes stale
+
+
+@functools.cache
 def _register() -> None:
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-    AttentionInterface.register(NAME, attention)
+    AttentionInterface.register(NAME, _dispatch)
     AttentionMaskInterface.register(NAME, sdpa_mask)
+
+
+#: per model, its config objects that carry an attention implementation (found once: a decode step asks every step)
+_CONFIGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _configs(model) -> list:
     """Every config object of ``model`` (and of its submodules) that carries an attention implementation."""
-    seen: dict[int, object] = {}
-    for module in model.modules():
-        config = getattr(module, "config", None)
-        if config is not None and hasattr(config, "_attn_implementation_internal"):
-            seen.setdefault(id(config), config)
-    return list(seen.values())
+    if model not in _CONFIGS:
+        seen: dict[int, object] = {}
+        for module in model.modules():
+            config = getattr(module, "config", None)
+            if config is not None and hasattr(config, "_attn_implementation_internal"):
+                seen.setdefault(id(config), config)
+        _CONFIGS[model] = list(seen.values())
+    return _CONFIGS[model]
 
 
 @contextlib.contextmanager
