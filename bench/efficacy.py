@@ -13,8 +13,9 @@ compares the rows with the same decoding:
     sft_rl_prm_da      + augmented questions in RL (template rewriter: verified renumbered/reworded variants)
     sft_rl_prm_da_icl  + 3-shot ICL in every stage (the full method)
 
-Every row is evaluated twice on the same held-out questions: sampled (the recipe's temperature, ``n`` runs) and
-greedy (a second run that reuses every stage of the first and only evaluates again). Rows within a (task, seed)
+Every row is evaluated on the same held-out questions both sampled (the recipe's temperature, ``n`` runs) and
+greedy, in one evaluation pass (``eval.greedy_run``: each prompt is prefilled once for its sampled and its greedy
+completions; the study once ran greedy as a second run of each row). Rows within a (task, seed)
 share what they can through ``--reuse``: the SFT warm-up of ``sft`` stands in for every RL row's, the PRM of
 ``sft_rl_prm`` for the dense and DA rows' (augmented questions feed RL only).
 
@@ -57,7 +58,8 @@ PARENT = {"vanilla_icl": "vanilla", "sft": "vanilla", "sft_rl": "sft", "sft_rl_p
 TASKS = ("arithmetic", "multistep")
 PAPER_GAIN = 0.11  # OpenRFT: full method vs Vanilla, relative, averaged over the 8 SciKnowEval tasks (8B policy)
 TARGET_GAIN = 0.30  # the claim checked here: full method vs Vanilla+ICL, relative
-GREEDY = ["eval.temperature=0", "eval.n=1"]
+#: every row's evaluation also decodes each question greedily, in the same pass as its sampled runs
+GREEDY_RUN = ["eval.greedy_run=true"]
 # two-sided 95% Student t quantiles by degrees of freedom (n seeds - 1)
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
@@ -95,25 +97,19 @@ def paired(child: list[float], parent: list[float]) -> dict:
 
 def run_row(row: str, task: str, seed: int, runs_dir: Path, overrides: list[str], reuse: list[Path], *,
             show_progress: bool, quiet: bool) -> dict:
-    """One row, one task, one seed: the sampled run, then the greedy evaluation that reuses its stages."""
-    from openrft.pipeline.recipe import STAGE_ORDER, load_recipe
+    """One row, one task, one seed: its run, evaluated sampled and greedy in one pass."""
+    from openrft.pipeline.recipe import load_recipe
     from openrft.pipeline.runner import run_recipe
 
-    base = [f"data={task}", f"seed={seed}"] + list(overrides)
-    out: dict = {"row": row, "task": task, "seed": seed}
-    for mode, extra in (("sampled", []), ("greedy", GREEDY)):
-        recipe = load_recipe(RECIPES / f"{row}.yaml", base + extra, missing_stages="skip")
-        run_dir = runs_dir / task / f"seed{seed}" / (row if mode == "sampled" else f"{row}-greedy")
-        print(f"\n=== {task} seed {seed}: {recipe.method} ({mode}) -> {run_dir}", file=sys.stderr)
-        t0 = time.perf_counter()
-        # the greedy pass takes every stage but eval from the sampled run of the same row
-        sources = reuse if mode == "sampled" else [runs_dir / task / f"seed{seed}" / row]
-        run_recipe(recipe, run_dir, show_progress=show_progress, reuse_from=sources, report=mode == "sampled",
-                   reuse_stages=None if mode == "sampled" else [s for s in STAGE_ORDER if s != "eval"],
-                   log=(lambda m: None) if quiet else None)
-        out[f"{mode}_dir"], out[f"{mode}_seconds"] = run_dir, time.perf_counter() - t0
-        out["method"] = recipe.method
-    return out
+    recipe = load_recipe(RECIPES / f"{row}.yaml", [f"data={task}", f"seed={seed}", *GREEDY_RUN, *overrides],
+                         missing_stages="skip")
+    run_dir = runs_dir / task / f"seed{seed}" / row
+    print(f"\n=== {task} seed {seed}: {recipe.method} -> {run_dir}", file=sys.stderr)
+    t0 = time.perf_counter()
+    run_recipe(recipe, run_dir, show_progress=show_progress, reuse_from=reuse,
+               log=(lambda m: None) if quiet else None)
+    return {"row": row, "task": task, "seed": seed, "method": recipe.method, "sampled_dir": run_dir,
+            "sampled_seconds": time.perf_counter() - t0}
 
 
 def _merge(earlier: list[dict], new: list[dict]) -> list[dict]:
@@ -137,22 +133,18 @@ def _save_partial(partial: Path, new: list[dict]) -> None:
 
 
 def collect(info: dict) -> dict:
-    """Accuracies of one (row, task, seed) from its two run directories, plus stage times and PRM quality."""
+    """Accuracies of one (row, task, seed) from its run directory, plus stage times and PRM quality."""
     from openrft.report import load_run
 
-    sampled = load_run(info["sampled_dir"])
-    greedy = load_run(info["greedy_dir"])
-    cell = sampled.cells[0]
+    cell = load_run(info["sampled_dir"]).cells[0]
     m = cell.eval_results[0].tasks[0]
-    g = greedy.cells[0].eval_results[0].tasks[0]
     quality = cell.prm_quality()
     trained = (quality or {}).get("scorers", {}).get("trained")
     rl = cell.rl_metrics()
     return {
         "row": info["row"], "method": info["method"], "task": info["task"], "seed": info["seed"],
         "sampled": m.accuracy, "eval_spread": m.accuracy_std, "per_run": m.per_run, "maj": m.maj_at_k, "k": m.k,
-        "greedy": g.accuracy, "items": m.items,
-        "seconds": info["sampled_seconds"] + info["greedy_seconds"],
+        "greedy": m.greedy_accuracy, "items": m.items, "seconds": info["sampled_seconds"],
         "stage_seconds": {k: v.seconds for k, v in cell.stages.items()},
         "reward_curve": [r["reward"] for r in rl],
         "prm_quality": None if trained is None else {
@@ -413,6 +405,7 @@ def run_units_side_by_side(units: list[tuple[str, int]], args: argparse.Namespac
         cmd = [sys.executable, str(Path(__file__).resolve()), "--tasks", task, "--seeds", str(seed),
                "--rows", args.rows, "--runs-dir", str(runs_dir), "--threads", str(threads), "--jobs", "1"]
         cmd += [f"--set={o}" for o in args.overrides] + ["--quiet"] * args.quiet
+        cmd += ["--judge", args.judge] if args.judge and seed == units[0][1] else []
         log = logs / f"{task}-seed{seed}.log"
         print(f"{task} seed {seed}: {threads} thread(s), log {log}", file=sys.stderr)
         with open(log, "a") as f:
@@ -438,6 +431,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="(task, seed) units run side by side, each in its own process with threads / jobs threads")
+    ap.add_argument("--judge", metavar="SPEC",
+                    help="also score the PRM rows' held-out steps with this PRM (prm.quality_judge, e.g. "
+                         "judge:smollm2-135m), on the first seed only: a judge does not train, one seed shows how it "
+                         "ranks the steps (scoring it on every seed took ~7.5 min per unit)")
     ap.add_argument("--progress", action="store_true", help="progress bars")
     ap.add_argument("--quiet", action="store_true", help="no per-stage lines")
     ap.add_argument("--summarize", action="store_true",
@@ -479,10 +476,12 @@ def main(argv=None) -> dict:
             done = sorted(d for d in seed_dir.iterdir() if d.is_dir() and not d.name.endswith("-greedy")) \
                 if seed_dir.is_dir() else []
             for row in rows:
-                info = run_row(row, task, seed, runs_dir, args.overrides, [d for d in done if d.name != row],
+                overrides = args.overrides + ([f"prm.quality_judge={args.judge}"]
+                                              if args.judge and seed == seeds[0] else [])
+                info = run_row(row, task, seed, runs_dir, overrides, [d for d in done if d.name != row],
                                show_progress=args.progress, quiet=args.quiet)
                 done.append(info["sampled_dir"])
-                results.append(collect(info) | {"overrides": list(args.overrides)})
+                results.append(collect(info) | {"overrides": overrides})
                 _save_partial(partial, results)
     earlier = json.loads(partial.read_text()) if partial.is_file() else []
     results = [r for r in _merge(earlier, results) if r["task"] in tasks]

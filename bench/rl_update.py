@@ -10,11 +10,16 @@ policy's forward and backward with its optimizer step (``update``). The two vari
     python bench/rl_update.py --threads 1
     python bench/rl_update.py --threads 1 --estimator gae     # + the critic's forward, backward and values
     python bench/rl_update.py --rollout                         # the whole step: + the rollout generation
+    python bench/rl_update.py --rollout --micro-batches 8,4,2   # shared prompts, by micro-batch size instead
 
 ``--rollout`` measures the whole RL step: each repeat generates the step's rollouts with the trainer's own
 ``rollout`` (sampling, grading; the generation is the same code either way, so it is timed once per repeat and
 added to both variants), and the two variants then update on that real batch (its responses at their sampled
 lengths) instead of random full-length ones.
+
+``--micro-batches M1,M2,...`` compares micro-batch sizes instead (prompts shared in each), alternating on the same
+batches: the update's gradients do not depend on the size (each micro-batch's loss is weighted by its share of the
+minibatch), only the padding each forward computes and the memory it holds.
 """
 
 from __future__ import annotations
@@ -71,6 +76,53 @@ def time_update(trainer, batch, share: bool) -> float:
     return time.perf_counter() - t0
 
 
+def _trainer(args, tmp: str, micro_batch: int):
+    from openrft.data.loaders import load_sources
+    from openrft.rewards.base import RewardSettings
+    from openrft.rl.config import RLConfig
+    from openrft.rl.trainer import RLTrainer
+
+    pool = load_sources([args.task], split="train", limit_per_task=args.prompts + args.shots)
+    shots, samples = pool[:args.shots], pool[args.shots:args.shots + args.prompts]
+    config = RLConfig(model=args.model, estimator=args.estimator, prompts_per_step=args.prompts,
+                      n_samples=args.n, max_new_tokens=args.response_len,
+                      temperature=args.temperature, kl_coef=args.kl_coef, lr=2e-4,
+                      lora_rank=8, lora_alpha=16, micro_batch_size=micro_batch, tensorboard=False,
+                      reward=RewardSettings(), seed=0, dr_grpo=args.estimator == "grpo")
+    return RLTrainer(config, samples, tmp, examples_for=lambda s: shots, show_progress=False)
+
+
+def compare_micro_batches(args, sizes: list[int]) -> dict:
+    """The shared-prompt update (reference forward, forward, backward, optimizer step) at each micro-batch size,
+    alternating on the same batches (real rollouts with ``--rollout``), with the peak RSS growth of each size's
+    first update."""
+    import dataclasses
+    import resource
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = _trainer(args, tmp, sizes[0])
+        trainer.ac.share_prompts = True
+        batch = make_batch(trainer, args.n, args.response_len, seed=0)
+        time_update(trainer, batch, True)  # warm-up (allocator, kernels)
+        times: dict[int, list[float]] = {m: [] for m in sizes}
+        for r in range(args.repeats):
+            if args.rollout:
+                batch = real_batch(trainer, r, seed=r)[0]
+            for m in sizes if r % 2 == 0 else sizes[::-1]:
+                trainer.config = dataclasses.replace(trainer.config, micro_batch_size=m)
+                times[m].append(time_update(trainer, batch, True))
+    result = {"rows": len(batch), "threads": torch.get_num_threads(), "settings": vars(args),
+              "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
+              "seconds": {m: [round(t, 2) for t in ts] for m, ts in times.items()},
+              "response_tokens_mean": round(float(batch.response_mask.sum(1).float().mean()), 1)}
+    base = statistics.median(times[sizes[0]])
+    for m in sizes:
+        med = statistics.median(times[m])
+        print(f"  micro-batch {m:>3}: median {med:.2f} s ({med / base:.3f}x of {sizes[0]})  {result['seconds'][m]}")
+    print(json.dumps(result))
+    return result
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
@@ -86,26 +138,17 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--temperature", type=float, default=0.7, help="rollout sampling (the small recipes' 0.7)")
     ap.add_argument("--rollout", action="store_true", help="time the whole step: the rollout generation too")
+    ap.add_argument("--micro-batches", help="comma-separated micro-batch sizes to compare (prompts shared)")
     args = ap.parse_args(argv)
     from openrft.models.allocator import keep_freed_memory
 
     keep_freed_memory()  # as 'openrft run' does on CPU
     if args.threads:
         torch.set_num_threads(args.threads)
-    from openrft.data.loaders import load_sources
-    from openrft.rewards.base import RewardSettings
-    from openrft.rl.config import RLConfig
-    from openrft.rl.trainer import RLTrainer
-
-    pool = load_sources([args.task], split="train", limit_per_task=args.prompts + args.shots)
-    shots, samples = pool[:args.shots], pool[args.shots:args.shots + args.prompts]
-    config = RLConfig(model=args.model, estimator=args.estimator, prompts_per_step=args.prompts,
-                      n_samples=args.n, max_new_tokens=args.response_len,
-                      temperature=args.temperature, kl_coef=args.kl_coef, lr=2e-4,
-                      lora_rank=8, lora_alpha=16, micro_batch_size=args.micro_batch, tensorboard=False,
-                      reward=RewardSettings(), seed=0, dr_grpo=args.estimator == "grpo")
+    if args.micro_batches:
+        return compare_micro_batches(args, [int(m) for m in args.micro_batches.split(",")])
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = RLTrainer(config, samples, tmp, examples_for=lambda s: shots, show_progress=False)
+        trainer = _trainer(args, tmp, args.micro_batch)
         batch = make_batch(trainer, args.n, args.response_len, seed=0)
         time_update(trainer, batch, True)  # warm-up (allocator, kernels)
         times: dict[str, list[float]] = {"full": [], "shared": [], "rollout": []}

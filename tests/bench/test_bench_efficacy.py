@@ -1,5 +1,5 @@
-"""Smoke test of bench/efficacy.py on a tiny model: rows x seeds, sampled and greedy evaluation, stages shared
-within a seed, the paired table and the claims (which a random model must not pass)."""
+"""Smoke test of bench/efficacy.py on a tiny model: rows x seeds, sampled and greedy evaluation (one pass),
+stages shared within a seed, the paired table and the claims (which a random model must not pass)."""
 
 from __future__ import annotations
 
@@ -52,8 +52,8 @@ def test_efficacy_bench_runs_rows_and_seeds_on_a_tiny_model(tmp_path, tiny_model
             "prm.n_completions=2", "prm.n_rollouts=2", "prm.max_new_tokens=8", "prm.epochs=1",
             "prm.quality_questions=2", "prm.quality_completions=4", "icl.k=2"]
     argv = ["--rows", "vanilla,vanilla_icl,sft,sft_rl,sft_rl_prm", "--tasks", "arithmetic", "--seeds", "0,1",
-            "--runs-dir", str(tmp_path), "--quiet", "--set", f"model={tiny_model_dir}"] \
-        + [a for kv in tiny for a in ("--set", kv)]
+            "--runs-dir", str(tmp_path), "--quiet", "--set", f"model={tiny_model_dir}",
+            "--judge", f"judge:{tiny_model_dir}"] + [a for kv in tiny for a in ("--set", kv)]
     summary = _load().main(argv)
     out = capsys.readouterr().out
     table = summary["tasks"]["arithmetic"]["rows"]
@@ -67,10 +67,15 @@ def test_efficacy_bench_runs_rows_and_seeds_on_a_tiny_model(tmp_path, tiny_model
     seed1 = tmp_path / "arithmetic" / "seed1"
     rl_row = json.loads((seed1 / "sft_rl" / "run.json").read_text())["cells"][0]["stages"]
     assert rl_row["synthesize"]["status"] == "skipped" and rl_row["sft"]["status"] == "skipped"  # warm-up reused
-    greedy = json.loads((seed1 / "sft_rl-greedy" / "run.json").read_text())["cells"][0]["stages"]
-    assert greedy["rl"]["status"] == "skipped" and greedy["eval"]["status"] == "finished"      # only evaluates
+    assert not (seed1 / "sft_rl-greedy").exists()  # greedy decoding is part of the row's one evaluation pass
+    records = (seed1 / "sft_rl" / "arithmetic" / "eval" / "completions.jsonl").read_text().splitlines()
+    assert len(records) == 3 and all(len(json.loads(r)["samples"]) == 2 and "greedy" in json.loads(r) for r in records)
     prm_rows = [r for r in summary["results"] if r["row"] == "sft_rl_prm"]
     assert all(r["prm_quality"] is not None and "auc" in r["prm_quality"] for r in prm_rows)
+    # the judge scores the held-out steps of the first seed only
+    quality = [json.loads((tmp_path / "arithmetic" / f"seed{s}" / "sft_rl_prm" / "arithmetic" / "prm" / "quality"
+                           / "quality.json").read_text())["scorers"] for s in (0, 1)]
+    assert ["judge" in q for q in quality] == [True, False]
     # seeds differ: the seed reaches the stages (the two SFT adapters are not the same bytes)
     a = (tmp_path / "arithmetic" / "seed0" / "sft" / "arithmetic" / "sft" / "adapter" / "adapter_model.safetensors")
     b = (seed1 / "sft" / "arithmetic" / "sft" / "adapter" / "adapter_model.safetensors")

@@ -196,3 +196,35 @@ def test_kill_mid_chunk_keeps_finished_items_and_resume_draws_the_same_samples(t
     resumed = evaluate(again, samples, config, tmp_path / "killed", show_progress=False)
     assert again.prompts == 2
     assert resumed.records == full.records
+
+
+def test_greedy_run_decodes_greedily_in_the_sampled_pass(tmp_path, tiny_generator):
+    """``greedy_run``: each item's greedy completion comes from the same generation pass as its sampled runs, is
+    graded on its own (``greedy`` in the record, greedy accuracy in the metrics) and leaves the sampled metrics as
+    an evaluation without it gives them; turning it on is another evaluation, turning it off keeps the old one's
+    identity."""
+    from openrft.evaluate.results import detail_table
+
+    samples = load_bundled("arithmetic")[:4]
+    config = EvalConfig(n=2, temperature=1.0, max_new_tokens=6, seed=5, greedy_run=True)
+    both = evaluate(tiny_generator, samples, config, tmp_path / "both", show_progress=False)
+    sampled = evaluate(tiny_generator, samples, EvalConfig(n=2, temperature=1.0, max_new_tokens=6, seed=5),
+                       tmp_path / "sampled", show_progress=False)
+    greedy = evaluate(tiny_generator, samples, EvalConfig(temperature=0.0, max_new_tokens=6, greedy_run=True),
+                      tmp_path / "greedy", show_progress=False)
+    assert [r["samples"] for r in both.records] == [r["samples"] for r in sampled.records]
+    assert [r["greedy"] for r in both.records] == [r["samples"][0] for r in greedy.records]
+    assert "greedy" not in sampled.records[0] and "greedy" not in greedy.records[0]
+    t, s, g = both.tasks[0], sampled.tasks[0], greedy.tasks[0]
+    assert (t.accuracy, t.per_run, t.maj_at_k, t.pass_at_k, t.mean_tokens) == \
+        (s.accuracy, s.per_run, s.maj_at_k, s.pass_at_k, s.mean_tokens)
+    assert t.greedy_accuracy == g.accuracy and s.greedy_accuracy is None and g.greedy_accuracy is None
+    assert both.tokens == sampled.tokens + greedy.tokens
+    header, rows = detail_table(both)
+    assert rows[0][header.index("Greedy")] == f"{g.accuracy:.3f}"
+    assert "Greedy" not in detail_table(sampled)[0]
+    assert "greedy_run" not in (tmp_path / "sampled" / "manifest.json").read_text()
+    with pytest.raises(IncompatibleRunError, match="other settings"):
+        evaluate(tiny_generator, samples, config, tmp_path / "sampled", show_progress=False)
+    again = evaluate(tiny_generator, samples, config, tmp_path / "both", show_progress=False)
+    assert again.records == both.records and again.tasks == both.tasks

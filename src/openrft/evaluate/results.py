@@ -61,6 +61,10 @@ def detail_table(result: EvalResult) -> tuple[list[str], list[list[str]]]:
         header[5:5] = [f"rerank@{kr}", f"weighted_maj@{kr}"]
         for row, t in zip(rows, result.tasks):
             row[5:5] = [_pct(t.rerank_at_k), _pct(t.weighted_maj_at_k)]
+    if any(t.greedy_accuracy is not None for t in result.tasks):
+        header[3:3] = ["Greedy"]
+        for row, t in zip(rows, result.tasks):
+            row[3:3] = [_pct(t.greedy_accuracy)]
     return header, rows
 
 

@@ -28,7 +28,7 @@ from openrft.data.sample import DataError, Sample
 from openrft.evaluate.prompts import fit_prompts
 from openrft.core.metrics import answered_rate, maj_at_k, pass_at_k, rerank_at_k, run_accuracy, weighted_maj_at_k
 from openrft.evaluate.rerank import Reranker, check_rerank_spec, load_reranker
-from openrft.models.backends.base import Generator, SamplingParams, generate_each
+from openrft.models.backends.base import Generator, SamplingParams, generate_settings
 from openrft.core.rundir import JsonlStore, begin_stage, finish_stage
 from openrft.rewards.combine import aggregate_steps, check_agg
 from openrft.rewards.steps import step_rule as get_step_rule
@@ -48,6 +48,10 @@ class EvalConfig:
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass"})
     max_new_tokens: int = field(default=2048, metadata={"help": "generation budget per completion"})
     seed: int = field(default=0, metadata={"help": "sampling seed"})
+    greedy_run: bool = field(default=False, metadata={
+        "help": "also decode each item greedily, in the same pass as the sampled runs (the transformers backend "
+                "prefills each prompt once for both); reported as greedy accuracy, kept out of the sampled "
+                "metrics (ignored when temperature is 0)"})
     maj_k: int | None = field(default=None, metadata={"help": "k for maj@k (default: n)"})
     pass_k: int | None = field(default=None, metadata={"help": "k for pass@k (default: n)"})
     chunk_size: int = field(default=64, metadata={"help": "items per generation call (each finished item is saved to completions.jsonl at once)"})
@@ -64,7 +68,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if self.temperature == 0:
-            self.n = 1
+            self.n, self.greedy_run = 1, False
         self.sampling  # noqa: B018 - validates n, temperature, top_p, max_new_tokens
         if self.chunk_size < 1 or (self.rerank_batch_size is not None and self.rerank_batch_size < 1):
             raise ValueError(f"chunk_size and rerank_batch_size must be >= 1, got {self.chunk_size} and "
@@ -103,6 +107,12 @@ class EvalConfig:
         return SamplingParams(n=self.n, temperature=self.temperature, top_p=self.top_p,
                               max_new_tokens=self.max_new_tokens, seed=self.seed)
 
+    @property
+    def settings(self) -> list[SamplingParams]:
+        """What each item is decoded with: the sampled runs, then (``greedy_run``) one greedy completion."""
+        greedy = [SamplingParams(n=1, temperature=0.0, max_new_tokens=self.max_new_tokens, seed=self.seed)]
+        return [self.sampling] + (greedy if self.greedy_run else [])
+
 
 @dataclass
 class TaskMetrics:
@@ -120,6 +130,7 @@ class TaskMetrics:
     rerank_at_k: float | None = None
     weighted_maj_at_k: float | None = None
     rerank_k: int | None = None
+    greedy_accuracy: float | None = None
 
 
 @dataclass
@@ -208,20 +219,17 @@ class EvaluatedWeights:
         return None if self.precision else {"model": weights_name(self.model, self.adapter)}
 
 
-def grade_item(task: Task, sample: Sample, completions) -> dict[str, Any]:
+def grade_item(task: Task, sample: Sample, completions, greedy: bool = False) -> dict[str, Any]:
+    """The item's record: each completion graded under ``samples``; with ``greedy``, the last completion is the
+    item's greedy decoding and goes under ``greedy`` instead (graded in the same call)."""
     texts = [c.text or "" for c in completions]
     grades = grade_all([sample] * len(texts), texts, {sample.answer_type: task})  # a program task: one sandbox call
-    return {
-        "id": sample.id,
-        "task": sample.task,
-        "question": task.render_question(sample),
-        "gold": sample.answer,
-        "samples": [
-            {"text": c.text, "extracted": g.extracted, "correct": g.correct, "num_tokens": c.num_tokens,
-             "finish_reason": c.finish_reason}
-            for c, g in zip(completions, grades)
-        ],
-    }
+    graded = [{"text": c.text, "extracted": g.extracted, "correct": g.correct, "num_tokens": c.num_tokens,
+               "finish_reason": c.finish_reason} for c, g in zip(completions, grades)]
+    record = {"id": sample.id, "task": sample.task, "question": task.render_question(sample), "gold": sample.answer}
+    if greedy:
+        record["greedy"] = graded.pop()
+    return record | {"samples": graded}
 
 
 def aggregate(records: Sequence[dict[str, Any]], config: EvalConfig) -> list[TaskMetrics]:
@@ -242,6 +250,8 @@ def aggregate(records: Sequence[dict[str, Any]], config: EvalConfig) -> list[Tas
             mean_tokens=sum(s["num_tokens"] for s in samples) / len(samples),
             truncated=sum(s["finish_reason"] == "length" for s in samples) / len(samples),
         ))
+        if config.greedy_run and all("greedy" in r for r in recs):
+            out[-1].greedy_accuracy = sum(bool(r["greedy"]["correct"]) for r in recs) / len(recs)
         if config.rerank is not None:
             k = config.rerank_k or config.n
             scores = [[s["score"] for s in r["samples"]] for r in recs]
@@ -310,7 +320,9 @@ class _LazyReranker:
 
 def _begin_eval(out_dir: Path, weights: EvaluatedWeights | str, label: str, config: EvalConfig, prompt_hash: str):
     """The eval stage's manifest: the weights' identity (or a plain name), the label and the generation settings."""
-    generation = {k: v for k, v in asdict(config).items() if k not in RERANK_FIELDS} | {"chunk_size": None}
+    # greedy_run joins the identity only when on, so evaluations from before it existed keep theirs
+    generation = {k: v for k, v in asdict(config).items()
+                  if k not in RERANK_FIELDS and (k != "greedy_run" or v)} | {"chunk_size": None}
     settings, inputs, earlier = {"model": weights}, {"prompts": prompt_hash}, []
     if isinstance(weights, EvaluatedWeights):
         named, local = weights.identity()
@@ -377,7 +389,7 @@ def evaluate(
         done = store.load()
     todo = [s for s in samples if s.id not in done]
     by_id = {s.id: s for s in samples}
-    progress = _Progress(len(todo) * config.n, show_progress)
+    progress = _Progress(len(todo) * sum(p.n for p in config.settings), show_progress)
     t0 = time.perf_counter()
     try:
         tokens = _generate_todo(generator, todo, prompts, tasks, config, done, store, progress,
@@ -411,14 +423,16 @@ def _generate_todo(generator, todo: list[Sample], prompts, tasks, config: EvalCo
         chunk = todo[start:start + config.chunk_size]
 
         def finished(i: int, outs, chunk=chunk) -> None:
-            rec = grade_item(tasks[chunk[i].answer_type], chunk[i], outs)
+            rec = grade_item(tasks[chunk[i].answer_type], chunk[i], outs, greedy=config.greedy_run)
             done[rec["id"]] = rec
             if store is not None:
                 store.append([rec])
 
-        generate_each(generator, [prompts[s.id] for s in chunk], config.sampling, finished, progress=progress.update)
+        generate_settings(generator, [prompts[s.id] for s in chunk], config.settings, finished,
+                          progress=progress.update)
         recs = [done[s.id] for s in chunk]
         tokens += sum(x["num_tokens"] for r in recs for x in r["samples"])
+        tokens += sum(r["greedy"]["num_tokens"] for r in recs if "greedy" in r)
         if score is not None:
             score(recs)
             if store is not None:

@@ -65,7 +65,8 @@ class Comparison:
                              "accuracy_std": e.metrics.accuracy_std, "maj_at_k": e.metrics.maj_at_k,
                              "pass_at_k": e.metrics.pass_at_k, "k": e.metrics.k,
                              "rerank_at_k": e.metrics.rerank_at_k, "rerank_k": e.metrics.rerank_k,
-                             "items": e.metrics.items} for e in self.entries]}
+                             "greedy_accuracy": e.metrics.greedy_accuracy, "items": e.metrics.items}
+                            for e in self.entries]}
 
 
 def _entries(run: Run, order: int, notes: list[str]) -> list[tuple[Entry, EvalResult]]:

@@ -147,6 +147,31 @@ def _each_after(outs: list[list[Completion]], on_item: Callable[[int, list[Compl
     return outs
 
 
+def generate_settings(generator, prompts: Sequence[Prompt], settings: Sequence[SamplingParams],
+                      on_item: Callable[[int, list[Completion]], None],
+                      progress: Callable[[int, int], None] | None = None) -> list[list[Completion]]:
+    """Each prompt's completions under several sampling settings, in one list per prompt: ``settings[0].n``
+    completions, then ``settings[1].n``, and so on; ``on_item(i, completions)`` once prompt ``i`` has them all.
+
+    A generator with its own ``generate_settings`` decodes them in one pass (the transformers backend: a prompt's
+    rows of every setting share one prefill, so an evaluation's sampled runs and its greedy run prefill each
+    prompt once); any other runs one call per setting, the last with ``on_item``. Each setting's completions are
+    what a call with that setting alone gives (the transformers backend: to float rounding, as any batch).
+    """
+    if not settings:
+        raise ValueError("generate_settings needs at least one SamplingParams")
+    method = getattr(generator, "generate_settings", None)
+    if method is not None:
+        return method(prompts, settings, on_item, progress=progress)
+    earlier: list[list[Completion]] = [[] for _ in prompts]
+    for params in settings[:-1]:
+        for i, outs in enumerate(generator.generate(prompts, params, progress)):
+            earlier[i].extend(outs)
+    last = generate_each(generator, prompts, settings[-1], lambda i, outs: on_item(i, earlier[i] + list(outs)),
+                         progress)
+    return [before + list(outs) for before, outs in zip(earlier, last)]
+
+
 def generate_each(generator, prompts: Sequence[Prompt], params: SamplingParams,
                   on_item: Callable[[int, list[Completion]], None],
                   progress: Callable[[int, int], None] | None = None) -> list[list[Completion]]:

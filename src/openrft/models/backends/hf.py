@@ -132,10 +132,17 @@ class TransformersGenerator(Generator):
     ) -> list[list[Completion]]:
         """:meth:`Generator.generate`; ``hidden_states``: each completion also holds the last-layer hidden state
         (the LM head's input) each of its tokens was sampled from (``Completion.hidden_states``)."""
-        return self._generate(prompts, params, progress, None, hidden_states)
+        return self._generate(prompts, [params], progress, None, hidden_states)
 
     def generate_each(self, prompts, params, on_item, progress=None) -> list[list[Completion]]:
-        return self._generate(prompts, params, progress, on_item)
+        return self._generate(prompts, [params], progress, on_item)
+
+    def generate_settings(self, prompts, settings, on_item, progress=None) -> list[list[Completion]]:
+        """:func:`~openrft.models.backends.base.generate_settings` in one pass: a prompt's rows of every setting
+        share one prefill (its key), and each row keeps the seed it has in a call of its setting alone."""
+        if not settings:
+            raise ValueError("generate_settings needs at least one SamplingParams")
+        return self._generate(prompts, list(settings), progress, on_item)
 
     def too_long(self, prompts: Sequence[Prompt]) -> dict[int, str]:
         if not self.max_positions:
@@ -176,16 +183,24 @@ class TransformersGenerator(Generator):
                 for p, ids in enumerate(encoded) for s in range(params.n)]
 
     @torch.inference_mode()
-    def _generate(self, prompts, params, progress, on_item, hidden: bool = False) -> list[list[Completion]]:
+    def _generate(self, prompts, settings: list[SamplingParams], progress, on_item,
+                  hidden: bool = False) -> list[list[Completion]]:
         encoded = self.encode(prompts)
-        rows = self.rows_for(encoded, params, hidden=hidden)
+        # a prompt's rows under every setting, its samples numbered on from the previous setting's
+        by_prompt: list[list[DecodeRow]] = [[] for _ in prompts]
+        offset = 0
+        for params in settings:
+            for row in self.rows_for(encoded, params, hidden=hidden):
+                row.sample_idx += offset
+                by_prompt[row.prompt_idx].append(row)
+            offset += params.n
         order = (self.share_prefixes and family_order(encoded)) or sorted(range(len(encoded)),
                                                                           key=lambda i: -len(encoded[i]))
-        queue = [rows[p * params.n + s] for p in order for s in range(params.n)]
-        results: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
+        queue = [row for p in order for row in by_prompt[p]]
+        results: list[list[Completion | None]] = [[None] * offset for _ in prompts]
         was_training = self.model.training
         self.model.eval()
-        pack = self.prepack and len(queue) * (params.max_new_tokens or 0) >= PREPACK_MIN_TOKENS
+        pack = self.prepack and sum(row.params.max_new_tokens or 0 for row in queue) >= PREPACK_MIN_TOKENS
         try:
             with packed_linears(self.model, min(self.batch_size, len(queue))) if pack else contextlib.nullcontext():
                 self._run(queue, results, progress, on_item)
