@@ -181,6 +181,7 @@ def completion_loss(model, tokenizer, rows: Sequence[dict], batch_size: int = 8,
     Sequences are padded on the left so that every completion ends at the last position,
     and only the last ``longest completion + 1`` positions get logits; batches shrink so
     that at most ``max_logits`` logit values exist at once (long traces, large vocabularies).
+    Batches take the rows in order of length, so each pads little.
     """
     was_training = model.training
     model.eval()
@@ -188,7 +189,8 @@ def completion_loss(model, tokenizer, rows: Sequence[dict], batch_size: int = 8,
     vocab = model.get_output_embeddings().weight.shape[0]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     encoded = [tokenize_prompt_completion(tokenizer, r["prompt"], r["completion"], max_length) for r in rows]
-    encoded = [(ids, labels, sum(x != -100 for x in labels)) for ids, labels in encoded]
+    encoded = sorted(((ids, labels, sum(x != -100 for x in labels)) for ids, labels in encoded),
+                     key=lambda e: len(e[0]))
     total, count, start = 0.0, 0, 0
     try:
         while start < len(encoded):
