@@ -255,10 +255,15 @@ def test_process_rewards_from_a_value_head_prm(tiny_model_dir, samples, tmp_path
     result = run_rl(cfg, tmp_path / "rl", samples, show_progress=False)
     row = result.metrics[0]
     assert 0 < row["reward/process/mean"] < 1 and row["reward/n_steps/mean"] > 0
+    # every answer is wrong: each group's outcome is the same, so only the process term varies within a group
+    assert row["reward/groups/same_outcome"] == 1.0 and row["reward/outcome/group_std"] == 0.0
     if dense:  # the process part sits at the step ends, the scalar reward is alpha * outcome (0 here)
         assert row["reward"] == 0.0
+        assert row["reward/reward/group_std"] == 0.0 and "reward/process/group_std" not in row
     else:
         assert row["reward"] == pytest.approx(0.3 * row["reward/process/mean"], rel=1e-5)
+        assert row["reward/reward/group_std"] == pytest.approx(row["reward/process/group_std"], rel=1e-5)
+        assert row["reward/process/group_std"] > 0
     assert _lora_b_norm(result.adapter_dir) > 0  # step scores differ between completions: something to learn
 
 

@@ -131,6 +131,31 @@ class RewardBatch:
             out[f"{name}/mean"], out[f"{name}/std"] = _mean_std(values)
         return out
 
+    def within_groups(self, groups: Sequence[int]) -> dict[str, float]:
+        """How much each term of the reward varies within a prompt's group (what a group-relative advantage sees),
+        for ``metrics.jsonl``: the mean over groups of the within-group std of the reward, of its outcome term
+        (``alpha x outcome``) and, with a sparse PRM, of its process term (``(1 - alpha) x process``); and the
+        share of groups whose outcome is the same for every sample (there only the process term moves the
+        advantages). Dense rewards place the process term on the steps: it is left out here.
+
+        >>> rb = RewardBatch([1.0, 0.2, 0.9, 0.8], [1.0, 0.0, 1.0, 1.0], [True, False, True, True], None, None,
+        ...                  False, {"process": [1.0, 0.5, 0.6, 0.3]}, alpha=0.7)
+        >>> {k: round(v, 3) for k, v in rb.within_groups([0, 0, 1, 1]).items()}
+        {'reward/group_std': 0.225, 'outcome/group_std': 0.175, 'process/group_std': 0.06, 'groups/same_outcome': 0.5}
+        """
+        terms = {"reward": self.rewards, "outcome": [self.alpha * o for o in self.outcome]}
+        if "process" in self.parts and not self.dense:
+            terms["process"] = [(1.0 - self.alpha) * p for p in self.parts["process"]]
+        members: dict[int, list[int]] = {}
+        for i, g in enumerate(groups):
+            members.setdefault(g, []).append(i)
+        out = {f"{name}/group_std": statistics.fmean(statistics.pstdev([values[i] for i in rows])
+                                                      for rows in members.values())
+               for name, values in terms.items()}
+        out["groups/same_outcome"] = statistics.fmean(
+            float(len({self.outcome[i] for i in rows}) == 1) for rows in members.values())
+        return out
+
 
 def _as_function(f: RewardFunction | Callable | str) -> RewardFunction:
     if isinstance(f, RewardFunction):

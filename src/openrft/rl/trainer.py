@@ -401,6 +401,7 @@ class RLTrainer:
         row.update({f"adv/{k}": v for k, v in adv.stats.items()})
         summary = rb.summary()
         row.update({f"reward/{k}": v for k, v in summary.items()})
+        row.update({f"reward/{k}": v for k, v in rb.within_groups(batch.group_ids.tolist()).items()})
         row["reward"] = float(sum(rb.rewards) / len(rb.rewards))
         row["accuracy"] = float(sum(rb.correct) / len(rb.correct))
         row["lr"] = self.actor_sched.get_last_lr()[0]
