@@ -29,6 +29,7 @@ only when it is beyond 2x the larger seed std of the two rows and its seed-paire
     python bench/efficacy.py --tasks multistep --seeds 0 --rows vanilla,vanilla_icl,sft
     python bench/efficacy.py --set rl.steps=5 --set test_size=50       # smaller everywhere
     python bench/efficacy.py --jobs 2                                  # two (task, seed) units at a time
+    python bench/efficacy.py --judge judge:smollm2-135m                # + the judge PRM's quality, first seed
 
 ``--jobs N`` runs N (task, seed) units side by side, each in its own process with ``threads / N`` torch threads
 (default: the CPU count / N) and its own log (``<runs-dir>/logs/<task>-seed<S>.log``); the rows of a unit stay in
