@@ -7,6 +7,10 @@ prints the training time and the process's peak resident memory. Run each settin
 
     python bench/sft_memory.py --traces runs/.../synthesize/traces.jsonl --micro 16
     python bench/sft_memory.py --traces runs/.../synthesize/traces.jsonl --micro 2
+
+``--completion-loss`` times the stage's loss measurement instead (``sft.measure_loss``: the mean completion loss
+over the rows, no gradients, batches of ``--batch``) and prints the loss; run it from a checkout of each version to
+compare them.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--micro", type=int, default=2, help="examples per forward/backward")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--completion-loss", action="store_true", help="time completion_loss over the rows instead")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from openrft.models.allocator import keep_freed_memory
@@ -38,6 +43,15 @@ def main(argv=None) -> dict:
     config = SFTStageConfig(batch_size=args.batch, micro_batch_size=args.micro, epochs=1, learning_rate=1e-3,
                             max_length=512, lora_rank=4, measure_loss=False)
     model, tokenizer = load_for_training(config)
+    if args.completion_loss:
+        from openrft.sft.stage import completion_loss
+
+        t0 = time.perf_counter()
+        loss = completion_loss(model, tokenizer, rows, args.batch, config.max_length)
+        result = {"rows": len(rows), "batch": args.batch, "threads": args.threads, "loss": loss,
+                  "completion_loss_s": round(time.perf_counter() - t0, 2)}
+        print(json.dumps(result))
+        return result
     with tempfile.TemporaryDirectory() as out:
         trainer = make_trainer(model, tokenizer, rows, config, out, show_progress=False)
         t0 = time.perf_counter()
