@@ -94,8 +94,7 @@ def _trainer(args, tmp: str, micro_batch: int):
 
 def compare_micro_batches(args, sizes: list[int]) -> dict:
     """The shared-prompt update (reference forward, forward, backward, optimizer step) at each micro-batch size,
-    alternating on the same batches (real rollouts with ``--rollout``), with the peak RSS growth of each size's
-    first update."""
+    alternating on the same batches (real rollouts with ``--rollout``); the peak RSS is the whole process's."""
     import dataclasses
     import resource
 
