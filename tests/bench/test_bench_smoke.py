@@ -62,6 +62,14 @@ def test_rl_update_bench_times_the_whole_step_both_ways(tiny_model_dir, capsys):
     assert "whole step, shared / full" in capsys.readouterr().out
 
 
+def test_rl_update_bench_compares_micro_batch_sizes(tiny_model_dir, capsys):
+    result = load("rl_update").main(["--model", str(tiny_model_dir), "--prompts", "2", "-n", "2", "--shots", "1",
+                                     "--response-len", "4", "--repeats", "2", "--rollout", "--task", "arithmetic",
+                                     "--micro-batches", "4,2"])
+    assert set(result["seconds"]) == {4, 2} and all(len(t) == 2 for t in result["seconds"].values())
+    assert result["rows"] == 4 and "micro-batch   2" in capsys.readouterr().out
+
+
 def test_decode_step_bench_profiles_a_full_batch(tiny_model_dir, capsys):
     result = load("decode_step").main(["--model", str(tiny_model_dir), "--batch", "4", "--shots", "1",
                                        "--steps", "2", "--profile-steps", "1", "--threads", "1"])
