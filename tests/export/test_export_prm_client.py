@@ -52,9 +52,11 @@ def test_a_server_that_is_down_is_named_after_the_retries():
 
 
 def test_openrft_prm_serve_answers_the_exported_client(tiny_model_dir):
+    """... and stops on SIGINT, also when started with SIGINT ignored (as a script's background job is)."""
     proc = subprocess.Popen([sys.executable, "-m", "openrft.cli.main", "prm", "serve", "--prm",
                              f"judge:{tiny_model_dir}", "--port", "0", "--device", "cpu"],
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         line = ""
         deadline = time.monotonic() + 240
@@ -66,7 +68,12 @@ def test_openrft_prm_serve_answers_the_exported_client(tiny_model_dir):
         assert len(scores[0]) == 2 and all(0.0 <= x <= 1.0 for x in scores[0])
     finally:
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 0
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # a server that ignored SIGINT does not outlive the test
+            raise
+        assert code == 0
 
 
 def test_openrft_prm_serve_refuses_a_missing_checkpoint(tmp_path, capsys):

@@ -67,11 +67,6 @@ def _serve(args: argparse.Namespace) -> int:
     except (PRMFormatError, ModelNotFoundError, OSError, ValueError) as err:
         print(f"openrft prm serve: {err}", file=sys.stderr)
         return 2
-    import signal
-
-    # Ctrl-C (SIGINT) stops the server even when its shell started it with SIGINT ignored (a background job of a
-    # script inherits that, and Python then installs no KeyboardInterrupt handler)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     print(f"serving {args.prm} at {server.url}/score (Ctrl-C stops)", file=sys.stderr, flush=True)
     try:
         server.serve_forever()

@@ -18,6 +18,7 @@ import email.utils
 import json
 import logging
 import random
+import signal
 import socket
 import threading
 import time
@@ -269,6 +270,14 @@ class JSONServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Serve until :meth:`shutdown`, or, in the main thread, until Ctrl-C (``KeyboardInterrupt``): SIGINT gets
+        Python's default handler back, which a process started with SIGINT ignored (a script's background job
+        inherits that) would otherwise lack, and the server would ignore Ctrl-C and ``kill -INT``."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        super().serve_forever(poll_interval)
 
     def start(self) -> "JSONServer":
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
