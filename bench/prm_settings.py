@@ -57,7 +57,9 @@ def run(prm_dir: Path, configs: list[dict], out: Path, model: str, policy_adapte
         continuations = settings.pop("reply_continuations", False)
         if continuations:
             paths = _with_reply_continuations(paths, out / f"config{i}-labels")
-        config = PRMTrainConfig(labels=paths, model=model, init_adapter=policy_adapter, held_out=0.0, **settings)
+        # no held-out questions unless the config asks (the stage holds out 10%: "held_out": 0.1 retrains its PRM)
+        config = PRMTrainConfig(**{"labels": paths, "model": model, "init_adapter": policy_adapter,
+                                   "held_out": 0.0} | settings)
         t0 = time.perf_counter()
         result = run_prm_train(config, out / f"config{i}", show_progress=False)
         seconds = time.perf_counter() - t0
