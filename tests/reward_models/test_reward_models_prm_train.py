@@ -247,27 +247,3 @@ def test_ranking_term_pairs_a_questions_solutions_and_orders_right_above_wrong(t
     assert settings[0]["rank_weight"] == 1.0 and "rank_weight" not in settings[1]
     with pytest.raises(ValueError, match="rank_weight must be >= 0"):
         PRMTrainConfig(**base, rank_weight=-1.0)
-
-
-def test_merge_duplicates_trains_each_distinct_solution_once_weighted(tiny_model_dir, tmp_path):
-    """merge_duplicates: identical solutions (a question's replies often repeat) run once per epoch, weighted by their
-    count, in batches filled to batch_size counted with the weights: the same number of optimizer steps with a third
-    of the forwards here; it enters the identity only when on, and the ranking term trains without merging."""
-    examples = synthetic_examples(16, seed=2)
-    labels = write_step_examples(tmp_path / "steps.jsonl", [e for e in examples for _ in range(3)])
-    base = dict(model=str(tiny_model_dir), labels=[str(labels)], epochs=2, batch_size=8, held_out=0.0, device="cpu",
-                learning_rate=1e-3)
-    runs = {}
-    for name, extra in {"plain": {}, "merged": {"merge_duplicates": True},
-                        "ranked": {"merge_duplicates": True, "rank_weight": 0.5}}.items():
-        result = run_prm_train(PRMTrainConfig(**base, **extra), tmp_path / name, show_progress=False)
-        lines = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
-        config = json.loads((tmp_path / name / "manifest.json").read_text())["config"]
-        runs[name] = (result, lines, config)
-    plain, merged, ranked = runs["plain"], runs["merged"], runs["ranked"]
-    assert plain[0].metrics["steps"] == merged[0].metrics["steps"] == ranked[0].metrics["steps"] == 12
-    positions = {name: sum(x["positions"] for x in lines) for name, (_, lines, _) in runs.items()}
-    assert positions["plain"] == positions["ranked"] == 3 * positions["merged"]
-    assert [x["epoch"] for x in merged[1]][-1] == 2.0
-    assert "merge_duplicates" not in plain[2] and merged[2]["merge_duplicates"] is True
-    assert merged[0].metrics["last_loss"] < merged[0].metrics["first_loss"]

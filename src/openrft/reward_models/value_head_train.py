@@ -8,6 +8,7 @@ held-out metrics.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -64,14 +65,9 @@ class ValueHeadTrainSettings:
         "batch the loss adds -log sigmoid(s_right - s_wrong), s = the solution's lowest step logit (how best-of-k "
         "reranking scores it); 0 = BCE alone, random batches",
         default=0.0)
-    merge_duplicates: bool = _help(
-        "train on each distinct example once, its loss weighted by how many times it occurs (a question's sampled "
-        "replies often repeat: 374 distinct of 800 labelled replies on multistep), in batches filled up to "
-        "batch_size examples counted with their weights: about the same optimizer steps over the same weighted "
-        "data, with fewer forwards; ignored with rank_weight > 0", default=False)
 
     #: option values that train as before the option existed (kept out of the training identity)
-    TRAIN_LEGACY: ClassVar[dict[str, Any]] = {"rank_weight": 0.0, "merge_duplicates": False}
+    TRAIN_LEGACY: ClassVar[dict[str, Any]] = {"rank_weight": 0.0}
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "max_length", "lora_rank"):
@@ -109,46 +105,6 @@ class Item:
     targets: list[float]
     group: str  # examples with the same group stay on the same side of the split (the question)
     outcome: bool | None = None  # the whole solution graded right (None: unknown, or steps cut by max_length)
-    weight: int = 1  # how many identical examples this one stands for (merge_duplicates)
-
-
-def merge_duplicates(items: Sequence[Item]) -> list[Item]:
-    """One item per distinct (ids, positions, targets, group), in first-seen order, ``weight`` = its count.
-
-    >>> merged = merge_duplicates([Item([1, 2], [1], [1.0], "q"), Item([1, 3], [1], [0.0], "q"),
-    ...                            Item([1, 2], [1], [1.0], "q")])
-    >>> [(m.ids, m.weight) for m in merged]
-    [([1, 2], 2), ([1, 3], 1)]
-    """
-    merged: dict[tuple, Item] = {}
-    for it in items:
-        key = (tuple(it.ids), tuple(it.positions), tuple(it.targets), it.group)
-        if key in merged:
-            merged[key].weight += it.weight
-        else:
-            merged[key] = Item(list(it.ids), list(it.positions), list(it.targets), it.group, it.outcome, it.weight)
-    return list(merged.values())
-
-
-def weighted_batches(order: Sequence[int], weights: Sequence[int], batch_size: int) -> list[list[int]]:
-    """``order`` cut into consecutive batches, each closed once its weights reach ``batch_size`` (unit weights:
-    slices of ``batch_size``).
-
-    >>> weighted_batches([0, 1, 2, 3, 4], [1, 1, 1, 1, 1], 2), weighted_batches([0, 1, 2, 3], [3, 1, 1, 2], 4)
-    ([[0, 1], [2, 3], [4]], [[0, 1], [2, 3]])
-    """
-    batches: list[list[int]] = []
-    current: list[int] = []
-    filled = 0
-    for i in order:
-        current.append(i)
-        filled += weights[i]
-        if filled >= batch_size:
-            batches.append(current)
-            current, filled = [], 0
-    if current:
-        batches.append(current)
-    return batches
 
 
 def split_by_group(items: Sequence[Item], fraction: float, seed: int) -> tuple[list[Item], list[Item]]:
@@ -244,22 +200,6 @@ def _batch_logits(model: ValueHeadModel, batch: Sequence[Item], pad_id: int, aut
     return values[rows, cols].float(), targets
 
 
-def weighted_bce(logits: torch.Tensor, targets: torch.Tensor, batch: Sequence[Item]) -> torch.Tensor:
-    """BCE with logits over the batch's positions, each item's counted ``weight`` times: the mean over the batch
-    with every merged duplicate written out again.
-
-    >>> a, b = Item([1, 2], [0, 1], [1.0, 0.0], "q", weight=2), Item([3], [0], [1.0], "p")
-    >>> expanded = weighted_bce(torch.tensor([0.5, -1.0, 0.5, -1.0, 2.0]), torch.tensor([1.0, 0, 1, 0, 1]),
-    ...                         [Item([1, 2], [0, 1], [1.0, 0.0], "q")] * 2 + [b])
-    >>> bool(torch.isclose(weighted_bce(torch.tensor([0.5, -1.0, 2.0]), torch.tensor([1.0, 0, 1]), [a, b]), expanded))
-    True
-    """
-    if all(it.weight == 1 for it in batch):
-        return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
-    w = torch.tensor([it.weight for it in batch for _ in it.positions], dtype=logits.dtype, device=logits.device)
-    return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, weight=w, reduction="sum") / w.sum()
-
-
 def ranking_loss(logits: torch.Tensor, batch: Sequence[Item]) -> torch.Tensor | None:
     """Mean ``-log sigmoid(s_right - s_wrong)`` over the (right, wrong) pairs of solutions to the same question in
     ``batch``, ``s`` a solution's lowest step logit (``logits`` flattened in item order, as
@@ -313,9 +253,7 @@ def train_value_head(model: ValueHeadModel, items: Sequence[Item], settings: Val
                      metrics_path: str | os.PathLike | None = None, show_progress: bool = True,
                      desc: str = "train") -> dict[str, Any]:
     """AdamW on BCE-with-logits at the items' positions (plus ``rank_weight`` x :func:`ranking_loss` over batches
-    of :func:`paired_order`); one ``metrics.jsonl`` line per optimizer step. With ``merge_duplicates`` (and no
-    ranking term) identical items train as one, weighted by their count (:func:`merge_duplicates`,
-    :func:`weighted_batches`, :func:`weighted_bce`).
+    of :func:`paired_order`); one ``metrics.jsonl`` line per optimizer step.
 
     Returns ``{"steps", "first_loss", "last_loss", "seconds"}``.
     """
@@ -328,19 +266,8 @@ def train_value_head(model: ValueHeadModel, items: Sequence[Item], settings: Val
     optim = torch.optim.AdamW([{"params": body, "lr": settings.learning_rate},
                                {"params": head, "lr": head_lr, "weight_decay": 0.0}],
                               weight_decay=settings.weight_decay)
-    if settings.merge_duplicates and settings.rank_weight == 0:
-        items = merge_duplicates(items)
-    weights = [it.weight for it in items]
-    rng = random.Random(settings.seed)
-    order = list(range(len(items)))
-    epochs: list[list[list[int]]] = []  # every epoch's batches, drawn up front so the schedule knows the steps
-    for _ in range(settings.epochs):
-        if settings.rank_weight > 0:
-            order = paired_order(items, rng)
-        else:
-            rng.shuffle(order)
-        epochs.append(weighted_batches(order, weights, settings.batch_size))
-    total = sum(len(batches) for batches in epochs)
+    per_epoch = math.ceil(len(items) / settings.batch_size)
+    total = per_epoch * settings.epochs
     warmup = int(settings.warmup_ratio * total)
 
     def schedule(step: int) -> float:
@@ -358,18 +285,22 @@ def train_value_head(model: ValueHeadModel, items: Sequence[Item], settings: Val
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
+    rng = random.Random(settings.seed)
+    order = list(range(len(items)))
     losses: list[float] = []
     step = 0
     t0 = time.perf_counter()
     model.train()
     try:
-        for epoch, batches in enumerate(epochs):
-            done = 0
-            for index in batches:
-                batch = [items[i] for i in index]
-                done += len(batch)
+        for epoch in range(settings.epochs):
+            if settings.rank_weight > 0:
+                order = paired_order(items, rng)
+            else:
+                rng.shuffle(order)
+            for start in range(0, len(order), settings.batch_size):
+                batch = [items[i] for i in order[start:start + settings.batch_size]]
                 logits, targets = _batch_logits(model, batch, pad_id, autocast)
-                loss = weighted_bce(logits, targets, batch)
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
                 rank = ranking_loss(logits, batch) if settings.rank_weight > 0 else None
                 if rank is not None:
                     loss = loss + settings.rank_weight * rank
@@ -381,7 +312,7 @@ def train_value_head(model: ValueHeadModel, items: Sequence[Item], settings: Val
                 scheduler.step()
                 step += 1
                 losses.append(loss.item())
-                line = {"step": step, "epoch": round(epoch + done / len(items), 4),
+                line = {"step": step, "epoch": round(epoch + (start + len(batch)) / len(order), 4),
                         "loss": losses[-1], "learning_rate": optim.param_groups[0]["lr"],
                         "grad_norm": float(grad_norm), "positions": len(targets)}
                 if rank is not None:
