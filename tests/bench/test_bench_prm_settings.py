@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 from openrft.reward_models.labels import StepExample, write_step_examples
@@ -28,15 +29,18 @@ def test_prm_settings_bench_compares_configs_on_held_out_steps(tmp_path, tiny_mo
     write_step_examples(prm / "quality" / "steps.jsonl", _examples(6, 100))
     rows = _load().main(["--prm-dir", str(prm), "--model", str(tiny_model_dir), "--out", str(tmp_path / "out"),
                          "--config", '{"epochs": 1, "batch_size": 4, "device": "cpu"}',
-                         "--config", '{"epochs": 1, "batch_size": 4, "label_mode": "hard", "device": "cpu"}'])
-    assert [r["config"] for r in rows][0] == "constant 0.5" and len(rows) == 3
+                         "--config", '{"epochs": 1, "batch_size": 4, "label_mode": "hard", "device": "cpu"}',
+                         "--config", '{"epochs": 1, "batch_size": 4, "held_out": 0.25, "device": "cpu"}'])
+    assert [r["config"] for r in rows][0] == "constant 0.5" and len(rows) == 4
+    held = [json.loads((tmp_path / "out" / f"config{i}" / "metrics.json").read_text())["held_out_solutions"]
+            for i in (0, 2)]
+    assert held == [0, 3]  # no questions held out unless the config asks, as the prm stage holds out 10%
     assert rows[0]["auc"] == 0.5 and all(r["steps"] == 12 for r in rows)
     assert all(r["auc"] is None or 0.0 <= r["auc"] <= 1.0 for r in rows[1:])
     assert "AUC" in capsys.readouterr().out
 
 
 def test_prm_settings_bench_scores_a_checkpoint_and_picks_among_held_out_replies(tmp_path, tiny_model_dir, capsys):
-    import json
 
     bench = _load()
     prm = tmp_path / "prm"
@@ -78,7 +82,6 @@ def test_prefix_sharing_counts_each_question_prefix_once(tmp_path):
 
 
 def test_prm_settings_bench_trains_on_labels_with_reply_continuations(tmp_path, tiny_model_dir):
-    import json
 
     prm = tmp_path / "prm"
     meta = {"sample_id": "q0", "n_rollouts": 4}
