@@ -9,7 +9,9 @@ output directory under ``--out`` (a rerun with the same config and labels reuses
 training questions), to see whether more labels would pay; ``"labels": [paths]`` trains on those instead of the
 stage's own labels (e.g. a labelling of more replies per question by ``openrft prm train --auto-label``);
 ``"reply_continuations": true`` trains on the labels with each reply's own continuation counted as one more
-rollout of its step prefixes (the labelling option of that name, applied to the finished labels).
+rollout of its step prefixes (the labelling option of that name, applied to the finished labels). A config trains
+on every training question unless it sets ``"held_out"`` (the stage holds out 10%: ``"held_out": 0.1`` with the
+stage's seed and settings retrains the stage's own PRM, a baseline for a changed setting).
 ``--checkpoint`` scores finished PRMs (the stage's own ``checkpoint/``) without training. It first prints how
 many step-prefix rollouts the stage's labellings needed with and without shared prefixes (with no
 ``--config``/``--checkpoint``, only that). With ``--data`` (the task of the held-out questions), each PRM also
