@@ -23,7 +23,9 @@ Printed per task: each row's accuracy as mean ± std over training seeds (the ev
 sampled runs within a seed, in its own column), greedy likewise; then a paired table, each row minus the row it
 builds on with the seed-paired mean difference and its 95% t-interval; then the claims in words (full method
 >= Vanilla+ICL + 30% relative, SFT+RL(PRM) > SFT+RL, ...), each marked holds / does not hold. A gap holds
-only when it is beyond 2x the larger seed std of the two rows and its seed-paired 95% interval is above zero. ``efficacy.json`` keeps every number.
+only when it is beyond 2x the larger seed std of the two rows and its seed-paired 95% interval is above zero; the
+PRM's best-of-8 figures (its pick, its weighted vote) hold only when their seed-paired gain over maj@8 reaches
++0.03 with its 95% interval above zero. ``efficacy.json`` keeps every number.
 
     python bench/efficacy.py                                           # 2 tasks x 3 seeds x 8 rows
     python bench/efficacy.py --tasks multistep --seeds 0 --rows vanilla,vanilla_icl,sft
@@ -252,23 +254,34 @@ def summarize(results: list[dict], rows: list[str], tasks: list[str]) -> dict:
                 a = r["augment"]
                 print(f"augmentation ({r['method']}, seed {r['seed']}): {a['samples_in']} questions -> "
                       f"{a['samples_out']} samples, {a['variants_per_question']} variants per question {a['methods']}")
-        claims = _claims(table, pairs) + _prm_claims(prm)
+        prm_pairs = _prm_pairs(mine)
+        for what, d in prm_pairs.items():
+            ci = f"[{d['low']:+.3f}, {d['high']:+.3f}]" if d["low"] is not None else "[one seed]"
+            print(f"  best-of-8: {what}@8 - maj@8, seed-paired {d['mean']:+.3f} {ci}")
+        claims = _claims(table, pairs) + _prm_claims(prm, prm_pairs)
         for c in claims:
             verdict = "HOLDS" if c["holds"] else "DOES NOT HOLD"
             if not c.get("established", True):
                 verdict += " ON ONE SEED (not established)"
             print(f"{verdict}: {c['claim']} ({c['evidence']})")
-        summary["tasks"][task] = {"rows": table, "paired": pairs, "claims": claims, "prm_quality": prm}
+        summary["tasks"][task] = {"rows": table, "paired": pairs, "claims": claims, "prm_quality": prm,
+                                  "prm_paired": prm_pairs}
     return summary
+
+
+def _prm_qualities(results: list[dict]) -> dict[int, dict]:
+    """The trained PRM's held-out quality per seed: the sft_rl_prm row's PRM (the dense and +DA rows reuse it), another
+    row's only where that row has none."""
+    qs: dict[int, dict] = {}
+    for r in sorted(results, key=lambda r: r["row"] != "sft_rl_prm"):
+        if r["prm_quality"] and r["seed"] not in qs:
+            qs[r["seed"]] = r["prm_quality"]
+    return qs
 
 
 def _prm_quality_summary(results: list[dict]) -> dict:
     """Step AUC (trained, constant, judge), first-error F1 and best-of-k of the trained PRMs, over seeds."""
-    # one PRM per seed: the sft_rl_prm row's (the dense and +DA rows reuse it); another row's only without it
-    qs = {}
-    for r in sorted(results, key=lambda r: r["row"] != "sft_rl_prm"):
-        if r["prm_quality"] and r["seed"] not in qs:
-            qs[r["seed"]] = r["prm_quality"]
+    qs = _prm_qualities(results)
     if not qs:
         return {}
     out = {}
@@ -285,24 +298,45 @@ def _prm_quality_summary(results: list[dict]) -> dict:
     return out
 
 
-def _prm_claims(prm: dict) -> list[dict]:
-    """The issue's PRM figures: step AUC >= 0.80 on held-out steps; best-of-8 >= maj@8 + 0.03 (the PRM's pick,
-    and the PRM-weighted vote where measured)."""
+def _prm_pairs(results: list[dict], k: str = "8") -> dict[str, dict]:
+    """Seed-paired differences of the PRM's pick (``rerank``) and PRM-weighted vote (``weighted_maj``) over
+    ``maj@k``, on the seeds that measured both."""
+    out = {}
+    for what in ("rerank", "weighted_maj"):
+        both = [q["best_of_k"][k] for q in _prm_qualities(results).values()
+                if (q.get("best_of_k") or {}).get(k, {}).get(what) is not None
+                and q["best_of_k"][k].get("maj") is not None]
+        if both:
+            out[what] = paired([b[what] for b in both], [b["maj"] for b in both])
+    return out
+
+
+def _prm_claims(prm: dict, pairs: dict[str, dict] | None = None) -> list[dict]:
+    """The issue's PRM figures: step AUC >= 0.80 on held-out steps (the mean over seeds); best-of-8 >= maj@8 + 0.03
+    (the PRM's pick, and the PRM-weighted vote where measured): the seed-paired mean gain >= 0.03 with its 95%
+    interval above zero (a gain within the seeds' spread does not hold), or on one seed, not established."""
     out = []
-    auc = prm.get("step auc", (None, None))[0]
-    if auc is not None:
-        out.append({"claim": "trained PRM step AUC >= 0.80 (held-out)", "holds": auc >= 0.80,
-                    "evidence": f"AUC {auc:.3f}, constant scorer {prm.get('step constant_auc', (None,))[0]}"})
-    rr, maj = prm.get("best-of-8: rerank@8", (None,))[0], prm.get("best-of-8: maj@8", (None,))[0]
-    if rr is not None and maj is not None:
-        within = prm.get("reply_within_auc", (None,))[0]
-        out.append({"claim": "best-of-8 with the PRM >= maj@8 + 0.03", "holds": rr >= maj + 0.03,
-                    "evidence": f"rerank@8 {rr:.3f} vs maj@8 {maj:.3f}" + (
-                        "" if within is None else f"; reply AUC within a question {within:.3f}")})
-    wm = prm.get("best-of-8: weighted_maj@8", (None,))[0]
-    if wm is not None and maj is not None:
-        out.append({"claim": "PRM-weighted vote of 8 >= maj@8 + 0.03", "holds": wm >= maj + 0.03,
-                    "evidence": f"weighted_maj@8 {wm:.3f} vs maj@8 {maj:.3f}"})
+    auc = prm.get("step auc", (None, None))
+    if auc[0] is not None:
+        out.append({"claim": "trained PRM step AUC >= 0.80 (held-out)", "holds": auc[0] >= 0.80,
+                    "established": auc[1] is not None,
+                    "evidence": f"AUC {auc[0]:.3f}" + (f" ± {auc[1]:.3f} over seeds" if auc[1] is not None else "")
+                    + f", constant scorer {prm.get('step constant_auc', (None,))[0]}"})
+    maj = prm.get("best-of-8: maj@8", (None,))[0]
+    within = prm.get("reply_within_auc", (None,))[0]
+    for what, claim, name in (("rerank", "best-of-8 with the PRM >= maj@8 + 0.03", "rerank@8"),
+                              ("weighted_maj", "PRM-weighted vote of 8 >= maj@8 + 0.03", "weighted_maj@8")):
+        value = prm.get(f"best-of-8: {name}", (None,))[0]
+        if value is None or maj is None:
+            continue
+        d = (pairs or {}).get(what) or {}
+        gain = d.get("mean", value - maj)
+        holds = gain >= 0.03 and (d.get("low") is None or d["low"] > 0)
+        evidence = (f"{name} {value:.3f} vs maj@8 {maj:.3f}, gain {gain:+.3f}"
+                    + (f", paired 95% CI [{d['low']:+.3f}, {d['high']:+.3f}]" if d.get("low") is not None else "")
+                    + ("" if what != "rerank" or within is None else f"; reply AUC within a question {within:.3f}"))
+        out.append({"claim": claim, "holds": bool(holds), "established": d.get("low") is not None, "gain": gain,
+                    "evidence": evidence})
     return out
 
 

@@ -45,6 +45,31 @@ def test_paired_interval_and_claims_maths():
     assert bench._claims(table, {})[0]["established"] is False
 
 
+
+def test_prm_claims_need_the_gain_beyond_the_seeds_spread():
+    """best-of-8 claims hold on a seed-paired gain >= 0.03 whose 95% interval is above zero: the gain of the study's
+    first five seeds (+0.030 on the mean, interval reaching below zero) does not hold; one seed is not established."""
+    bench = _load()
+
+    def results(wmaj: list[float], maj: list[float], auc: float = 0.81) -> list[dict]:
+        return [{"row": "sft_rl_prm", "seed": i, "prm_quality": {"auc": auc + 0.01 * i, "constant_auc": 0.5,
+                 "best_of_k": {"8": {"weighted_maj": w, "rerank": m - 0.05, "maj": m, "pass": 0.9, "mean": 0.6}}}}
+                for i, (w, m) in enumerate(zip(wmaj, maj))]
+
+    def verdicts(rs: list[dict]) -> dict[str, dict]:
+        return {c["claim"]: c for c in bench._prm_claims(bench._prm_quality_summary(rs), bench._prm_pairs(rs))}
+
+    noisy = verdicts(results([0.717, 0.683, 0.733, 0.783, 0.717], [0.667, 0.700, 0.700, 0.750, 0.667]))
+    vote = noisy["PRM-weighted vote of 8 >= maj@8 + 0.03"]
+    assert vote["gain"] == pytest.approx(0.030, abs=1e-3) and vote["holds"] is False and "CI [-0.0" in vote["evidence"]
+    assert noisy["best-of-8 with the PRM >= maj@8 + 0.03"]["holds"] is False            # the pick loses to voting
+    assert noisy["trained PRM step AUC >= 0.80 (held-out)"]["holds"] is True            # 0.83 on the mean
+    steady = verdicts(results([0.74, 0.73, 0.75], [0.70, 0.69, 0.71]))["PRM-weighted vote of 8 >= maj@8 + 0.03"]
+    assert steady["holds"] is True and steady["established"] is True
+    one = verdicts(results([0.80], [0.70], auc=0.7))
+    assert one["PRM-weighted vote of 8 >= maj@8 + 0.03"]["established"] is False
+    assert one["trained PRM step AUC >= 0.80 (held-out)"]["holds"] is False
+
 def test_efficacy_bench_runs_rows_and_seeds_on_a_tiny_model(tmp_path, tiny_model_dir, capsys):
     tiny = ["train_size=4", "test_size=3", "eval.n=2", "eval.max_new_tokens=8", "synthesize.budget=2",
             "synthesize.rounds=[2]", "synthesize.max_new_tokens=8", "sft.epochs=1", "rl.steps=1",
