@@ -302,10 +302,10 @@ def _prm_pairs(results: list[dict], k: str = "8") -> dict[str, dict]:
     """Seed-paired differences of the PRM's pick (``rerank``) and PRM-weighted vote (``weighted_maj``) over
     ``maj@k``, on the seeds that measured both."""
     out = {}
+    measured = [q["best_of_k"][k] for q in _prm_qualities(results).values()
+                if (q.get("best_of_k") or {}).get(k, {}).get("maj") is not None]
     for what in ("rerank", "weighted_maj"):
-        both = [q["best_of_k"][k] for q in _prm_qualities(results).values()
-                if (q.get("best_of_k") or {}).get(k, {}).get(what) is not None
-                and q["best_of_k"][k].get("maj") is not None]
+        both = [b for b in measured if b.get(what) is not None]
         if both:
             out[what] = paired([b[what] for b in both], [b["maj"] for b in both])
     return out
