@@ -244,20 +244,19 @@ def summarize(results: list[dict], rows: list[str], tasks: list[str]) -> dict:
                 seeds = sorted({r["seed"] for r in by[hi]} & {r["seed"] for r in by[lo]})
                 pick = lambda rr: [r["sampled"] for r in rr if r["seed"] in seeds]  # noqa: E731
                 pairs[f"{hi} - {lo}"] = {"sampled": paired(pick(by[hi]), pick(by[lo]))}
-        prm = _prm_quality_summary(mine)
+        prm, prm_pairs = _prm_quality_summary(mine), _prm_pairs(mine)
         if prm:
             print("\nPRM quality on held-out questions (the prm stage's PRM, mean ± std over seeds):")
             for key, (m, sd) in prm.items():
                 print(f"  {key:<34} {_fmt(m, sd)}")
+            for what, d in prm_pairs.items():
+                ci = f"[{d['low']:+.3f}, {d['high']:+.3f}]" if d["low"] is not None else "[one seed]"
+                print(f"  best-of-8: {what}@8 - maj@8, seed-paired {d['mean']:+.3f} {ci}")
         for r in mine:
             if r["augment"]:
                 a = r["augment"]
                 print(f"augmentation ({r['method']}, seed {r['seed']}): {a['samples_in']} questions -> "
                       f"{a['samples_out']} samples, {a['variants_per_question']} variants per question {a['methods']}")
-        prm_pairs = _prm_pairs(mine)
-        for what, d in prm_pairs.items():
-            ci = f"[{d['low']:+.3f}, {d['high']:+.3f}]" if d["low"] is not None else "[one seed]"
-            print(f"  best-of-8: {what}@8 - maj@8, seed-paired {d['mean']:+.3f} {ci}")
         claims = _claims(table, pairs) + _prm_claims(prm, prm_pairs)
         for c in claims:
             verdict = "HOLDS" if c["holds"] else "DOES NOT HOLD"

@@ -45,7 +45,6 @@ def test_paired_interval_and_claims_maths():
     assert bench._claims(table, {})[0]["established"] is False
 
 
-
 def test_prm_claims_need_the_gain_beyond_the_seeds_spread():
     """best-of-8 claims hold on a seed-paired gain >= 0.03 whose 95% interval is above zero: the gain of the study's
     first five seeds (+0.030 on the mean, interval reaching below zero) does not hold; one seed is not established."""
@@ -69,6 +68,7 @@ def test_prm_claims_need_the_gain_beyond_the_seeds_spread():
     one = verdicts(results([0.80], [0.70], auc=0.7))
     assert one["PRM-weighted vote of 8 >= maj@8 + 0.03"]["established"] is False
     assert one["trained PRM step AUC >= 0.80 (held-out)"]["holds"] is False
+
 
 def test_efficacy_bench_runs_rows_and_seeds_on_a_tiny_model(tmp_path, tiny_model_dir, capsys):
     tiny = ["train_size=4", "test_size=3", "eval.n=2", "eval.max_new_tokens=8", "synthesize.budget=2",

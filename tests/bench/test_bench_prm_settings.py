@@ -41,7 +41,6 @@ def test_prm_settings_bench_compares_configs_on_held_out_steps(tmp_path, tiny_mo
 
 
 def test_prm_settings_bench_scores_a_checkpoint_and_picks_among_held_out_replies(tmp_path, tiny_model_dir, capsys):
-
     bench = _load()
     prm = tmp_path / "prm"
     write_step_examples(prm / "labels" / "steps.jsonl", _examples(8, 0))
@@ -82,7 +81,6 @@ def test_prefix_sharing_counts_each_question_prefix_once(tmp_path):
 
 
 def test_prm_settings_bench_trains_on_labels_with_reply_continuations(tmp_path, tiny_model_dir):
-
     prm = tmp_path / "prm"
     meta = {"sample_id": "q0", "n_rollouts": 4}
     labelled = [StepExample("Question 0", ["a", "b", "so 1"], [0.5, 0.25, 1.0], meta=meta | {"completion_correct": 1}),
